@@ -1,0 +1,344 @@
+"""``Machine``: the Python face of the native model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .errors import ArgumentError
+from .kinds import BlockState, MigrateType, PageKind, page_byte
+from .progress import Progress
+from .sizes import SizeLike, parse_size
+from .sources import Layout, layout_from_iomem, load_layout, seed_layout, synthetic_layout
+from .workload import Workload
+
+#: Blocks per native call in ``scan``: between calls Ctrl-C is seen and progress advances.
+SCAN_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of the modeled machine (kernel terms; ``max_order`` is exclusive, as in v5.5)."""
+
+    arch: str
+    page_shift: int
+    section_size_bits: int
+    pageblock_order: int
+    max_order: int
+    block_size: int
+    pages_per_section: int
+    pageblock_nr_pages: int
+    sections_per_block: int
+    pages_per_block: int
+    max_pfn: int
+
+    @property
+    def page_size(self) -> int:
+        return 1 << self.page_shift
+
+    @property
+    def section_size(self) -> int:
+        return 1 << self.section_size_bits
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the kernel does when a modeled read hits a bad struct page."""
+
+    function: str
+    access: str
+    pfn: int
+    phys: int
+    section: int
+    block: int
+    kind: str  # "bug", "oops", "undefined", "wrong-answer"
+    message: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.function}: {self.access} on pfn {self.pfn:#x} (phys {self.phys:#x}, "
+            f"section {self.section:#x}, memory{self.block}): {self.message}"
+        )
+
+
+@dataclass(frozen=True)
+class Removable:
+    """One read of ``memoryN/removable``.
+
+    ``value`` is 0 or 1 as printed, or ``None`` when the read never returned (BUG/oops) or
+    its answer is undefined; then ``fault`` says why. ``note`` is a silently wrong read that
+    did not stop the scan. The counters are what the kernel touched.
+    """
+
+    block: int
+    kernel: str
+    value: Optional[int]
+    fault: Optional[Fault]
+    note: Optional[Fault]
+    scanned: bool
+    first_unmovable: Optional[Dict[str, Any]]
+    struct_pages_read: int
+    pageblocks_visited: int
+    sections_scanned: int
+
+
+@dataclass
+class ScanResult:
+    """``removable`` of many blocks: numpy columns (``value`` is -1 where the read faulted)."""
+
+    kernel: str
+    block: np.ndarray
+    value: np.ndarray
+    scanned: np.ndarray
+    struct_pages_read: np.ndarray
+    pageblocks_visited: np.ndarray
+    sections_scanned: np.ndarray
+    faults: List[Fault]
+    notes: List[Fault]
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def total(self, column: str = "struct_pages_read") -> int:
+        return int(np.asarray(getattr(self, column), dtype=np.uint64).sum())
+
+
+def _fault(d: Optional[Dict[str, Any]]) -> Optional[Fault]:
+    return None if d is None else Fault(**d)
+
+
+class Machine:
+    """A modeled machine: layout, page states, and the kernel functions that read them.
+
+    Build one with ``Machine.seed()``, ``Machine.from_iomem()``, ``Machine.synthetic()`` or
+    ``Machine.from_layout()``; fill its RAM with ``populate()``; ask ``removable()`` /
+    ``scan()``. Methods that take a kernel accept "5.5", "5.5.10", "5.6-rc7", "5.6", "6.1",
+    each optionally with "+debug" (DEBUG_VM and DEBUG_VM_PGFLAGS).
+    """
+
+    def __init__(self, core: Any, layout: Optional[Layout] = None, name: str = "machine"):
+        self._core = core
+        self.layout = layout
+        self.name = name
+
+    # -- constructors -----------------------------------------------------------------------
+    @classmethod
+    def from_layout_object(cls, layout: Layout) -> "Machine":
+        return cls(layout.build(), layout, layout.name)
+
+    @classmethod
+    def seed(cls) -> "Machine":
+        """The embedded default: the machine of the March 2020 lsmem crash (see
+        ``memscan.sources.embedded``)."""
+        return cls.from_layout_object(seed_layout())
+
+    @classmethod
+    def from_iomem(
+        cls,
+        text: str,
+        arch: str = "x86_64",
+        block_size: Optional[SizeLike] = None,
+        source: str = "<iomem>",
+    ) -> "Machine":
+        """From /proc/iomem text. ``block_size`` None applies the arch rule (x86:
+        probe_memory_block_size on the end of System RAM).
+
+        Raises:
+            ParseError: a malformed line, bad nesting or overlap (names the line).
+            GeometryError: an impossible block size.
+        """
+        bs = None if block_size is None else parse_size(block_size, "block_size")
+        return cls.from_layout_object(layout_from_iomem(text, arch=arch, block_size=bs, source=source))
+
+    @classmethod
+    def from_iomem_file(cls, path: Union[str, "os.PathLike[str]"], **kw: Any) -> "Machine":
+        p = os.fspath(path)
+        try:
+            with open(p, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            from .errors import ParseError
+
+            raise ParseError(f"{p}: cannot read: {e.strerror}") from None
+        return cls.from_iomem(text, source=p, **kw)
+
+    @classmethod
+    def synthetic(
+        cls,
+        total: SizeLike,
+        arch: str = "x86_64",
+        block_size: Optional[SizeLike] = None,
+        nodes: int = 1,
+        pmem: SizeLike = 0,
+        page_size: Optional[str] = None,
+    ) -> "Machine":
+        """A synthetic machine of ``total`` bytes of RAM (e.g. "1T"), see
+        ``memscan.sources.synthetic``."""
+        return cls.from_layout_object(synthetic_layout(total, arch, block_size, nodes, pmem, page_size))
+
+    @classmethod
+    def from_layout(cls, layout: Union[Dict[str, Any], str, "os.PathLike[str]"]) -> "Machine":
+        """From a declarative layout: a dict or a JSON file (see ``memscan.sources.layout``)."""
+        return cls.from_layout_object(load_layout(layout))
+
+    # -- structure --------------------------------------------------------------------------
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(**self._core.geometry())
+
+    def block_states(self) -> np.ndarray:
+        """State code per block id (see ``BlockState``)."""
+        return self._core.block_states()
+
+    def blocks(self) -> np.ndarray:
+        """Ids of the blocks that have a memoryN directory."""
+        return np.nonzero(self._core.block_states())[0].astype(np.uint64)
+
+    def block_state(self, block: int) -> BlockState:
+        st = self._core.block_states()
+        if not 0 <= block < len(st):
+            from .errors import NoSuchBlockError
+
+            raise NoSuchBlockError(f"memory block {block} does not exist (the machine has block ids 0..{len(st)})")
+        return BlockState(int(st[block]))
+
+    def set_block_state(self, block: int, state: str) -> None:
+        """Set a block's state by its sysfs name (online, offline, going-offline)."""
+        self._core.set_block_state(int(block), state)
+
+    def block_range(self, block: int) -> tuple:
+        """Physical [start, end] (inclusive) of a block."""
+        bs = self.geometry.block_size
+        return block * bs, (block + 1) * bs - 1
+
+    def sections(self) -> Dict[str, np.ndarray]:
+        """Per-section ``flags`` (1 present, 2 online, 4 early, 8 device) and ``nid``."""
+        return self._core.sections()
+
+    def zones(self) -> List[tuple]:
+        """Zone spans: (nid, zone, start_pfn, end_pfn)."""
+        return self._core.zones()
+
+    def hstates(self) -> List[tuple]:
+        """hugetlb sizes: (order, migration supported)."""
+        return self._core.hstates()
+
+    # -- pages ------------------------------------------------------------------------------
+    def populate(self, workload: Union[Workload, str, None] = None, seed: int = 0) -> "Machine":
+        """Fill online RAM with a workload (a ``Workload`` or a preset name). Deterministic:
+        the same seed gives the same pages. Returns self."""
+        if workload is None:
+            workload = Workload()
+        if isinstance(workload, str):
+            workload = Workload.preset(workload)
+        if not isinstance(workload, Workload):
+            raise ArgumentError(f"populate: expected a Workload or preset name, got {type(workload).__name__}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ArgumentError(f"populate: seed must be a non-negative int, got {seed!r}")
+        self._core.populate(workload.to_dict(), seed)
+        return self
+
+    def pages(self, block: int) -> np.ndarray:
+        """Read-only numpy view of a block's page bytes (no copy; kept alive by this machine).
+        Kind = ``v & 0xF``, field = ``v >> 4``."""
+        return self._core.block_view(int(block))
+
+    def page(self, pfn: int) -> int:
+        return self._core.page(int(pfn))
+
+    def page_bytes(self, pfn: int, count: int) -> np.ndarray:
+        """A copy of ``count`` page bytes from ``pfn``."""
+        return self._core.page_bytes(int(pfn), int(count))
+
+    def set_pages(self, pfn: int, count: int, kind: Union[PageKind, int], field: int = 0) -> None:
+        """Set ``count`` pages from ``pfn`` to ``kind`` (with its 4-bit field)."""
+        self._core.set_pages(int(pfn), int(count), page_byte(PageKind(kind), field))
+
+    def write_pages(self, pfn: int, values: np.ndarray) -> None:
+        """Write raw page bytes (a contiguous uint8 array) from ``pfn``."""
+        self._core.write_pages(int(pfn), np.ascontiguousarray(values, dtype=np.uint8))
+
+    def set_migratetype(self, pfn: int, mt: Union[MigrateType, int]) -> None:
+        """Set the migratetype of the pageblock holding ``pfn``."""
+        self._core.set_migratetype(int(pfn), int(MigrateType(mt)))
+
+    def kind_counts(self) -> Dict[str, int]:
+        """Pages per kind over present sections."""
+        return {PageKind(i).name: int(c) for i, c in enumerate(self._core.kind_counts())}
+
+    def memory_bytes(self) -> int:
+        """Bytes the model itself holds."""
+        return int(self._core.memory_bytes())
+
+    # -- kernel models ----------------------------------------------------------------------
+    def removable(self, block: int, kernel: str = "5.5") -> Removable:
+        """Read ``memory<block>/removable`` under ``kernel``.
+
+        Raises:
+            NoSuchBlockError: the block id is out of range or has no directory.
+            ArgumentError: an unknown kernel.
+        """
+        d = self._core.removable(int(block), kernel)
+        return Removable(
+            block=d["block"], kernel=kernel, value=d["value"], fault=_fault(d["fault"]), note=_fault(d["note"]),
+            scanned=d["scanned"], first_unmovable=d["first_unmovable"],
+            struct_pages_read=d["struct_pages_read"], pageblocks_visited=d["pageblocks_visited"],
+            sections_scanned=d["sections_scanned"],
+        )
+
+    def scan(
+        self,
+        kernel: str = "5.5",
+        blocks: Optional[Sequence[int]] = None,
+        parallel: bool = False,
+        progress: Optional[bool] = None,
+    ) -> ScanResult:
+        """``removable`` of every block (or ``blocks``) at once, as numpy columns. The GIL is
+        released while Rust scans; Ctrl-C stops between chunks; a progress bar shows on a
+        terminal unless ``progress=False``."""
+        ids = self.blocks() if blocks is None else np.asarray(blocks, dtype=np.uint64)
+        parts = []
+        bar = Progress(len(ids), f"removable ({kernel})", enabled=progress)
+        try:
+            for i in range(0, len(ids), SCAN_CHUNK):
+                chunk = [int(b) for b in ids[i : i + SCAN_CHUNK]]
+                parts.append(self._core.scan(chunk, kernel, parallel))
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+        def col(name: str, dtype: Any) -> np.ndarray:
+            if not parts:
+                return np.zeros(0, dtype=dtype)
+            return np.concatenate([p[name] for p in parts]).astype(dtype, copy=False)
+
+        if not parts:
+            # still validate the kernel name
+            self._core.scan([], kernel, False)
+        return ScanResult(
+            kernel=kernel,
+            block=col("block", np.uint64),
+            value=col("value", np.int8),
+            scanned=col("scanned", np.bool_),
+            struct_pages_read=col("struct_pages_read", np.uint64),
+            pageblocks_visited=col("pageblocks_visited", np.uint64),
+            sections_scanned=col("sections_scanned", np.uint64),
+            faults=[Fault(**f) for p in parts for f in p["faults"]],
+            notes=[Fault(**f) for p in parts for f in p["notes"]],
+        )
+
+    def is_mem_section_removable(self, start_pfn: int, nr_pages: int, kernel: str = "5.5") -> Dict[str, Any]:
+        """``is_mem_section_removable()`` called directly with any range (as powerpc's
+        ``lmb_is_removable()`` did); an unaligned start reaches ``next_active_pageblock``'s
+        BUG_ON."""
+        d = dict(self._core.is_mem_section_removable(int(start_pfn), int(nr_pages), kernel))
+        d["fault"] = _fault(d["fault"])
+        return d
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        return f"<memscan.Machine {self.name!r} {g.arch} blocks={len(self.blocks())} block_size={g.block_size:#x}>"

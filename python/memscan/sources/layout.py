@@ -1,0 +1,227 @@
+"""The declarative layout every source produces, and its build into the native model.
+
+A layout is byte ranges of kinds ``ram`` (System RAM), ``reserved`` (memblock-reserved pages
+inside RAM: kernel image, crash kernel, firmware data in RAM), ``device`` (pmem hot-added as
+ZONE_DEVICE) on NUMA nodes, plus geometry, zones (derived from the arch's zone limits unless
+given), offline blocks and hugetlb sizes. As a dict or JSON file::
+
+    {"arch": "x86_64", "block_size": "2G",
+     "ranges": [{"start": "0x100000000", "end": "0x3040000000", "kind": "ram", "nid": 0},
+                {"start": "0x3060000000", "size": "1512G", "kind": "device"}],
+     "offline_blocks": [], "geometry": {"pageblock_order": 9}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ..errors import LayoutError
+from ..sizes import parse_size
+
+#: Zone limits per arch (upper bound in bytes, exclusive), in zone order. v5.5:
+#: x86_64 DMA < 16 MiB, DMA32 < 4 GiB; arm64 (5.5, with ZONE_DMA for RPi4) DMA < 1 GiB,
+#: DMA32 < 4 GiB; s390x DMA < 2 GiB; ppc64 pseries: everything in Normal. [R]
+ZONE_LIMITS: Dict[str, List[Tuple[str, int]]] = {
+    "x86_64": [("DMA", 16 << 20), ("DMA32", 4 << 30), ("Normal", 1 << 62)],
+    "arm64": [("DMA", 1 << 30), ("DMA32", 4 << 30), ("Normal", 1 << 62)],
+    "s390x": [("DMA", 2 << 30), ("Normal", 1 << 62)],
+    "ppc64": [("Normal", 1 << 62)],
+}
+
+ARCH_ALIASES = {
+    "x86_64": "x86_64", "x86-64": "x86_64", "amd64": "x86_64",
+    "arm64": "arm64", "aarch64": "arm64",
+    "ppc64": "ppc64", "ppc64le": "ppc64", "powerpc": "ppc64", "pseries": "ppc64",
+    "s390x": "s390x", "s390": "s390x",
+}
+
+PAGE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
+
+
+def canonical_arch(arch: str) -> str:
+    try:
+        return ARCH_ALIASES[arch.lower()]
+    except (KeyError, AttributeError):
+        from ..errors import GeometryError
+
+        raise GeometryError(
+            f"unknown arch {arch!r} (known: x86_64, arm64, ppc64, s390x)"
+        ) from None
+
+
+@dataclass
+class Range:
+    """A byte range [start, end) of one kind on one node."""
+
+    start: int
+    end: int
+    kind: str
+    nid: int = 0
+    #: for ``device``: bytes at its start whose struct pages are never initialised (the
+    #: altmap reserve that holds the memmap); ``None`` computes it.
+    uninit: Optional[int] = None
+
+
+@dataclass
+class Layout:
+    arch: str = "x86_64"
+    ranges: List[Range] = field(default_factory=list)
+    block_size: Optional[int] = None
+    geometry: Dict[str, int] = field(default_factory=dict)
+    zones: Optional[List[Tuple[int, str, int, int]]] = None  # (nid, zone, start_pfn, end_pfn)
+    offline_blocks: List[int] = field(default_factory=list)
+    hstates: List[Tuple[int, bool]] = field(default_factory=list)
+    name: str = "layout"
+
+    def page_shift(self) -> int:
+        return int(self.geometry.get("page_shift", 16 if canonical_arch(self.arch) == "ppc64" else 12))
+
+    # -- derived pieces ---------------------------------------------------------------------
+    def pfn_ranges(self) -> Dict[str, List[Tuple[int, int, int, int]]]:
+        """(start_pfn, end_pfn, nid, uninit_pages) per kind. RAM is rounded inwards (a
+        partial page is a hole), reserved outwards."""
+        shift = self.page_shift()
+        page = 1 << shift
+        out: Dict[str, List[Tuple[int, int, int, int]]] = {"ram": [], "reserved": [], "device": []}
+        for r in self.ranges:
+            if r.kind not in out:
+                raise LayoutError(
+                    f"{self.name}: range {r.start:#x}-{r.end:#x} has unknown kind {r.kind!r} "
+                    "(ram, reserved, device)"
+                )
+            if r.end <= r.start:
+                raise LayoutError(f"{self.name}: empty or inverted range {r.start:#x}-{r.end:#x}")
+            if r.kind == "reserved":
+                s, e = r.start >> shift, (r.end + page - 1) >> shift
+            else:
+                s, e = (r.start + page - 1) >> shift, r.end >> shift
+            if e <= s:
+                continue
+            uninit = 0
+            if r.kind == "device":
+                uninit = (r.uninit if r.uninit is not None else default_altmap_bytes(r.end - r.start, shift)) >> shift
+            out[r.kind].append((s, e, r.nid, uninit))
+        for k in out:
+            out[k].sort()
+        return out
+
+    def derived_zones(self, ram: List[Tuple[int, int, int, int]]) -> List[Tuple[int, str, int, int]]:
+        """Zone spans as free_area_init() computes them: per node, each zone's limits clipped
+        to the node's first and last RAM pfn; zones with no RAM are left out."""
+        shift = self.page_shift()
+        limits = ZONE_LIMITS[canonical_arch(self.arch)]
+        zones = []
+        nids = sorted({r[2] for r in ram})
+        for nid in nids:
+            mine = [r for r in ram if r[2] == nid]
+            node_start, node_end = min(r[0] for r in mine), max(r[1] for r in mine)
+            lo = 0
+            for name, hi_bytes in limits:
+                hi = hi_bytes >> shift
+                s, e = max(lo, node_start), min(hi, node_end)
+                if s < e and any(r[0] < e and s < r[1] for r in mine):
+                    zones.append((nid, name, s, e))
+                lo = hi
+        return zones
+
+    def boot_mem_end(self) -> int:
+        ends = [r.end for r in self.ranges if r.kind == "ram"]
+        return max(ends) if ends else 0
+
+    def build(self) -> Any:
+        """Build the native model."""
+        from .. import _core
+
+        arch = canonical_arch(self.arch)
+        pr = self.pfn_ranges()
+        if not pr["ram"]:
+            raise LayoutError(f"{self.name}: the layout has no RAM")
+        geometry = {k: int(v) for k, v in self.geometry.items()}
+        if self.block_size is not None:
+            geometry["block_size"] = int(self.block_size)
+        zones = self.zones if self.zones is not None else self.derived_zones(pr["ram"])
+        return _core.CoreMachine.build(
+            arch,
+            geometry,
+            self.boot_mem_end(),
+            [(s, e, n) for s, e, n, _ in pr["ram"]],
+            [(s, e) for s, e, _, _ in pr["reserved"]],
+            pr["device"],
+            list(zones),
+            list(self.offline_blocks),
+            list(self.hstates),
+        )
+
+
+def default_altmap_bytes(size: int, page_shift: int) -> int:
+    """Bytes at the start of a pmem namespace in "memmap on device" mode whose struct pages
+    are never initialised: the memmap itself (64 bytes a page) plus the 2 MiB info-block
+    reserve, rounded up to 2 MiB. [U: inferred from the crash signature; see design.md]"""
+    two_m = 2 << 20
+    memmap = (size >> page_shift) * 64
+    return ((memmap + two_m + two_m - 1) // two_m) * two_m
+
+
+def _num(v: Any, what: str) -> int:
+    return parse_size(v, what)
+
+
+def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
+    """A Layout from its dict form (see the module docstring)."""
+    if not isinstance(d, dict):
+        raise LayoutError(f"{source}: a layout is a JSON object / dict, got {type(d).__name__}")
+    known = {"arch", "block_size", "ranges", "geometry", "zones", "offline_blocks", "hstates", "name", "page_size"}
+    unknown = set(d) - known
+    if unknown:
+        raise LayoutError(f"{source}: unknown layout keys {sorted(unknown)} (known: {sorted(known)})")
+    ranges = []
+    for i, r in enumerate(d.get("ranges", [])):
+        where = f"{source}: ranges[{i}]"
+        if not isinstance(r, dict) or "start" not in r or ("end" not in r and "size" not in r):
+            raise LayoutError(f"{where}: needs start and end (exclusive) or size")
+        start = _num(r["start"], f"{where}.start")
+        end = _num(r["end"], f"{where}.end") if "end" in r else start + _num(r["size"], f"{where}.size")
+        uninit = r.get("uninit")
+        ranges.append(
+            Range(start, end, str(r.get("kind", "ram")), int(r.get("nid", 0)),
+                  None if uninit is None else _num(uninit, f"{where}.uninit"))
+        )
+    geometry = dict(d.get("geometry", {}))
+    if "page_size" in d:
+        ps = str(d["page_size"]).upper()
+        if ps not in PAGE_SHIFTS:
+            raise LayoutError(f"{source}: page_size {d['page_size']!r} is not 4K, 16K or 64K")
+        geometry["page_shift"] = PAGE_SHIFTS[ps]
+    zones = None
+    if "zones" in d:
+        zones = []
+        for z in d["zones"]:
+            zones.append((int(z["nid"]), str(z["zone"]), int(z["start_pfn"]), int(z["end_pfn"])))
+    return Layout(
+        arch=str(d.get("arch", "x86_64")),
+        ranges=ranges,
+        block_size=None if d.get("block_size") is None else _num(d["block_size"], f"{source}: block_size"),
+        geometry=geometry,
+        zones=zones,
+        offline_blocks=[int(b) for b in d.get("offline_blocks", [])],
+        hstates=[(int(h[0]), bool(h[1])) for h in d.get("hstates", [])],
+        name=str(d.get("name", source)),
+    )
+
+
+def load_layout(src: Union[Dict[str, Any], str, "os.PathLike[str]"]) -> Layout:
+    """A Layout from a dict, or a JSON file path."""
+    if isinstance(src, dict):
+        return layout_from_dict(src)
+    path = os.fspath(src)
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{path}: not valid JSON: {e}") from None
+    except OSError as e:
+        raise LayoutError(f"{path}: cannot read layout: {e.strerror}") from None
+    return layout_from_dict(d, source=path)

@@ -1,0 +1,56 @@
+"""The synthetic generator: machines of any size with one contiguous RAM range per node.
+
+RAM starts where the arch usually starts it: 4 GiB on x86_64 (above the 32-bit PCI hole; the
+low map is left out), 1 GiB on arm64, 0 on ppc64 and s390x. With ``nodes`` > 1 the RAM is
+split evenly, at block boundaries. ``pmem`` adds a ZONE_DEVICE range after the RAM.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..errors import ArgumentError
+from ..sizes import SizeLike, parse_size
+from .layout import Layout, Range, canonical_arch
+
+RAM_START = {"x86_64": 4 << 30, "arm64": 1 << 30, "ppc64": 0, "s390x": 0}
+
+
+def synthetic_layout(
+    total: SizeLike,
+    arch: str = "x86_64",
+    block_size: Optional[SizeLike] = None,
+    nodes: int = 1,
+    pmem: SizeLike = 0,
+    page_size: Optional[str] = None,
+) -> Layout:
+    arch = canonical_arch(arch)
+    size = parse_size(total, "total")
+    bs = None if block_size is None else parse_size(block_size, "block_size")
+    if size <= 0:
+        raise ArgumentError("total: a machine needs some memory")
+    if nodes < 1:
+        raise ArgumentError(f"nodes: need at least one node, got {nodes}")
+    geometry = {}
+    if page_size is not None:
+        shifts = {"4K": 12, "16K": 14, "64K": 16}
+        if page_size.upper() not in shifts:
+            raise ArgumentError(f"page_size {page_size!r} is not 4K, 16K or 64K")
+        geometry["page_shift"] = shifts[page_size.upper()]
+    start = RAM_START[arch]
+    unit = bs or (128 << 20)
+    per = (size // nodes) // unit * unit
+    if per == 0:
+        raise ArgumentError(f"total {total} is too small for {nodes} nodes of whole blocks")
+    ranges = []
+    pos = start
+    for nid in range(nodes):
+        length = per if nid < nodes - 1 else size - per * (nodes - 1)
+        ranges.append(Range(pos, pos + length, "ram", nid))
+        pos += length
+    p = parse_size(pmem, "pmem")
+    if p:
+        pstart = (pos + unit - 1) // unit * unit
+        ranges.append(Range(pstart, pstart + p, "device", nodes - 1))
+    name = f"synthetic {total} {arch}" + (f", {nodes} nodes" if nodes > 1 else "")
+    return Layout(arch=arch, ranges=ranges, block_size=bs, geometry=geometry, name=name)

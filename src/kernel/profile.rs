@@ -1,0 +1,153 @@
+//! `KernelProfile`: which kernel version, arch and config the models follow.
+
+use crate::error::{Error, Result};
+use crate::geometry::Arch;
+
+/// Kernel versions with distinct behaviour on these paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelVersion {
+    /// v5.5.x before the stable backport of 53cdc1cb29e8 (the seed crash: 5.5.10).
+    V5_5,
+    /// v5.6-rc1..rc7: pre-patch `removable`, `has_unmovable_pages` without `count`.
+    V5_6Rc,
+    /// v5.6 final: 53cdc1cb29e8 "indicate all memory blocks as removable" is in.
+    V5_6,
+    /// v6.1 LTS: what people run today.
+    V6_1,
+}
+
+impl KernelVersion {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelVersion::V5_5 => "5.5",
+            KernelVersion::V5_6Rc => "5.6-rc",
+            KernelVersion::V5_6 => "5.6",
+            KernelVersion::V6_1 => "6.1",
+        }
+    }
+}
+
+/// Version, arch and the config options the models read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelProfile {
+    pub version: KernelVersion,
+    pub arch: Arch,
+    /// CONFIG_DEBUG_VM: memmap is poisoned (all ones) when allocated (`page_init_poison()`).
+    pub debug_vm: bool,
+    /// CONFIG_DEBUG_VM_PGFLAGS: `PF_POISONED_CHECK` turns a read of a poisoned struct page
+    /// into `VM_BUG_ON_PAGE(PagePoisoned(p))`.
+    pub debug_vm_pgflags: bool,
+    /// CONFIG_MEMORY_HOTREMOVE.
+    pub memory_hotremove: bool,
+}
+
+impl KernelProfile {
+    /// Parse "5.5", "5.5.10", "5.6-rc7", "5.6", "6.1.0", each optionally with "+debug"
+    /// (DEBUG_VM and DEBUG_VM_PGFLAGS, as Fedora's debug kernels set them).
+    /// MEMORY_HOTREMOVE follows the arch: arm64 has none before v5.7 (bbd6ec605c0f).
+    pub fn parse(spec: &str, arch: Arch) -> Result<KernelProfile> {
+        let s = spec.trim();
+        let (ver, debug) = match s.strip_suffix("+debug") {
+            Some(v) => (v, true),
+            None => (s, false),
+        };
+        let bad = || {
+            Error::Argument(format!(
+                "unknown kernel {spec:?}: expected 5.5[.N], 5.6-rcN, 5.6[.N] or 6.1[.N], optionally with +debug"
+            ))
+        };
+        let version = if let Some(rest) = ver.strip_prefix("5.6-rc") {
+            if !rest.is_empty() && rest.parse::<u32>().map_or(true, |n| !(1..=7).contains(&n)) {
+                return Err(bad());
+            }
+            KernelVersion::V5_6Rc
+        } else {
+            let mut parts = ver.split('.');
+            let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+            let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+            let sub = match parts.next() {
+                None => None,
+                Some(p) => Some(p.parse::<u32>().map_err(|_| bad())?),
+            };
+            if parts.next().is_some() {
+                return Err(bad());
+            }
+            match (major, minor, sub) {
+                // 5.5.14 most likely took the stable backport [U]; 5.5.0..13 scan.
+                (Some(5), Some(5), s) if s.unwrap_or(0) <= 13 => KernelVersion::V5_5,
+                (Some(5), Some(5), Some(_)) => {
+                    return Err(Error::Argument(format!(
+                        "kernel {spec:?}: 5.5.14 and later most likely carry the stable backport of 53cdc1cb29e8 [unverified]; model it as 5.6 for `removable` or 5.5.13 for the scan"
+                    )))
+                }
+                (Some(5), Some(6), _) => KernelVersion::V5_6,
+                (Some(6), Some(1), _) => KernelVersion::V6_1,
+                _ => return Err(bad()),
+            }
+        };
+        Ok(KernelProfile {
+            version,
+            arch,
+            debug_vm: debug,
+            debug_vm_pgflags: debug,
+            memory_hotremove: !(arch == Arch::Arm64 && version <= KernelVersion::V5_6),
+        })
+    }
+
+    /// Whether `removable_show()` scans the memmap (before 53cdc1cb29e8) or prints the
+    /// config constant (v5.6 final and later).
+    pub fn removable_scans(&self) -> bool {
+        matches!(self.version, KernelVersion::V5_5 | KernelVersion::V5_6Rc)
+    }
+
+    /// Whether the memmap of holes in present sections is zeroed (v5.5/v5.6
+    /// `zero_resv_unavail()`) rather than initialised PG_reserved (`init_unavailable_range()`,
+    /// later kernels; verified in the source of both forms).
+    pub fn holes_zeroed(&self) -> bool {
+        self.version <= KernelVersion::V5_6
+    }
+
+    /// Human-readable name, e.g. "5.5+debug".
+    pub fn name(&self) -> String {
+        let mut s = self.version.name().to_string();
+        if self.debug_vm && self.debug_vm_pgflags {
+            s.push_str("+debug");
+        } else if self.debug_vm {
+            s.push_str("+debug_vm");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parse_versions() {
+        let p = KernelProfile::parse("5.5.10+debug", Arch::X86_64).unwrap();
+        assert_eq!(p.version, KernelVersion::V5_5);
+        assert!(p.debug_vm && p.debug_vm_pgflags && p.memory_hotremove);
+        assert!(p.removable_scans());
+        let p = KernelProfile::parse("5.6", Arch::X86_64).unwrap();
+        assert!(!p.removable_scans());
+        assert_eq!(
+            KernelProfile::parse("5.6-rc7", Arch::X86_64)
+                .unwrap()
+                .version,
+            KernelVersion::V5_6Rc
+        );
+        assert!(
+            !KernelProfile::parse("5.5", Arch::Arm64)
+                .unwrap()
+                .memory_hotremove
+        );
+        assert!(
+            KernelProfile::parse("6.1", Arch::Arm64)
+                .unwrap()
+                .memory_hotremove
+        );
+        for bad in ["5.7", "4.19", "5.5.x", "5.6-rc9", "banana", "5.5.14"] {
+            assert!(KernelProfile::parse(bad, Arch::X86_64).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The `removable` attribute of a memory block.
+//!
+//! Pre-patch (v5.5, v5.6-rc; drivers/base/memory.c `removable_show()` and
+//! mm/memory_hotplug.c `is_mem_section_removable()`, `next_active_pageblock()`,
+//! `is_pageblock_removable_nolock()`, pfn-based form of 891cb2a72d82): AND over the block's
+//! present sections, no short-circuit, no locks. Post-patch (53cdc1cb29e8, v5.6 final and
+//! later): `IS_ENABLED(CONFIG_MEMORY_HOTREMOVE)`, no memmap access.
+
+use crate::cost::ScanCost;
+use crate::error::Result;
+use crate::kernel::pageinfo::{page_to_nid, page_zone, wrong, Fault, FaultKind};
+use crate::kernel::profile::KernelProfile;
+use crate::kernel::unmovable::{has_unmovable_pages, Unmovable, MEMORY_OFFLINE};
+use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType};
+use crate::topology::{BlockState, Machine};
+
+/// The outcome of reading `memoryN/removable` once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockScan {
+    pub block: u64,
+    /// "0"/"1" as printed; `None` when the read never returned (BUG or oops) or its answer is
+    /// undefined.
+    pub value: Option<u8>,
+    /// The fault that ended the read (BUG, oops) or made it undefined.
+    pub fault: Option<Fault>,
+    /// The first silently wrong struct-page read that did not stop the scan.
+    pub note: Option<Fault>,
+    /// Whether the memmap was scanned at all.
+    pub scanned: bool,
+    /// The first unmovable page found (for "why 0").
+    pub first_unmovable: Option<Unmovable>,
+    pub cost: ScanCost,
+}
+
+/// Scan state threaded through the helpers.
+struct Scan<'a> {
+    m: &'a Machine,
+    profile: &'a KernelProfile,
+    cost: ScanCost,
+    note: Option<Fault>,
+    first_unmovable: Option<Unmovable>,
+}
+
+impl Scan<'_> {
+    fn note_zeroed(
+        &mut self,
+        function: &'static str,
+        access: &'static str,
+        pfn: u64,
+        nid: u16,
+        zone: ZoneType,
+    ) {
+        // A zeroed struct page says node 0 / DMA; note it when that is not where the pfn is.
+        let real_nid = self
+            .m
+            .store
+            .section_meta(self.m.geometry.pfn_to_section(pfn))
+            .nid;
+        let real_zone = self.m.store.pageblock_zone(pfn);
+        if self.note.is_none() && (real_nid, real_zone) != (nid, zone) {
+            self.note = Some(wrong(self.m, function, access, pfn));
+        }
+    }
+
+    /// `is_mem_section_removable(start_pfn, nr_pages)`.
+    fn section(&mut self, start_pfn: u64, nr_pages: u64) -> std::result::Result<bool, Fault> {
+        const F: &str = "is_mem_section_removable";
+        self.cost.sections_scanned += 1;
+        self.cost.struct_pages_read += 1;
+        // end_pfn = min(start_pfn + nr_pages, zone_end_pfn(page_zone(pfn_to_page(start_pfn))))
+        let (nid, zone, zeroed) = page_zone(self.m, start_pfn, self.profile, F)?;
+        if zeroed {
+            self.note_zeroed(F, "page_zone", start_pfn, nid, zone);
+        }
+        let end_pfn = (start_pfn + nr_pages).min(self.m.zone_span(nid, zone).end_pfn);
+        let mut pfn = start_pfn;
+        while pfn < end_pfn {
+            if !self.pageblock(pfn)? {
+                return Ok(false);
+            }
+            // cond_resched()
+            pfn = self.next_active_pageblock(pfn)?;
+        }
+        Ok(true)
+    }
+
+    /// `next_active_pageblock(pfn)`.
+    fn next_active_pageblock(&mut self, pfn: u64) -> std::result::Result<u64, Fault> {
+        let g = &self.m.geometry;
+        let pbn = g.pageblock_nr_pages();
+        if pfn & (pbn - 1) != 0 {
+            return Err(Fault {
+                function: "next_active_pageblock",
+                access: "BUG_ON(pfn & (pageblock_nr_pages - 1))",
+                pfn,
+                kind: FaultKind::Bug,
+                message: format!("kernel BUG: pfn {pfn:#x} is not pageblock-aligned"),
+            });
+        }
+        self.cost.struct_pages_read += 1;
+        // pageblock_free(): PageBuddy(page) && page_order(page) >= pageblock_order. PageBuddy is
+        // a page type with no poison check; an uninitialised page is never PageBuddy here
+        // (the caller already read this struct page's node).
+        let b = self.m.store.page(pfn);
+        if kind_of(b) == kind::BUDDY {
+            let order = u32::from(field_of(b));
+            // page_order() read again, locklessly; then order < MAX_ORDER && order >= pageblock_order.
+            if order >= g.pageblock_order && order < g.max_order {
+                return Ok(pfn + (1u64 << order));
+            }
+        }
+        Ok(pfn + pbn)
+    }
+
+    /// `is_pageblock_removable_nolock(pfn)`.
+    fn pageblock(&mut self, pfn: u64) -> std::result::Result<bool, Fault> {
+        const F: &str = "is_pageblock_removable_nolock";
+        self.cost.pageblocks_visited += 1;
+        self.cost.struct_pages_read += 1;
+        let Some((nid, zeroed)) = page_to_nid(self.m, pfn, self.profile, F)? else {
+            // A poisoned node id (DEBUG_VM without PGFLAGS): no such node is online.
+            return Ok(false);
+        };
+        if !self.m.node_online(nid) {
+            return Ok(false);
+        }
+        let (_, zone, _) = page_zone(self.m, pfn, self.profile, F)?;
+        if zeroed {
+            self.note_zeroed(F, "page_to_nid", pfn, nid, zone);
+        }
+        if !self.m.zone_span(nid, zone).spans(pfn) {
+            return Ok(false);
+        }
+        let r = has_unmovable_pages(
+            self.m,
+            zone,
+            pfn,
+            0,
+            MigrateType::Movable,
+            MEMORY_OFFLINE,
+            self.profile,
+            &mut self.cost,
+        )?;
+        match r {
+            None => Ok(true),
+            Some(u) => {
+                if self.first_unmovable.is_none() {
+                    self.first_unmovable = Some(u);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// `removable_show()` for block `block` under `profile`.
+pub fn removable_show(m: &Machine, block: u64, profile: &KernelProfile) -> Result<BlockScan> {
+    let state = m.block_state(block)?;
+    let mut out = BlockScan {
+        block,
+        value: Some(1),
+        fault: None,
+        note: None,
+        scanned: false,
+        first_unmovable: None,
+        cost: ScanCost::default(),
+    };
+    if !profile.removable_scans() {
+        // sprintf("%d\n", IS_ENABLED(CONFIG_MEMORY_HOTREMOVE))
+        out.value = Some(u8::from(profile.memory_hotremove));
+        return Ok(out);
+    }
+    if state != BlockState::Online {
+        // Offline and going-offline blocks print 1 without a scan.
+        return Ok(out);
+    }
+    let g = &m.geometry;
+    let mut scan = Scan {
+        m,
+        profile,
+        cost: ScanCost {
+            blocks_scanned: 1,
+            ..ScanCost::default()
+        },
+        note: None,
+        first_unmovable: None,
+    };
+    out.scanned = true;
+    let mut ret = true;
+    let spb = g.sections_per_block();
+    let first = block * spb;
+    for nr in first..first + spb {
+        if !m.store.present_section_nr(nr) {
+            continue;
+        }
+        if !profile.memory_hotremove {
+            // The !CONFIG_MEMORY_HOTREMOVE stub returns false without reading anything.
+            ret = false;
+            continue;
+        }
+        match scan.section(g.section_to_pfn(nr), g.pages_per_section()) {
+            Ok(r) => ret &= r,
+            Err(f) => {
+                out.value = if f.kind.stops() || f.kind == FaultKind::Undefined {
+                    None
+                } else {
+                    out.value
+                };
+                out.fault = Some(f);
+                break;
+            }
+        }
+    }
+    if out.fault.is_none() {
+        out.value = Some(u8::from(ret));
+    }
+    out.note = scan.note;
+    out.first_unmovable = scan.first_unmovable;
+    out.cost = scan.cost;
+    Ok(out)
+}
+
+/// `is_mem_section_removable(start_pfn, nr_pages)` called directly (as powerpc's
+/// `lmb_is_removable()` did), for any pfn: an unaligned start reaches the BUG_ON in
+/// `next_active_pageblock()`.
+pub fn is_mem_section_removable(
+    m: &Machine,
+    start_pfn: u64,
+    nr_pages: u64,
+    profile: &KernelProfile,
+) -> (std::result::Result<bool, Fault>, ScanCost) {
+    let mut scan = Scan {
+        m,
+        profile,
+        cost: ScanCost::default(),
+        note: None,
+        first_unmovable: None,
+    };
+    let r = scan.section(start_pfn, nr_pages);
+    (r, scan.cost)
+}
+
+/// `removable` of each listed block, in order; `parallel` spreads blocks over rayon threads.
+pub fn scan_blocks(
+    m: &Machine,
+    blocks: &[u64],
+    profile: &KernelProfile,
+    parallel: bool,
+) -> Result<Vec<BlockScan>> {
+    use rayon::prelude::*;
+    let one = |&b: &u64| removable_show(m, b, profile);
+    if parallel {
+        blocks.par_iter().map(one).collect()
+    } else {
+        blocks.iter().map(one).collect()
+    }
+}

@@ -1,0 +1,169 @@
+//! `has_unmovable_pages()` (mm/page_alloc.c) in its v5.5 form (with `count`, bool result,
+//! reason "CMA page"/"unmovable page") and its v5.6 form (3f9903b9ca5e dropped `count`,
+//! 4a55c0474a92 returns the offending page). The page tests, in the kernel's order:
+//! CMA pageblock; then per page: PG_reserved; ZONE_MOVABLE shortcut; PageHuge (skip to the
+//! end of the hugetlb page, or unmovable if its hstate cannot migrate); refcount 0 (skip a
+//! whole buddy block when PageBuddy); HWPoison under MEMORY_OFFLINE; __PageMovable; PageLRU;
+//! else `found++` and unmovable once `found > count`.
+
+use crate::cost::ScanCost;
+use crate::kernel::pageinfo::{page_flags, Fault};
+use crate::kernel::profile::{KernelProfile, KernelVersion};
+use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, ZEROED_HOLE};
+use crate::sections::RunView;
+use crate::topology::Machine;
+
+/// `MEMORY_OFFLINE` (v5.5; `SKIP_HWPOISON` before).
+pub const MEMORY_OFFLINE: u32 = 0x1;
+/// `REPORT_FAILURE`.
+pub const REPORT_FAILURE: u32 = 0x2;
+
+/// Why a pageblock is unmovable: the pfn `dump_page()` would show and the reason string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unmovable {
+    pub pfn: u64,
+    pub reason: &'static str,
+    /// `WARN_ON_ONCE(zone_idx(zone) == ZONE_MOVABLE)` fired.
+    pub movable_zone_warning: bool,
+}
+
+/// Result of one call: `Ok(None)` movable, `Ok(Some(_))` unmovable, `Err` a fault.
+pub fn has_unmovable_pages(
+    m: &Machine,
+    zone: ZoneType,
+    pfn: u64,
+    count: u32,
+    migratetype: MigrateType,
+    flags: u32,
+    profile: &KernelProfile,
+    cost: &mut ScanCost,
+) -> Result<Option<Unmovable>, Fault> {
+    const F: &str = "has_unmovable_pages";
+    let g = &m.geometry;
+    let nr = g.pageblock_nr_pages() as usize;
+    let unmovable = |iter: usize, reason: &'static str| Unmovable {
+        pfn: pfn + iter as u64,
+        reason,
+        movable_zone_warning: zone == ZoneType::Movable,
+    };
+    // is_migrate_cma_page() reads the pageblock bitmap (mem_section usemap), no struct page.
+    if m.store.migratetype(pfn) == MigrateType::Cma {
+        if migratetype == MigrateType::Cma {
+            return Ok(None);
+        }
+        let reason = if profile.version == KernelVersion::V5_5 {
+            "CMA page"
+        } else {
+            "unmovable page"
+        };
+        return Ok(Some(unmovable(0, reason)));
+    }
+    let view = m.store.run(pfn, nr);
+    let holes_reserved = !profile.holes_zeroed();
+    let skip_hwpoison = flags & MEMORY_OFFLINE != 0;
+
+    // Fast path: a dense pageblock in which every page is passed over one by one (no skips,
+    // no stop) reads every struct page and finds nothing. The limit is the largest kind that
+    // is passed over page by page (see page::kind).
+    if let RunView::Dense(bytes) = view {
+        let limit = if zone == ZoneType::Movable {
+            kind::LAST_MOVABLE_ZONE_SKIP
+        } else if skip_hwpoison {
+            kind::LAST_PLAIN_SKIP
+        } else {
+            kind::THP_TAIL
+        };
+        if max_kind(bytes) <= limit {
+            cost.struct_pages_read += nr as u64;
+            return Ok(None);
+        }
+    }
+
+    let mut found: u32 = 0;
+    let mut iter = 0usize;
+    while iter < nr {
+        let p = pfn + iter as u64;
+        // pfn_valid_within() is always true without CONFIG_HOLES_IN_ZONE (x86, arm64 4K..).
+        cost.struct_pages_read += 1;
+        let b = if view_needs_checked_read(view.get(iter)) {
+            match page_flags(m, p, profile, F, "PageReserved")? {
+                Some(b) => b,
+                // Poisoned (all flags set) on a DEBUG_VM kernel without PGFLAGS: PG_reserved.
+                None => return Ok(Some(unmovable(iter, "unmovable page"))),
+            }
+        } else {
+            view.get(iter)
+        };
+        let k = kind_of(b);
+        let reserved = k == kind::RESERVED
+            || (k == kind::ZEROED && field_of(b) == ZEROED_HOLE && holes_reserved);
+        if reserved {
+            return Ok(Some(unmovable(iter, "unmovable page")));
+        }
+        if zone == ZoneType::Movable {
+            iter += 1;
+            continue;
+        }
+        match k {
+            kind::HUGETLB_HEAD | kind::HUGETLB_TAIL => {
+                let hs = m.hstates.get((field_of(b) & 7) as usize).copied();
+                let Some(hs) = hs else {
+                    return Ok(Some(unmovable(iter, "unmovable page")));
+                };
+                if !hs.migration_supported {
+                    return Ok(Some(unmovable(iter, "unmovable page")));
+                }
+                let nr_h = 1u64 << hs.order;
+                let head = p & !(nr_h - 1);
+                // iter += compound_nr(head) - (page - head) - 1; then the loop's iter++.
+                iter += (nr_h - (p - head)) as usize;
+                continue;
+            }
+            // page_ref_count(page) == 0: free tails, THP tails, zeroed struct pages.
+            kind::BUDDY => {
+                iter += (1usize << field_of(b)) - 1;
+            }
+            // refcount 0 (free tails, THP tails, zeroed struct pages); HWPoison under
+            // MEMORY_OFFLINE; __PageMovable; PageLRU (found stays).
+            kind::FREE
+            | kind::THP_TAIL
+            | kind::ZEROED
+            | kind::MOVABLE
+            | kind::LRU
+            | kind::PINNED
+            | kind::THP_HEAD => {}
+            kind::HWPOISON if skip_hwpoison => {}
+            _ => {
+                // Not LRU: found++ (HWPOISON without MEMORY_OFFLINE, UNMOVABLE, OFFLINE).
+                found += 1;
+                if found > count {
+                    return Ok(Some(unmovable(iter, "unmovable page")));
+                }
+            }
+        }
+        iter += 1;
+    }
+    Ok(None)
+}
+
+#[inline]
+fn view_needs_checked_read(b: u8) -> bool {
+    matches!(kind_of(b), kind::UNINIT | kind::NOMEMMAP)
+}
+
+/// Largest page kind in a slice; written to vectorise.
+#[inline]
+pub fn max_kind(bytes: &[u8]) -> u8 {
+    let mut acc = [0u8; 32];
+    let mut chunks = bytes.chunks_exact(32);
+    for c in &mut chunks {
+        for i in 0..32 {
+            acc[i] = acc[i].max(c[i] & 0x0f);
+        }
+    }
+    let mut m = acc.iter().copied().max().unwrap_or(0);
+    for &b in chunks.remainder() {
+        m = m.max(b & 0x0f);
+    }
+    m
+}

@@ -1,0 +1,16 @@
+//! memscan: a model of Linux memory hot-unplug. Pure Rust core; the PyO3 binding layer lives
+//! in `python/` behind the `python` feature.
+
+pub mod cost;
+pub mod error;
+pub mod geometry;
+pub mod kernel;
+pub mod page;
+pub mod sections;
+pub mod topology;
+pub mod workload;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};

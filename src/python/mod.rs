@@ -1,0 +1,599 @@
+//! The PyO3 binding layer: one frozen class over the pure-Rust model, conversions, and the
+//! mapping of core errors (and any panic) to memscan's Python exceptions.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::RwLock;
+
+use numpy::ndarray::ArrayView1;
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::error::Error;
+use crate::geometry::{Arch, Geometry, GeometryOverrides};
+use crate::kernel::pageinfo::Fault;
+use crate::kernel::profile::KernelProfile;
+use crate::kernel::removable::{self, BlockScan};
+use crate::page::{MigrateType, ZoneType};
+use crate::topology::{self, BlockState, DeviceRange, Hstate, LayoutSpec, PfnRange, ZoneSpec};
+use crate::workload::{self, Workload};
+
+/// Raise the Python exception class `name` from memscan.errors.
+fn raise(py: Python<'_>, name: &str, msg: String) -> PyErr {
+    match py
+        .import("memscan.errors")
+        .and_then(|m| m.getattr(name))
+        .and_then(|cls| cls.call1((msg.clone(),)))
+    {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(_) => PyRuntimeError::new_err(msg),
+    }
+}
+
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let name = match &e {
+        Error::Geometry(_) => "GeometryError",
+        Error::Layout(_) => "LayoutError",
+        Error::NoSuchBlock { .. } => "NoSuchBlockError",
+        Error::PfnRange { .. } => "PfnRangeError",
+        Error::Argument(_) => "ArgumentError",
+        Error::Interrupted => return pyo3::exceptions::PyKeyboardInterrupt::new_err(()),
+    };
+    raise(py, name, e.to_string())
+}
+
+/// Run `f`, turning a core error or a panic into a Python exception.
+fn guard<T>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(to_py(py, e)),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(raise(
+                py,
+                "InternalError",
+                format!("memscan internal error: {msg}"),
+            ))
+        }
+    }
+}
+
+fn fault_dict<'py>(py: Python<'py>, g: &Geometry, f: &Fault) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("function", f.function)?;
+    d.set_item("access", f.access)?;
+    d.set_item("pfn", f.pfn)?;
+    d.set_item("phys", g.pfn_to_phys(f.pfn))?;
+    d.set_item("section", g.pfn_to_section(f.pfn))?;
+    d.set_item("block", g.pfn_to_block(f.pfn))?;
+    d.set_item("kind", f.kind.name())?;
+    d.set_item("message", &f.message)?;
+    Ok(d)
+}
+
+fn scan_dict<'py>(py: Python<'py>, g: &Geometry, s: &BlockScan) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("block", s.block)?;
+    d.set_item("value", s.value)?;
+    d.set_item("scanned", s.scanned)?;
+    d.set_item(
+        "fault",
+        s.fault.as_ref().map(|f| fault_dict(py, g, f)).transpose()?,
+    )?;
+    d.set_item(
+        "note",
+        s.note.as_ref().map(|f| fault_dict(py, g, f)).transpose()?,
+    )?;
+    match &s.first_unmovable {
+        Some(u) => {
+            let ud = PyDict::new(py);
+            ud.set_item("pfn", u.pfn)?;
+            ud.set_item("reason", u.reason)?;
+            ud.set_item("movable_zone_warning", u.movable_zone_warning)?;
+            d.set_item("first_unmovable", ud)?;
+        }
+        None => d.set_item("first_unmovable", py.None())?,
+    }
+    d.set_item("struct_pages_read", s.cost.struct_pages_read)?;
+    d.set_item("pageblocks_visited", s.cost.pageblocks_visited)?;
+    d.set_item("sections_scanned", s.cost.sections_scanned)?;
+    Ok(d)
+}
+
+/// The native model. Use `memscan.Machine`, which wraps it.
+#[pyclass(frozen, module = "memscan._core", name = "CoreMachine")]
+pub struct CoreMachine {
+    inner: RwLock<topology::Machine>,
+}
+
+impl CoreMachine {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, topology::Machine> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, topology::Machine> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn parse_zone(name: &str) -> crate::Result<ZoneType> {
+    ZoneType::parse(name).ok_or_else(|| {
+        Error::Layout(format!(
+            "unknown zone {name:?} (known: DMA, DMA32, Normal, Movable)"
+        ))
+    })
+}
+
+#[pymethods]
+impl CoreMachine {
+    /// Build from a layout (see memscan.sources.layout for the Python form).
+    #[staticmethod]
+    #[pyo3(signature = (arch, geometry, boot_mem_end, ram, reserved, device, zones, offline_blocks, hstates))]
+    fn build(
+        py: Python<'_>,
+        arch: &str,
+        geometry: std::collections::HashMap<String, u64>,
+        boot_mem_end: u64,
+        ram: Vec<(u64, u64, u16)>,
+        reserved: Vec<(u64, u64)>,
+        device: Vec<(u64, u64, u16, u64)>,
+        zones: Vec<(u16, String, u64, u64)>,
+        offline_blocks: Vec<u64>,
+        hstates: Vec<(u32, bool)>,
+    ) -> PyResult<CoreMachine> {
+        let m = py.detach(|| {
+            guard_nopy(|| {
+                let arch = Arch::parse(arch)?;
+                let get = |k: &str| geometry.get(k).copied();
+                let ov = GeometryOverrides {
+                    page_shift: get("page_shift").map(|v| v as u32),
+                    section_size_bits: get("section_size_bits").map(|v| v as u32),
+                    pageblock_order: get("pageblock_order").map(|v| v as u32),
+                    max_order: get("max_order").map(|v| v as u32),
+                    block_size: get("block_size"),
+                };
+                for k in geometry.keys() {
+                    if ![
+                        "page_shift",
+                        "section_size_bits",
+                        "pageblock_order",
+                        "max_order",
+                        "block_size",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        return Err(Error::Geometry(format!("unknown geometry key {k:?}")));
+                    }
+                }
+                let g = Geometry::for_arch(arch, ov, boot_mem_end)?;
+                let zones = zones
+                    .into_iter()
+                    .map(|(nid, z, start, end)| {
+                        Ok(ZoneSpec {
+                            nid,
+                            zone: parse_zone(&z)?,
+                            start,
+                            end,
+                        })
+                    })
+                    .collect::<crate::Result<Vec<_>>>()?;
+                let spec = LayoutSpec {
+                    geometry: g,
+                    ram: ram
+                        .into_iter()
+                        .map(|(start, end, nid)| PfnRange { start, end, nid })
+                        .collect(),
+                    reserved,
+                    device: device
+                        .into_iter()
+                        .map(|(start, end, nid, uninit_pages)| DeviceRange {
+                            start,
+                            end,
+                            nid,
+                            uninit_pages,
+                        })
+                        .collect(),
+                    zones,
+                    offline_blocks,
+                    hstates: hstates
+                        .into_iter()
+                        .map(|(order, migration_supported)| Hstate {
+                            order,
+                            migration_supported,
+                        })
+                        .collect(),
+                };
+                topology::Machine::build(&spec)
+            })
+        });
+        let m = m.map_err(|e| e.into_py(py))?;
+        Ok(CoreMachine {
+            inner: RwLock::new(m),
+        })
+    }
+
+    /// Geometry as a dict of ints (and the arch name).
+    fn geometry<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.read();
+        let g = m.geometry;
+        let d = PyDict::new(py);
+        d.set_item("arch", g.arch.name())?;
+        d.set_item("page_shift", g.page_shift)?;
+        d.set_item("section_size_bits", g.section_size_bits)?;
+        d.set_item("pageblock_order", g.pageblock_order)?;
+        d.set_item("max_order", g.max_order)?;
+        d.set_item("block_size", g.block_size)?;
+        d.set_item("pages_per_section", g.pages_per_section())?;
+        d.set_item("pageblock_nr_pages", g.pageblock_nr_pages())?;
+        d.set_item("sections_per_block", g.sections_per_block())?;
+        d.set_item("pages_per_block", g.pages_per_block())?;
+        d.set_item("max_pfn", m.store.max_pfn)?;
+        Ok(d)
+    }
+
+    /// Per-block state codes (0 absent, 1 online, 2 offline, 3 going-offline).
+    fn block_states<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
+        let m = self.read();
+        m.blocks
+            .iter()
+            .map(|s| *s as u8)
+            .collect::<Vec<_>>()
+            .into_pyarray(py)
+    }
+
+    fn set_block_state(&self, py: Python<'_>, block: u64, state: &str) -> PyResult<()> {
+        let st = BlockState::parse(state).ok_or_else(|| {
+            to_py(
+                py,
+                Error::Argument(format!(
+                    "unknown block state {state:?} (online, offline, going-offline)"
+                )),
+            )
+        })?;
+        guard(py, || self.write().set_block_state(block, st))
+    }
+
+    /// Section flags (u8) and nids (u16) as numpy arrays.
+    fn sections<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.read();
+        let d = PyDict::new(py);
+        let flags: Vec<u8> = m.store.meta.iter().map(|s| s.flags).collect();
+        let nids: Vec<u16> = m.store.meta.iter().map(|s| s.nid).collect();
+        d.set_item("flags", flags.into_pyarray(py))?;
+        d.set_item("nid", nids.into_pyarray(py))?;
+        Ok(d)
+    }
+
+    /// Zone spans: list of (nid, zone name, start_pfn, end_pfn).
+    fn zones(&self) -> Vec<(u16, &'static str, u64, u64)> {
+        let m = self.read();
+        let mut v = Vec::new();
+        for (nid, n) in m.nodes.iter().enumerate() {
+            for z in ZoneType::ALL {
+                if let Some(s) = n.zones[z as usize] {
+                    v.push((nid as u16, z.name(), s.start_pfn, s.end_pfn));
+                }
+            }
+        }
+        v
+    }
+
+    fn nodes_online(&self) -> Vec<bool> {
+        self.read().nodes.iter().map(|n| n.online).collect()
+    }
+
+    fn hstates(&self) -> Vec<(u32, bool)> {
+        self.read()
+            .hstates
+            .iter()
+            .map(|h| (h.order, h.migration_supported))
+            .collect()
+    }
+
+    fn page(&self, py: Python<'_>, pfn: u64) -> PyResult<u8> {
+        let m = self.read();
+        guard(py, || {
+            m.check_pfn_range(pfn, 1)?;
+            Ok(m.store.page(pfn))
+        })
+    }
+
+    /// A copy of `count` page bytes from `pfn`.
+    fn page_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        pfn: u64,
+        count: u64,
+    ) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let m = self.read();
+        let v = guard(py, || {
+            m.check_pfn_range(pfn, count)?;
+            Ok((pfn..pfn + count)
+                .map(|p| m.store.page(p))
+                .collect::<Vec<u8>>())
+        })?;
+        Ok(v.into_pyarray(py))
+    }
+
+    /// Read-only numpy view of a block's page bytes, tied to this object (no copy).
+    fn block_view<'py>(slf: &Bound<'py, Self>, block: u64) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let py = slf.py();
+        let this = slf.get();
+        let (ptr, len) = guard(py, || {
+            let mut m = this.write();
+            if block >= m.nr_blocks() {
+                return Err(Error::NoSuchBlock {
+                    block,
+                    why: format!("the machine has block ids 0..{}", m.nr_blocks()),
+                });
+            }
+            let s = m.store.block_pages(block);
+            Ok((s.as_ptr(), s.len()))
+        })?;
+        // SAFETY: the chunk behind `ptr` is allocated once and never freed or moved while the
+        // machine lives (sections.rs); the array keeps `slf` alive as its base object.
+        let view = unsafe { ArrayView1::from_shape_ptr(len, ptr) };
+        let arr = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+        arr.readwrite().make_nonwriteable();
+        Ok(arr)
+    }
+
+    fn set_pages(&self, py: Python<'_>, pfn: u64, count: u64, value: u8) -> PyResult<()> {
+        guard(py, || {
+            let mut m = self.write();
+            m.check_pfn_range(pfn, count)?;
+            m.store.set_pages(pfn, count, value);
+            Ok(())
+        })
+    }
+
+    /// Write page bytes from a contiguous numpy array.
+    fn write_pages(
+        &self,
+        py: Python<'_>,
+        pfn: u64,
+        values: PyReadonlyArray1<'_, u8>,
+    ) -> PyResult<()> {
+        let vals = values.as_slice().map_err(|_| {
+            to_py(
+                py,
+                Error::Argument("values must be a contiguous uint8 array".into()),
+            )
+        })?;
+        guard(py, || {
+            let mut m = self.write();
+            m.check_pfn_range(pfn, vals.len() as u64)?;
+            for (i, &v) in vals.iter().enumerate() {
+                m.store.set_pages(pfn + i as u64, 1, v);
+            }
+            Ok(())
+        })
+    }
+
+    fn set_migratetype(&self, py: Python<'_>, pfn: u64, mt: u8) -> PyResult<()> {
+        guard(py, || {
+            let mt = MigrateType::from_u8(mt)
+                .ok_or_else(|| Error::Argument(format!("unknown migratetype {mt}")))?;
+            let mut m = self.write();
+            m.check_pfn_range(pfn, 1)?;
+            m.store.set_migratetype(pfn, mt);
+            Ok(())
+        })
+    }
+
+    /// Per-pageblock bits (migratetype low nibble, zone high nibble), copied.
+    fn pageblock_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
+        self.read()
+            .store
+            .pageblock_bytes()
+            .to_vec()
+            .into_pyarray(py)
+    }
+
+    #[pyo3(signature = (workload, seed))]
+    fn populate(&self, py: Python<'_>, workload: &Bound<'_, PyDict>, seed: u64) -> PyResult<()> {
+        let w = workload_from_dict(py, workload)?;
+        py.detach(|| guard_nopy(|| workload::populate(&mut self.write(), &w, seed)))
+            .map_err(|e| e.into_py(py))
+    }
+
+    fn kind_counts(&self) -> Vec<u64> {
+        workload::kind_counts(&self.read()).to_vec()
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.read().store.memory_bytes()
+    }
+
+    fn dense_blocks(&self) -> u64 {
+        self.read().store.dense_blocks()
+    }
+
+    /// One `removable` read, as a dict.
+    fn removable<'py>(
+        &self,
+        py: Python<'py>,
+        block: u64,
+        kernel: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.read();
+        let s = guard(py, || {
+            let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+            removable::removable_show(&m, block, &p)
+        })?;
+        scan_dict(py, &m.geometry, &s)
+    }
+
+    /// `removable` of many blocks: columnar numpy arrays plus fault dicts. Releases the GIL.
+    #[pyo3(signature = (blocks, kernel, parallel=false))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        blocks: Vec<u64>,
+        kernel: &str,
+        parallel: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let res = py
+            .detach(|| {
+                guard_nopy(|| {
+                    let m = self.read();
+                    let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+                    for &b in &blocks {
+                        m.block_state(b)?;
+                    }
+                    removable::scan_blocks(&m, &blocks, &p, parallel)
+                })
+            })
+            .map_err(|e| e.into_py(py))?;
+        let m = self.read();
+        let g = m.geometry;
+        let d = PyDict::new(py);
+        let n = res.len();
+        let mut value = Vec::with_capacity(n);
+        let mut reads = Vec::with_capacity(n);
+        let mut pbs = Vec::with_capacity(n);
+        let mut secs = Vec::with_capacity(n);
+        let mut scanned = Vec::with_capacity(n);
+        let faults = PyList::empty(py);
+        let notes = PyList::empty(py);
+        for s in &res {
+            value.push(s.value.map_or(-1i8, |v| v as i8));
+            reads.push(s.cost.struct_pages_read);
+            pbs.push(s.cost.pageblocks_visited);
+            secs.push(s.cost.sections_scanned);
+            scanned.push(s.scanned);
+            if let Some(f) = &s.fault {
+                faults.append(fault_dict(py, &g, f)?)?;
+            }
+            if let Some(f) = &s.note {
+                notes.append(fault_dict(py, &g, f)?)?;
+            }
+        }
+        d.set_item("block", blocks.into_pyarray(py))?;
+        d.set_item("value", value.into_pyarray(py))?;
+        d.set_item("scanned", scanned.into_pyarray(py))?;
+        d.set_item("struct_pages_read", reads.into_pyarray(py))?;
+        d.set_item("pageblocks_visited", pbs.into_pyarray(py))?;
+        d.set_item("sections_scanned", secs.into_pyarray(py))?;
+        d.set_item("faults", faults)?;
+        d.set_item("notes", notes)?;
+        Ok(d)
+    }
+
+    /// `is_mem_section_removable(start_pfn, nr_pages)` called directly.
+    fn is_mem_section_removable<'py>(
+        &self,
+        py: Python<'py>,
+        start_pfn: u64,
+        nr_pages: u64,
+        kernel: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.read();
+        let (r, cost) = guard(py, || {
+            m.check_pfn_range(start_pfn, nr_pages)?;
+            let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+            Ok(removable::is_mem_section_removable(
+                &m, start_pfn, nr_pages, &p,
+            ))
+        })?;
+        let d = PyDict::new(py);
+        match r {
+            Ok(v) => {
+                d.set_item("value", u8::from(v))?;
+                d.set_item("fault", py.None())?;
+            }
+            Err(f) => {
+                d.set_item("value", py.None())?;
+                d.set_item("fault", fault_dict(py, &m.geometry, &f)?)?;
+            }
+        }
+        d.set_item("struct_pages_read", cost.struct_pages_read)?;
+        d.set_item("pageblocks_visited", cost.pageblocks_visited)?;
+        d.set_item("sections_scanned", cost.sections_scanned)?;
+        Ok(d)
+    }
+}
+
+/// An error raised without the GIL, converted once the GIL is back.
+enum Detached {
+    Core(Error),
+    Panic(String),
+}
+
+impl Detached {
+    fn into_py(self, py: Python<'_>) -> PyErr {
+        match self {
+            Detached::Core(e) => to_py(py, e),
+            Detached::Panic(msg) => raise(
+                py,
+                "InternalError",
+                format!("memscan internal error: {msg}"),
+            ),
+        }
+    }
+}
+
+fn guard_nopy<T>(f: impl FnOnce() -> crate::Result<T>) -> Result<T, Detached> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Detached::Core(e)),
+        Err(p) => Err(Detached::Panic(
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "unknown panic".into()),
+        )),
+    }
+}
+
+fn workload_from_dict(py: Python<'_>, d: &Bound<'_, PyDict>) -> PyResult<Workload> {
+    let mut w = Workload::default();
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        let bad = |what: &str| to_py(py, Error::Argument(format!("workload {key}: {what}")));
+        let f = || v.extract::<f64>().map_err(|_| bad("expected a number"));
+        let u = || {
+            v.extract::<u64>()
+                .map_err(|_| bad("expected a non-negative integer"))
+        };
+        match key.as_str() {
+            "free" => w.free = f()?,
+            "free_whole" => w.free_whole = f()?,
+            "free_orders" => {
+                w.free_orders = v.extract().map_err(|_| bad("expected a list of weights"))?;
+            }
+            "unmovable" => w.unmovable = f()?,
+            "unmovable_clustered" => w.unmovable_clustered = f()?,
+            "polluted_pageblocks" => w.polluted_pageblocks = f()?,
+            "movable" => w.movable = f()?,
+            "thp" => w.thp = f()?,
+            "pinned" => w.pinned = f()?,
+            "hugetlb" => w.hugetlb = f()?,
+            "hugetlb_hstate" => w.hugetlb_hstate = u()?.min(255) as u8,
+            "hugetlb_free" => w.hugetlb_free = f()?,
+            "cma_pages" => w.cma_pages = u()?,
+            "hwpoison_pages" => w.hwpoison_pages = u()?,
+            "balloon_pages" => w.balloon_pages = u()?,
+            "movable_node" => {
+                w.movable_node = v.extract().map_err(|_| bad("expected a bool"))?;
+            }
+            _ => return Err(bad("unknown knob")),
+        }
+    }
+    Ok(w)
+}
+
+/// The native module. Structure lives in the Python package.
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::CoreMachine;
+}

@@ -1,0 +1,365 @@
+//! The section store: per-section metadata, page bytes kept uniform (one byte for the whole
+//! section), as a free-buddy pattern, or dense (one byte per page), and per-pageblock
+//! migratetype and zone.
+//!
+//! Dense bytes live in chunks of one memory block each, so a block's pages are one contiguous
+//! slice that numpy can view without a copy. A chunk, once allocated, is never freed or moved
+//! while the store lives (views handed out stay valid).
+
+use crate::geometry::Geometry;
+use crate::page::{kind, make, MigrateType, ZoneType};
+
+/// Section flags (`SECTION_MARKED_PRESENT`, `SECTION_IS_ONLINE`, `SECTION_IS_EARLY`, and
+/// memory that was hot-added for ZONE_DEVICE by `devm_memremap_pages`).
+pub const SEC_PRESENT: u8 = 1;
+pub const SEC_ONLINE: u8 = 2;
+pub const SEC_EARLY: u8 = 4;
+pub const SEC_DEVICE: u8 = 8;
+
+/// Per-section metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SectionMeta {
+    pub flags: u8,
+    pub nid: u16,
+}
+
+impl SectionMeta {
+    pub fn present(self) -> bool {
+        self.flags & SEC_PRESENT != 0
+    }
+    pub fn online(self) -> bool {
+        self.flags & SEC_ONLINE != 0
+    }
+    pub fn early(self) -> bool {
+        self.flags & SEC_EARLY != 0
+    }
+    pub fn device(self) -> bool {
+        self.flags & SEC_DEVICE != 0
+    }
+}
+
+/// How a section's page bytes are held when its block has no dense chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compact {
+    /// Every page has this byte.
+    Uniform(u8),
+    /// Free memory as the buddy allocator holds it after boot: a `BUDDY(order)` head every
+    /// `1 << order` pages, `FREE` tails.
+    FreeBlocks(u8),
+}
+
+impl Compact {
+    #[inline]
+    fn get(self, offset_in_section: u64) -> u8 {
+        match self {
+            Compact::Uniform(b) => b,
+            Compact::FreeBlocks(order) => {
+                if offset_in_section & ((1u64 << order) - 1) == 0 {
+                    make(kind::BUDDY, order)
+                } else {
+                    kind::FREE
+                }
+            }
+        }
+    }
+}
+
+/// A read-only view of one pageblock (or any run inside one section).
+#[derive(Debug, Clone, Copy)]
+pub enum RunView<'a> {
+    Dense(&'a [u8]),
+    Compact { how: Compact, base: u64, len: usize },
+}
+
+impl RunView<'_> {
+    #[inline]
+    pub fn get(&self, i: usize) -> u8 {
+        match self {
+            RunView::Dense(s) => s[i],
+            RunView::Compact { how, base, .. } => how.get(base + i as u64),
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            RunView::Dense(s) => s.len(),
+            RunView::Compact { len, .. } => *len,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Page bytes and pageblock bits for every pfn below `max_pfn`.
+#[derive(Debug)]
+pub struct PageStore {
+    pub geometry: Geometry,
+    pub max_pfn: u64,
+    pub meta: Vec<SectionMeta>,
+    compact: Vec<Compact>,
+    chunks: Vec<Option<Box<[u8]>>>,
+    /// Per pageblock: migratetype in the low nibble, zone type in the high nibble.
+    pageblocks: Vec<u8>,
+}
+
+impl PageStore {
+    /// An empty store (every section absent, no memmap) covering `[0, max_pfn)`; `max_pfn`
+    /// is rounded up to a whole memory block.
+    pub fn new(geometry: Geometry, max_pfn: u64) -> PageStore {
+        let ppb = geometry.pages_per_block();
+        let max_pfn = max_pfn.div_ceil(ppb).max(1) * ppb;
+        let nr_sections = (max_pfn / geometry.pages_per_section()) as usize;
+        let nr_blocks = (max_pfn / ppb) as usize;
+        let nr_pageblocks = (max_pfn / geometry.pageblock_nr_pages()) as usize;
+        PageStore {
+            geometry,
+            max_pfn,
+            meta: vec![SectionMeta::default(); nr_sections],
+            compact: vec![Compact::Uniform(kind::NOMEMMAP); nr_sections],
+            chunks: (0..nr_blocks).map(|_| None).collect(),
+            pageblocks: vec![
+                (MigrateType::Movable as u8) | ((ZoneType::Normal as u8) << 4);
+                nr_pageblocks
+            ],
+        }
+    }
+
+    pub fn nr_sections(&self) -> u64 {
+        self.meta.len() as u64
+    }
+    pub fn nr_blocks(&self) -> u64 {
+        self.chunks.len() as u64
+    }
+
+    #[inline]
+    pub fn section_meta(&self, nr: u64) -> SectionMeta {
+        self.meta.get(nr as usize).copied().unwrap_or_default()
+    }
+
+    /// `present_section_nr()`: the mem_section exists and is marked present.
+    #[inline]
+    pub fn present_section_nr(&self, nr: u64) -> bool {
+        self.section_meta(nr).present()
+    }
+
+    /// The page byte of `pfn` (NOMEMMAP beyond the machine).
+    #[inline]
+    pub fn page(&self, pfn: u64) -> u8 {
+        if pfn >= self.max_pfn {
+            return kind::NOMEMMAP;
+        }
+        let g = &self.geometry;
+        let block = (pfn / g.pages_per_block()) as usize;
+        if let Some(chunk) = &self.chunks[block] {
+            return chunk[(pfn % g.pages_per_block()) as usize];
+        }
+        let sec = g.pfn_to_section(pfn);
+        self.compact[sec as usize].get(pfn & (g.pages_per_section() - 1))
+    }
+
+    /// A view of `len` pages from `pfn`; the run must stay inside one section.
+    #[inline]
+    pub fn run(&self, pfn: u64, len: usize) -> RunView<'_> {
+        let g = &self.geometry;
+        debug_assert!(g.pfn_to_section(pfn) == g.pfn_to_section(pfn + len as u64 - 1));
+        let block = (pfn / g.pages_per_block()) as usize;
+        if let Some(chunk) = &self.chunks[block] {
+            let off = (pfn % g.pages_per_block()) as usize;
+            return RunView::Dense(&chunk[off..off + len]);
+        }
+        let sec = g.pfn_to_section(pfn);
+        RunView::Compact {
+            how: self.compact[sec as usize],
+            base: pfn & (g.pages_per_section() - 1),
+            len,
+        }
+    }
+
+    /// Whether the block's pages are held dense.
+    pub fn is_dense(&self, block: u64) -> bool {
+        self.chunks
+            .get(block as usize)
+            .is_some_and(std::option::Option::is_some)
+    }
+
+    /// Make a block's pages dense (one contiguous chunk), keeping their values.
+    pub fn densify(&mut self, block: u64) {
+        let b = block as usize;
+        if self.chunks[b].is_some() {
+            return;
+        }
+        let g = self.geometry;
+        let pps = g.pages_per_section() as usize;
+        let mut chunk = vec![0u8; g.pages_per_block() as usize].into_boxed_slice();
+        let first_sec = (block * g.sections_per_block()) as usize;
+        for (i, part) in chunk.chunks_mut(pps).enumerate() {
+            fill_compact(part, self.compact[first_sec + i]);
+        }
+        self.chunks[b] = Some(chunk);
+    }
+
+    /// The block's page bytes as one slice (made dense first).
+    pub fn block_pages(&mut self, block: u64) -> &[u8] {
+        self.densify(block);
+        self.chunks[block as usize].as_deref().unwrap()
+    }
+
+    /// Mutable access to the block's dense bytes (made dense first).
+    pub fn block_pages_mut(&mut self, block: u64) -> &mut [u8] {
+        self.densify(block);
+        self.chunks[block as usize].as_deref_mut().unwrap()
+    }
+
+    /// Set `count` pages from `pfn` to `value`; whole sections of a block without a chunk stay
+    /// compact.
+    pub fn set_pages(&mut self, pfn: u64, count: u64, value: u8) {
+        let g = self.geometry;
+        let pps = g.pages_per_section();
+        let end = (pfn + count).min(self.max_pfn);
+        let mut p = pfn;
+        while p < end {
+            let sec = g.pfn_to_section(p);
+            let sec_end = ((sec + 1) * pps).min(end);
+            let block = g.pfn_to_block(p);
+            if p % pps == 0 && sec_end - p == pps && !self.is_dense(block) {
+                self.compact[sec as usize] = Compact::Uniform(value);
+            } else {
+                let base = g.block_to_pfn(block);
+                let bytes = self.block_pages_mut(block);
+                bytes[(p - base) as usize..(sec_end - base) as usize].fill(value);
+            }
+            p = sec_end;
+        }
+    }
+
+    /// Set a whole section's compact form (dense blocks get the bytes written instead).
+    pub fn set_section_compact(&mut self, sec: u64, how: Compact) {
+        let g = self.geometry;
+        let block = sec / g.sections_per_block();
+        if self.is_dense(block) {
+            let pps = g.pages_per_section() as usize;
+            let off = ((sec % g.sections_per_block()) as usize) * pps;
+            let bytes = self.block_pages_mut(block);
+            fill_compact(&mut bytes[off..off + pps], how);
+        } else {
+            self.compact[sec as usize] = how;
+        }
+    }
+
+    /// The compact form of a section, `None` when its block is dense.
+    pub fn section_compact(&self, sec: u64) -> Option<Compact> {
+        let block = sec / self.geometry.sections_per_block();
+        if self.is_dense(block) {
+            None
+        } else {
+            Some(self.compact[sec as usize])
+        }
+    }
+
+    /// Iterate mutably over the dense chunks of the given blocks (for parallel population).
+    pub fn chunks_mut(&mut self) -> &mut Vec<Option<Box<[u8]>>> {
+        &mut self.chunks
+    }
+
+    #[inline]
+    pub fn pageblock_bits(&self, pfn: u64) -> u8 {
+        self.pageblocks[(pfn >> self.geometry.pageblock_order) as usize]
+    }
+    /// `get_pageblock_migratetype()`.
+    #[inline]
+    pub fn migratetype(&self, pfn: u64) -> MigrateType {
+        MigrateType::from_u8(self.pageblock_bits(pfn) & 0x0f).unwrap_or(MigrateType::Movable)
+    }
+    /// The zone the memmap init linked this pageblock's pages to.
+    #[inline]
+    pub fn pageblock_zone(&self, pfn: u64) -> ZoneType {
+        ZoneType::from_u8(self.pageblock_bits(pfn) >> 4).unwrap_or(ZoneType::Normal)
+    }
+    pub fn set_migratetype(&mut self, pfn: u64, mt: MigrateType) {
+        let i = (pfn >> self.geometry.pageblock_order) as usize;
+        self.pageblocks[i] = (self.pageblocks[i] & 0xf0) | mt as u8;
+    }
+    pub fn set_pageblock_zone(&mut self, pfn: u64, zone: ZoneType) {
+        let i = (pfn >> self.geometry.pageblock_order) as usize;
+        self.pageblocks[i] = (self.pageblocks[i] & 0x0f) | ((zone as u8) << 4);
+    }
+    pub fn pageblock_bytes(&self) -> &[u8] {
+        &self.pageblocks
+    }
+
+    /// Bytes this store holds (metadata, compact forms, chunks, pageblock bits).
+    pub fn memory_bytes(&self) -> u64 {
+        let chunks: u64 = self
+            .chunks
+            .iter()
+            .map(|c| c.as_ref().map_or(0, |c| c.len() as u64))
+            .sum();
+        (self.meta.len() * std::mem::size_of::<SectionMeta>()
+            + self.compact.len() * std::mem::size_of::<Compact>()
+            + self.chunks.len() * std::mem::size_of::<Option<Box<[u8]>>>()
+            + self.pageblocks.len()) as u64
+            + chunks
+    }
+
+    pub fn dense_blocks(&self) -> u64 {
+        self.chunks.iter().filter(|c| c.is_some()).count() as u64
+    }
+}
+
+/// Write a compact form's bytes into a whole section's worth of dense bytes.
+pub fn fill_compact(part: &mut [u8], how: Compact) {
+    match how {
+        Compact::Uniform(b) => part.fill(b),
+        Compact::FreeBlocks(order) => {
+            part.fill(kind::FREE);
+            let step = 1usize << order;
+            for i in (0..part.len()).step_by(step) {
+                part[i] = make(kind::BUDDY, order);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::{Arch, GeometryOverrides};
+
+    fn store() -> PageStore {
+        let g = Geometry::for_arch(
+            Arch::X86_64,
+            GeometryOverrides {
+                block_size: Some(256 << 20),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        PageStore::new(g, 4 * 32768)
+    }
+
+    #[test]
+    fn uniform_then_dense_keeps_values() {
+        let mut s = store();
+        s.set_pages(0, 32768, kind::LRU);
+        assert!(!s.is_dense(0));
+        assert_eq!(s.page(5), kind::LRU);
+        s.set_pages(10, 1, kind::UNMOVABLE);
+        assert!(s.is_dense(0));
+        assert_eq!(s.page(9), kind::LRU);
+        assert_eq!(s.page(10), kind::UNMOVABLE);
+        assert_eq!(s.page(32768), kind::NOMEMMAP);
+    }
+
+    #[test]
+    fn free_blocks_pattern() {
+        let mut s = store();
+        s.set_section_compact(1, Compact::FreeBlocks(10));
+        assert_eq!(s.page(32768), make(kind::BUDDY, 10));
+        assert_eq!(s.page(32769), kind::FREE);
+        assert_eq!(s.page(32768 + 1024), make(kind::BUDDY, 10));
+        s.densify(0);
+        assert_eq!(s.page(32768 + 2048), make(kind::BUDDY, 10));
+        assert_eq!(s.page(32768 + 2047), kind::FREE);
+    }
+}

@@ -1,0 +1,525 @@
+//! Nodes, zones, memory blocks, hugetlb page sizes, and the builder that turns a layout
+//! description (RAM ranges, reserved ranges inside RAM, ZONE_DEVICE ranges, zone spans)
+//! into a `Machine`.
+
+use crate::error::{Error, Result};
+use crate::geometry::Geometry;
+use crate::page::{kind, make, MigrateType, ZoneType, ZEROED_HOLE};
+use crate::sections::{Compact, PageStore, SEC_DEVICE, SEC_EARLY, SEC_ONLINE, SEC_PRESENT};
+
+/// A zone's span: `zone_start_pfn` .. `zone_end_pfn()` (= start + spanned_pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneSpan {
+    pub start_pfn: u64,
+    pub end_pfn: u64,
+}
+
+impl ZoneSpan {
+    /// `zone_spans_pfn()`.
+    pub fn spans(self, pfn: u64) -> bool {
+        self.start_pfn <= pfn && pfn < self.end_pfn
+    }
+}
+
+/// One NUMA node (`pg_data_t`).
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub online: bool,
+    pub zones: [Option<ZoneSpan>; 5],
+}
+
+/// `mem->state` of a memory block, plus `Absent` for block ids without a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlockState {
+    Absent = 0,
+    Online = 1,
+    Offline = 2,
+    GoingOffline = 3,
+}
+
+impl BlockState {
+    /// The text `memoryN/state` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockState::Absent => "absent",
+            BlockState::Online => "online",
+            BlockState::Offline => "offline",
+            BlockState::GoingOffline => "going-offline",
+        }
+    }
+    pub fn parse(s: &str) -> Option<BlockState> {
+        match s.trim() {
+            "online" => Some(BlockState::Online),
+            "offline" => Some(BlockState::Offline),
+            "going-offline" => Some(BlockState::GoingOffline),
+            _ => None,
+        }
+    }
+}
+
+/// A hugetlb page size (`struct hstate`), with `hugepage_migration_supported()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hstate {
+    pub order: u32,
+    pub migration_supported: bool,
+}
+
+/// A range of pfns `[start, end)` owned by node `nid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PfnRange {
+    pub start: u64,
+    pub end: u64,
+    pub nid: u16,
+}
+
+/// A ZONE_DEVICE range (pmem): present sections, never online, no memory block. The first
+/// `uninit_pages` struct pages (the altmap reserve holding the memmap itself) are never
+/// initialised by `memmap_init_zone_device()`; the rest are PG_reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRange {
+    pub start: u64,
+    pub end: u64,
+    pub nid: u16,
+    pub uninit_pages: u64,
+}
+
+/// A zone span given by the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneSpec {
+    pub nid: u16,
+    pub zone: ZoneType,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Everything the builder needs.
+#[derive(Debug, Clone)]
+pub struct LayoutSpec {
+    pub geometry: Geometry,
+    /// memblock.memory: System RAM, per node.
+    pub ram: Vec<PfnRange>,
+    /// memblock.reserved inside RAM (kernel image, ACPI data in RAM, ...): PG_reserved pages.
+    pub reserved: Vec<(u64, u64)>,
+    pub device: Vec<DeviceRange>,
+    pub zones: Vec<ZoneSpec>,
+    /// Blocks that are present but offline (hot-added and not onlined): their memmap is
+    /// uninitialised until online.
+    pub offline_blocks: Vec<u64>,
+    pub hstates: Vec<Hstate>,
+}
+
+/// The modeled machine.
+#[derive(Debug)]
+pub struct Machine {
+    pub geometry: Geometry,
+    pub store: PageStore,
+    pub nodes: Vec<Node>,
+    pub blocks: Vec<BlockState>,
+    pub hstates: Vec<Hstate>,
+}
+
+fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
+    v.sort_unstable();
+    for w in v.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(Error::Layout(format!(
+                "{name} ranges overlap: pfn {:#x}-{:#x} and {:#x}-{:#x}",
+                w[0].0,
+                w[0].1 - 1,
+                w[1].0,
+                w[1].1 - 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Machine {
+    /// Build a machine from a layout: sections, memmap states, zones, blocks.
+    /// Free RAM starts as the buddy allocator holds it after boot (largest aligned blocks).
+    pub fn build(spec: &LayoutSpec) -> Result<Machine> {
+        let g = spec.geometry;
+        g.validate()?;
+        for r in &spec.ram {
+            if r.start >= r.end {
+                return Err(Error::Layout(format!(
+                    "empty RAM range at pfn {:#x}",
+                    r.start
+                )));
+            }
+        }
+        for d in &spec.device {
+            if d.start >= d.end {
+                return Err(Error::Layout(format!(
+                    "empty device range at pfn {:#x}",
+                    d.start
+                )));
+            }
+        }
+        let all: Vec<(u64, u64)> = spec
+            .ram
+            .iter()
+            .map(|r| (r.start, r.end))
+            .chain(spec.device.iter().map(|d| (d.start, d.end)))
+            .collect();
+        check_sorted_disjoint("RAM and device", all.clone())?;
+        check_sorted_disjoint("reserved", spec.reserved.clone())?;
+        for &(s, e) in &spec.reserved {
+            if s >= e || !spec.ram.iter().any(|r| r.start <= s && e <= r.end) {
+                return Err(Error::Layout(format!(
+                    "reserved range pfn {s:#x}-{:#x} is not inside one System RAM range",
+                    e.saturating_sub(1)
+                )));
+            }
+        }
+        let max_pfn = all.iter().map(|r| r.1).max().unwrap_or(0);
+        if max_pfn == 0 {
+            return Err(Error::Layout("the layout has no memory at all".into()));
+        }
+        if max_pfn > (1u64 << (52 - g.page_shift)) {
+            return Err(Error::Layout(format!(
+                "memory ends at pfn {max_pfn:#x}, beyond 2^52 bytes (MAX_PHYSMEM_BITS)"
+            )));
+        }
+        let mut store = PageStore::new(g, max_pfn);
+        let pps = g.pages_per_section();
+        let nr_nodes = all_nids(spec).max().map_or(1, |n| n as usize + 1);
+
+        // Sections: present/online/early for RAM, present/device for ZONE_DEVICE.
+        let mut set_sections = |s: u64, e: u64, nid: u16, flags: u8, what: &str| -> Result<()> {
+            for sec in (s / pps)..e.div_ceil(pps) {
+                let m = &mut store.meta[sec as usize];
+                if m.present() && (m.nid != nid || (m.flags & SEC_DEVICE) != (flags & SEC_DEVICE)) {
+                    return Err(Error::Layout(format!(
+                        "section {sec:#x} would hold {what} of node {nid} and memory of another kind or node {}: memscan models one node and one kind per section",
+                        m.nid
+                    )));
+                }
+                m.flags |= flags;
+                m.nid = nid;
+            }
+            Ok(())
+        };
+        for r in &spec.ram {
+            set_sections(
+                r.start,
+                r.end,
+                r.nid,
+                SEC_PRESENT | SEC_ONLINE | SEC_EARLY,
+                "RAM",
+            )?;
+        }
+        for d in &spec.device {
+            if d.start % pps != 0 || d.end % pps != 0 {
+                return Err(Error::Layout(format!(
+                    "device range pfn {:#x}-{:#x} is not section-aligned (sub-section ZONE_DEVICE is not modeled)",
+                    d.start,
+                    d.end - 1
+                )));
+            }
+            set_sections(
+                d.start,
+                d.end,
+                d.nid,
+                SEC_PRESENT | SEC_DEVICE,
+                "device memory",
+            )?;
+        }
+
+        // Memmap: holes inside present RAM sections are zeroed (v5.5 zero_resv_unavail()),
+        // RAM is free, reserved ranges PG_reserved, device pages reserved after the altmap.
+        let max_order = (g.max_order - 1) as u8;
+        for sec in 0..store.nr_sections() {
+            let m = store.meta[sec as usize];
+            if m.present() && !m.device() {
+                store.set_section_compact(sec, Compact::Uniform(make(kind::ZEROED, ZEROED_HOLE)));
+            }
+        }
+        for r in &spec.ram {
+            write_free_range(&mut store, r.start, r.end, max_order);
+        }
+        for &(s, e) in &spec.reserved {
+            store.set_pages(s, e - s, kind::RESERVED);
+        }
+        for d in &spec.device {
+            let uninit = d.uninit_pages.min(d.end - d.start);
+            store.set_pages(d.start, uninit, kind::UNINIT);
+            store.set_pages(d.start + uninit, d.end - d.start - uninit, kind::RESERVED);
+        }
+
+        // Zones.
+        let mut nodes = vec![Node::default(); nr_nodes];
+        let mut specs = spec.zones.clone();
+        specs.sort_by_key(|z| (z.nid, z.start));
+        for z in &specs {
+            if z.start >= z.end {
+                return Err(Error::Layout(format!(
+                    "zone {} of node {} is empty ({:#x}..{:#x})",
+                    z.zone.name(),
+                    z.nid,
+                    z.start,
+                    z.end
+                )));
+            }
+            if z.zone == ZoneType::Device {
+                return Err(Error::Layout(
+                    "ZONE_DEVICE spans come from device ranges, not zone specs".into(),
+                ));
+            }
+            let node = nodes.get_mut(z.nid as usize).ok_or_else(|| {
+                Error::Layout(format!("zone for node {} which has no memory", z.nid))
+            })?;
+            if node.zones[z.zone as usize].is_some() {
+                return Err(Error::Layout(format!(
+                    "zone {} given twice for node {}",
+                    z.zone.name(),
+                    z.nid
+                )));
+            }
+            node.zones[z.zone as usize] = Some(ZoneSpan {
+                start_pfn: z.start,
+                end_pfn: z.end,
+            });
+        }
+        for (n, node) in nodes.iter().enumerate() {
+            let mut spans: Vec<(u64, u64)> = node
+                .zones
+                .iter()
+                .flatten()
+                .map(|s| (s.start_pfn, s.end_pfn))
+                .collect();
+            spans.sort_unstable();
+            check_sorted_disjoint(&format!("node {n} zone"), spans)?;
+        }
+        // Pageblock zone links: the zone spanning the pageblock's first pfn, else any pfn of it.
+        let pbn = g.pageblock_nr_pages();
+        for sec in 0..store.nr_sections() {
+            let m = store.meta[sec as usize];
+            if !m.present() {
+                continue;
+            }
+            let nid = m.nid as usize;
+            for pb in (sec * pps..(sec + 1) * pps).step_by(pbn as usize) {
+                let zone = if m.device() {
+                    Some(ZoneType::Device)
+                } else {
+                    zone_for_pageblock(&nodes[nid], pb, pbn)
+                };
+                match zone {
+                    Some(z) => store.set_pageblock_zone(pb, z),
+                    None => {
+                        // RAM outside every zone span: only possible with an explicit layout.
+                        if spec
+                            .ram
+                            .iter()
+                            .any(|r| r.start < pb + pbn && pb < r.end && r.nid as usize == nid)
+                        {
+                            return Err(Error::Layout(format!(
+                                "RAM at pfn {pb:#x} (node {nid}) lies outside every zone of its node"
+                            )));
+                        }
+                    }
+                }
+                store.set_migratetype(pb, MigrateType::Movable);
+            }
+        }
+        // ZONE_DEVICE spans (per node) for completeness.
+        for d in &spec.device {
+            let n = &mut nodes[d.nid as usize];
+            let z = n.zones[ZoneType::Device as usize].get_or_insert(ZoneSpan {
+                start_pfn: d.start,
+                end_pfn: d.end,
+            });
+            z.start_pfn = z.start_pfn.min(d.start);
+            z.end_pfn = z.end_pfn.max(d.end);
+        }
+        for sec in 0..store.nr_sections() {
+            let m = store.meta[sec as usize];
+            if m.present() && !m.device() {
+                nodes[m.nid as usize].online = true;
+            }
+        }
+
+        // Memory blocks: one per block with a present boot (non-device) section.
+        let spb = g.sections_per_block();
+        let mut blocks = vec![BlockState::Absent; store.nr_blocks() as usize];
+        for (b, st) in blocks.iter_mut().enumerate() {
+            let b = b as u64;
+            if (b * spb..(b + 1) * spb).any(|s| {
+                let m = store.section_meta(s);
+                m.present() && !m.device()
+            }) {
+                *st = BlockState::Online;
+            }
+        }
+        for &b in &spec.offline_blocks {
+            let st = blocks
+                .get_mut(b as usize)
+                .ok_or_else(|| Error::NoSuchBlock {
+                    block: b,
+                    why: "listed as offline but beyond the end of memory".into(),
+                })?;
+            if *st == BlockState::Absent {
+                return Err(Error::NoSuchBlock {
+                    block: b,
+                    why: "listed as offline but it has no present RAM section".into(),
+                });
+            }
+            *st = BlockState::Offline;
+            // Offline (hot-added, never onlined) memory: present, not online, memmap not yet
+            // initialised (v5.5 initialises it in move_pfn_range_to_zone() at online time).
+            for s in b * spb..(b + 1) * spb {
+                let m = &mut store.meta[s as usize];
+                if m.present() {
+                    m.flags &= !(SEC_ONLINE | SEC_EARLY);
+                    store.set_section_compact(s, Compact::Uniform(kind::UNINIT));
+                }
+            }
+        }
+        let hstates = if spec.hstates.is_empty() {
+            default_hstates(&g)
+        } else {
+            spec.hstates.clone()
+        };
+        if hstates.len() > 8 {
+            return Err(Error::Layout("at most 8 hugetlb page sizes".into()));
+        }
+        Ok(Machine {
+            geometry: g,
+            store,
+            nodes,
+            blocks,
+            hstates,
+        })
+    }
+
+    pub fn nr_blocks(&self) -> u64 {
+        self.blocks.len() as u64
+    }
+
+    /// The block's state, with a clear error for ids without a block directory.
+    pub fn block_state(&self, block: u64) -> Result<BlockState> {
+        match self.blocks.get(block as usize) {
+            None => Err(Error::NoSuchBlock {
+                block,
+                why: format!("the machine has block ids 0..{}", self.blocks.len()),
+            }),
+            Some(BlockState::Absent) => Err(Error::NoSuchBlock {
+                block,
+                why: "no present RAM section in it, so the kernel creates no memoryN directory"
+                    .into(),
+            }),
+            Some(&s) => Ok(s),
+        }
+    }
+
+    pub fn set_block_state(&mut self, block: u64, state: BlockState) -> Result<()> {
+        self.block_state(block)?;
+        if state == BlockState::Absent {
+            return Err(Error::Argument("a block cannot be made absent".into()));
+        }
+        self.blocks[block as usize] = state;
+        Ok(())
+    }
+
+    /// The span of `(nid, zone)`; a zone that is not populated reads as an empty span at 0,
+    /// as an unused `struct zone` does.
+    pub fn zone_span(&self, nid: u16, zone: ZoneType) -> ZoneSpan {
+        self.nodes
+            .get(nid as usize)
+            .and_then(|n| n.zones[zone as usize])
+            .unwrap_or(ZoneSpan {
+                start_pfn: 0,
+                end_pfn: 0,
+            })
+    }
+
+    /// `node_online(nid)`.
+    pub fn node_online(&self, nid: u16) -> bool {
+        self.nodes.get(nid as usize).is_some_and(|n| n.online)
+    }
+
+    pub fn check_pfn_range(&self, start: u64, count: u64) -> Result<()> {
+        if count == 0
+            || start
+                .checked_add(count)
+                .is_none_or(|e| e > self.store.max_pfn)
+        {
+            return Err(Error::PfnRange {
+                start,
+                count,
+                max_pfn: self.store.max_pfn,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn all_nids(spec: &LayoutSpec) -> impl Iterator<Item = u16> + '_ {
+    spec.ram
+        .iter()
+        .map(|r| r.nid)
+        .chain(spec.device.iter().map(|d| d.nid))
+        .chain(spec.zones.iter().map(|z| z.nid))
+}
+
+fn zone_for_pageblock(node: &Node, pb: u64, pbn: u64) -> Option<ZoneType> {
+    let zones = ZoneType::ALL
+        .iter()
+        .copied()
+        .filter(|&z| z != ZoneType::Device);
+    let mut any = None;
+    for z in zones {
+        if let Some(span) = node.zones[z as usize] {
+            if span.spans(pb) {
+                return Some(z);
+            }
+            if any.is_none() && span.start_pfn < pb + pbn && pb < span.end_pfn {
+                any = Some(z);
+            }
+        }
+    }
+    any
+}
+
+/// Free `[start, end)` into the largest naturally aligned buddy blocks (at most
+/// `max_order`), as `memblock_free_all()` leaves free memory after boot.
+pub fn write_free_range(store: &mut PageStore, start: u64, end: u64, max_order: u8) {
+    let g = store.geometry;
+    let pps = g.pages_per_section();
+    let mut p = start;
+    while p < end {
+        if p % pps == 0 && end - p >= pps {
+            let sec = p / pps;
+            store.set_section_compact(sec, Compact::FreeBlocks(max_order));
+            p += pps;
+            continue;
+        }
+        let align = if p == 0 { 63 } else { p.trailing_zeros() };
+        let fit = (end - p).ilog2();
+        let order = align.min(fit).min(u32::from(max_order));
+        store.set_pages(p, 1, make(kind::BUDDY, order as u8));
+        if order > 0 {
+            store.set_pages(p + 1, (1 << order) - 1, kind::FREE);
+        }
+        p += 1 << order;
+    }
+}
+
+/// hstates a v5.5 kernel registers by default, with `hugepage_migration_supported()`
+/// (x86_64: PMD and PUD sizes with ARCH_ENABLE_HUGEPAGE_MIGRATION).
+pub fn default_hstates(g: &Geometry) -> Vec<Hstate> {
+    let pmd = g.pageblock_order;
+    let mut v = vec![Hstate {
+        order: pmd,
+        migration_supported: true,
+    }];
+    if g.arch == crate::geometry::Arch::X86_64 {
+        v.push(Hstate {
+            order: 18,
+            migration_supported: true,
+        });
+    }
+    v
+}

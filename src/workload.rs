@@ -1,0 +1,608 @@
+//! The workload model: seeded, deterministic page states for online RAM. The only writer of
+//! page states besides hand edits (`set_pages`). Each pageblock draws from its own generator
+//! seeded by (seed, pfn), so results do not depend on thread count or machine size elsewhere.
+
+use crate::error::{Error, Result};
+use crate::page::{kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE};
+use crate::sections::PageStore;
+use crate::topology::Machine;
+use rayon::prelude::*;
+
+/// Knobs of the workload. Fractions are of RAM pages unless said otherwise; they are
+/// targets met in expectation (read the realised counts with `kind_counts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Free pages.
+    pub free: f64,
+    /// Share of the free memory held as whole free pageblocks (merged up to MAX_ORDER-1);
+    /// the rest is fragments inside used pageblocks.
+    pub free_whole: f64,
+    /// Relative weights of fragment orders 0..pageblock_order-1.
+    pub free_orders: Vec<f64>,
+    /// Unmovable kernel pages (slab, page tables, ...).
+    pub unmovable: f64,
+    /// Share of unmovable pages that sit in MIGRATE_UNMOVABLE pageblocks; the rest are
+    /// fallback pollution of movable pageblocks.
+    pub unmovable_clustered: f64,
+    /// Share of movable pageblocks that carry pollution (at least one unmovable page).
+    pub polluted_pageblocks: f64,
+    /// Share of used, non-kernel pages that are non-LRU movable (`__PageMovable`).
+    pub movable: f64,
+    /// Share of LRU memory in transparent huge pages (pageblock-sized on x86).
+    pub thp: f64,
+    /// Share of LRU pages with a long-term pin.
+    pub pinned: f64,
+    /// hugetlb pages (share of RAM), their hstate index, and the share of them free in the pool.
+    pub hugetlb: f64,
+    pub hugetlb_hstate: u8,
+    pub hugetlb_free: f64,
+    /// Pages of a CMA area (MIGRATE_CMA pageblocks) at the top of the first node's kernel memory.
+    pub cma_pages: u64,
+    /// Pages with PageHWPoison (not in the buddy) and PG_offline balloon pages.
+    pub hwpoison_pages: u64,
+    pub balloon_pages: u64,
+    /// `movable_node`: memory of nodes other than 0 is ZONE_MOVABLE (on a one-node machine,
+    /// the upper half of its Normal memory, as `movablecore=50%` would do).
+    pub movable_node: bool,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            free: 0.3,
+            free_whole: 0.5,
+            free_orders: vec![4.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            unmovable: 0.06,
+            unmovable_clustered: 0.8,
+            polluted_pageblocks: 0.1,
+            movable: 0.02,
+            thp: 0.1,
+            pinned: 0.0,
+            hugetlb: 0.0,
+            hugetlb_hstate: 0,
+            hugetlb_free: 0.0,
+            cma_pages: 0,
+            hwpoison_pages: 0,
+            balloon_pages: 0,
+            movable_node: false,
+        }
+    }
+}
+
+/// splitmix64: a tiny, well-mixed generator; enough for layouts, and stable across versions.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64, stream: u64) -> Rng {
+        let mut r = Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        r.next_u64();
+        r
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+fn check_fraction(name: &str, v: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&v) || v.is_nan() {
+        return Err(Error::Argument(format!(
+            "workload {name} = {v} is not a fraction in [0, 1]"
+        )));
+    }
+    Ok(())
+}
+
+/// Per-pageblock class probabilities derived from the knobs.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    p_free: f64,
+    p_unmov: f64,
+    p_thp: f64,
+    p_huge: f64,
+    /// In mixed pageblocks: chance a slot is a free fragment.
+    frag: f64,
+    /// In mixed pageblocks: unmovable pages per polluted pageblock (mean) and pollution chance.
+    pollute_p: f64,
+    pollute_n: f64,
+    movable: f64,
+    pinned: f64,
+    hugetlb_free: f64,
+}
+
+/// Fraction of pages in an unmovable pageblock that are unmovable (the rest are fragments).
+const UNMOVABLE_DENSITY: f64 = 0.9;
+
+impl Workload {
+    pub fn validate(&self, m: &Machine) -> Result<()> {
+        for (n, v) in [
+            ("free", self.free),
+            ("free_whole", self.free_whole),
+            ("unmovable", self.unmovable),
+            ("unmovable_clustered", self.unmovable_clustered),
+            ("polluted_pageblocks", self.polluted_pageblocks),
+            ("movable", self.movable),
+            ("thp", self.thp),
+            ("pinned", self.pinned),
+            ("hugetlb", self.hugetlb),
+            ("hugetlb_free", self.hugetlb_free),
+        ] {
+            check_fraction(n, v)?;
+        }
+        if self.free + self.unmovable + self.hugetlb > 1.0 + 1e-9 {
+            return Err(Error::Argument(format!(
+                "workload free + unmovable + hugetlb = {} exceeds 1",
+                self.free + self.unmovable + self.hugetlb
+            )));
+        }
+        if self
+            .free_orders
+            .iter()
+            .any(|w| w.is_nan() || *w < 0.0 || !w.is_finite())
+        {
+            return Err(Error::Argument(
+                "workload free_orders must be finite non-negative weights".into(),
+            ));
+        }
+        if self.hugetlb > 0.0 && (self.hugetlb_hstate as usize) >= m.hstates.len() {
+            return Err(Error::Argument(format!(
+                "workload hugetlb_hstate {} but the machine has {} hugetlb sizes",
+                self.hugetlb_hstate,
+                m.hstates.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn plan(&self, m: &Machine) -> Plan {
+        let pb_order = m.geometry.pageblock_order;
+        let huge_small =
+            self.hugetlb > 0.0 && m.hstates[self.hugetlb_hstate as usize].order <= pb_order;
+        let p_huge = if huge_small { self.hugetlb } else { 0.0 };
+        let p_free = self.free * self.free_whole;
+        let clustered = self.unmovable * self.unmovable_clustered;
+        let p_unmov = (clustered / UNMOVABLE_DENSITY).min(1.0);
+        let user = (1.0 - self.free - self.unmovable - self.hugetlb).max(0.0);
+        let lru = user * (1.0 - self.movable);
+        let p_thp = lru * self.thp;
+        let p_mixed = (1.0 - p_free - p_unmov - p_thp - p_huge).max(1e-12);
+        let frag_total =
+            (self.free * (1.0 - self.free_whole) - p_unmov * (1.0 - UNMOVABLE_DENSITY)).max(0.0);
+        let pollution = (self.unmovable - clustered).max(0.0);
+        let pollute_p = if pollution > 0.0 {
+            self.polluted_pageblocks.max(1e-6)
+        } else {
+            0.0
+        };
+        let pbn = m.geometry.pageblock_nr_pages() as f64;
+        let pollute_n = if pollute_p > 0.0 {
+            (pollution / p_mixed * pbn / pollute_p).max(1.0)
+        } else {
+            0.0
+        };
+        Plan {
+            p_free,
+            p_unmov,
+            p_thp,
+            p_huge,
+            frag: (frag_total / p_mixed).min(1.0),
+            pollute_p,
+            pollute_n,
+            movable: self.movable,
+            pinned: self.pinned,
+            hugetlb_free: self.hugetlb_free,
+        }
+    }
+}
+
+/// Whether a page byte holds RAM the workload may rewrite (not reserved, hole, device or
+/// uninitialised memmap).
+#[inline]
+pub fn is_ram_page(b: u8) -> bool {
+    kind_of(b) < kind::RESERVED
+}
+
+fn sample_order(rng: &mut Rng, weights: &[f64], max: u32) -> u32 {
+    let n = (max as usize).min(weights.len());
+    let total: f64 = weights[..n].iter().sum();
+    if total <= 0.0 {
+        return 0;
+    }
+    let mut r = rng.f64() * total;
+    for (o, w) in weights[..n].iter().enumerate() {
+        if r < *w {
+            return o as u32;
+        }
+        r -= w;
+    }
+    (n - 1) as u32
+}
+
+fn write_buddy(bytes: &mut [u8], pos: usize, order: u32) {
+    bytes[pos] = make(kind::BUDDY, order as u8);
+    bytes[pos + 1..pos + (1 << order)].fill(kind::FREE);
+}
+
+/// Fill one pageblock that is entirely RAM. Returns its migratetype.
+fn fill_pageblock(
+    bytes: &mut [u8],
+    rng: &mut Rng,
+    plan: &Plan,
+    w: &Workload,
+    m: &Machine,
+    zone: ZoneType,
+) -> MigrateType {
+    let g = &m.geometry;
+    let pb_order = g.pageblock_order;
+    let nr = bytes.len();
+    let movable_zone = zone == ZoneType::Movable;
+    let r = rng.f64();
+    let mut acc = plan.p_free;
+    if r < acc {
+        write_buddy(bytes, 0, pb_order);
+        return MigrateType::Movable;
+    }
+    acc += plan.p_huge;
+    if r < acc {
+        let hs = w.hugetlb_hstate;
+        let order = m.hstates[hs as usize].order;
+        for pos in (0..nr).step_by(1 << order) {
+            let free = if rng.f64() < plan.hugetlb_free {
+                HUGETLB_FREE
+            } else {
+                0
+            };
+            bytes[pos] = make(kind::HUGETLB_HEAD, hs | free);
+            bytes[pos + 1..pos + (1 << order)].fill(make(kind::HUGETLB_TAIL, hs | free));
+        }
+        return MigrateType::Movable;
+    }
+    acc += plan.p_unmov;
+    if r < acc && !movable_zone {
+        for b in bytes.iter_mut() {
+            *b = if rng.f64() < UNMOVABLE_DENSITY {
+                kind::UNMOVABLE
+            } else {
+                kind::FREE
+            };
+        }
+        // Free pages among them as order-0 buddies.
+        for b in bytes.iter_mut() {
+            if *b == kind::FREE {
+                *b = make(kind::BUDDY, 0);
+            }
+        }
+        return MigrateType::Unmovable;
+    }
+    acc += plan.p_thp;
+    if r < acc && g.max_order > pb_order {
+        bytes[0] = make(kind::THP_HEAD, pb_order as u8);
+        bytes[1..].fill(kind::THP_TAIL);
+        return MigrateType::Movable;
+    }
+    // Mixed movable pageblock: fragments and user pages.
+    let mut pos = 0usize;
+    while pos < nr {
+        if rng.f64() < plan.frag {
+            let align = if pos == 0 {
+                pb_order
+            } else {
+                pos.trailing_zeros()
+            };
+            let order = sample_order(rng, &w.free_orders, pb_order).min(align);
+            write_buddy(bytes, pos, order);
+            pos += 1 << order;
+            continue;
+        }
+        bytes[pos] = if rng.f64() < plan.movable {
+            kind::MOVABLE
+        } else if rng.f64() < plan.pinned {
+            kind::PINNED
+        } else {
+            kind::LRU
+        };
+        pos += 1;
+    }
+    if !movable_zone && plan.pollute_p > 0.0 && rng.f64() < plan.pollute_p {
+        // Geometric-ish count around the mean, at random positions (fallback allocations).
+        let n = (plan.pollute_n * (0.5 + rng.f64())).round().max(1.0) as usize;
+        for _ in 0..n.min(nr) {
+            let p = rng.below(nr as u64) as usize;
+            bytes[p] = kind::UNMOVABLE;
+        }
+    }
+    MigrateType::Movable
+}
+
+/// Rewrite the pages of online RAM with `w`, seeded by `seed`.
+pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
+    w.validate(m)?;
+    if w.movable_node {
+        apply_movable_node(m);
+    }
+    let g = m.geometry;
+    let plan = w.plan(m);
+    let spb = g.sections_per_block();
+    let pps = g.pages_per_section() as usize;
+    let pbn = g.pageblock_nr_pages() as usize;
+    // Blocks with online RAM sections become dense.
+    let todo: Vec<u64> = (0..m.store.nr_blocks())
+        .filter(|&b| {
+            (b * spb..(b + 1) * spb).any(|s| {
+                let meta = m.store.section_meta(s);
+                meta.online() && !meta.device()
+            })
+        })
+        .collect();
+    for &b in &todo {
+        m.store.densify(b);
+    }
+    let mut chunks = std::mem::take(m.store.chunks_mut());
+    let store: &PageStore = &m.store;
+    let mref: &Machine = m;
+    let results: Vec<(u64, Vec<(usize, MigrateType)>)> = chunks
+        .par_iter_mut()
+        .enumerate()
+        .filter(|(b, c)| c.is_some() && todo.binary_search(&(*b as u64)).is_ok())
+        .map(|(b, c)| {
+            let bytes = c.as_deref_mut().expect("filtered on is_some");
+            let b = b as u64;
+            let base_pfn = g.block_to_pfn(b);
+            let mut mts = Vec::new();
+            for (si, sec_bytes) in bytes.chunks_mut(pps).enumerate() {
+                let meta = store.section_meta(b * spb + si as u64);
+                if !meta.online() || meta.device() {
+                    continue;
+                }
+                for (pi, pb) in sec_bytes.chunks_mut(pbn).enumerate() {
+                    let pfn = base_pfn + (si * pps + pi * pbn) as u64;
+                    let mut rng = Rng::new(seed, pfn);
+                    let zone = store.pageblock_zone(pfn);
+                    if pb.iter().all(|&x| is_ram_page(x)) {
+                        let mt = fill_pageblock(pb, &mut rng, &plan, w, mref, zone);
+                        mts.push(((pfn / pbn as u64) as usize, mt));
+                    } else {
+                        // Partly reserved or holed: per-page draws for the RAM pages only.
+                        for x in pb.iter_mut().filter(|x| is_ram_page(**x)) {
+                            let r = rng.f64();
+                            *x = if r < w.free {
+                                make(kind::BUDDY, 0)
+                            } else if r < w.free + w.unmovable && zone != ZoneType::Movable {
+                                kind::UNMOVABLE
+                            } else {
+                                kind::LRU
+                            };
+                        }
+                    }
+                }
+            }
+            (b, mts)
+        })
+        .collect();
+    *m.store.chunks_mut() = chunks;
+    for (_, mts) in results {
+        for (pb, mt) in mts {
+            m.store
+                .set_migratetype((pb as u64) << g.pageblock_order, mt);
+        }
+    }
+    merge_free_pageblocks(m, &todo);
+    place_gigantic(m, w, seed);
+    place_cma(m, w);
+    place_scattered(m, w.hwpoison_pages, kind::HWPOISON, seed ^ 0x4857);
+    place_scattered(m, w.balloon_pages, kind::OFFLINE, seed ^ 0x4241);
+    Ok(())
+}
+
+/// Merge aligned runs of whole free pageblocks into buddies of up to MAX_ORDER-1, as the
+/// buddy allocator would.
+fn merge_free_pageblocks(m: &mut Machine, blocks: &[u64]) {
+    let g = m.geometry;
+    let pb_order = g.pageblock_order;
+    let top = g.max_order - 1;
+    if top <= pb_order {
+        return;
+    }
+    let pbn = g.pageblock_nr_pages() as usize;
+    let group = 1usize << top;
+    let ppb = g.pages_per_block() as usize;
+    for &b in blocks {
+        let bytes = m.store.block_pages_mut(b);
+        for start in (0..ppb).step_by(group.min(ppb)) {
+            let end = (start + group).min(ppb);
+            let all_free = (start..end)
+                .step_by(pbn)
+                .all(|p| bytes[p] == make(kind::BUDDY, pb_order as u8));
+            if all_free && end - start == group {
+                for p in (start..end).step_by(pbn) {
+                    bytes[p] = kind::FREE;
+                }
+                bytes[start] = make(kind::BUDDY, top as u8);
+            }
+        }
+    }
+}
+
+fn place_gigantic(m: &mut Machine, w: &Workload, seed: u64) {
+    if w.hugetlb <= 0.0 {
+        return;
+    }
+    let g = m.geometry;
+    let hs = w.hugetlb_hstate;
+    let order = m.hstates[hs as usize].order;
+    if order <= g.pageblock_order {
+        return;
+    }
+    let n = 1u64 << order;
+    let mut pfn = 0;
+    while pfn + n <= m.store.max_pfn {
+        let mut rng = Rng::new(seed ^ 0x4855_4745, pfn);
+        let ok = (pfn..pfn + n)
+            .step_by(g.pages_per_section() as usize)
+            .all(|p| {
+                let meta = m.store.section_meta(g.pfn_to_section(p));
+                meta.online() && !meta.device()
+            })
+            && rng.f64() < w.hugetlb
+            && (pfn..pfn + n).all(|p| is_ram_page(m.store.page(p)));
+        if ok {
+            let free = if rng.f64() < w.hugetlb_free {
+                HUGETLB_FREE
+            } else {
+                0
+            };
+            m.store
+                .set_pages(pfn, 1, make(kind::HUGETLB_HEAD, hs | free));
+            m.store
+                .set_pages(pfn + 1, n - 1, make(kind::HUGETLB_TAIL, hs | free));
+        }
+        pfn += n;
+    }
+}
+
+/// A CMA area: the highest `cma_pages` (rounded to pageblocks) of node 0's kernel memory.
+fn place_cma(m: &mut Machine, w: &Workload) {
+    if w.cma_pages == 0 {
+        return;
+    }
+    let g = m.geometry;
+    let pbn = g.pageblock_nr_pages();
+    let mut left = w.cma_pages.div_ceil(pbn);
+    let mut pb = m.store.max_pfn / pbn;
+    while left > 0 && pb > 0 {
+        pb -= 1;
+        let pfn = pb * pbn;
+        let meta = m.store.section_meta(g.pfn_to_section(pfn));
+        let zone = m.store.pageblock_zone(pfn);
+        if meta.online() && !meta.device() && meta.nid == 0 && zone == ZoneType::Normal {
+            m.store.set_migratetype(pfn, MigrateType::Cma);
+            left -= 1;
+        }
+    }
+}
+
+fn place_scattered(m: &mut Machine, count: u64, k: u8, seed: u64) {
+    if count == 0 {
+        return;
+    }
+    let g = m.geometry;
+    let online: Vec<u64> = (0..m.store.nr_sections())
+        .filter(|&s| {
+            let meta = m.store.section_meta(s);
+            meta.online() && !meta.device()
+        })
+        .collect();
+    if online.is_empty() {
+        return;
+    }
+    let mut rng = Rng::new(seed, 0x5ca7);
+    let mut placed = 0;
+    let mut tries = 0;
+    while placed < count && tries < count * 64 {
+        tries += 1;
+        let sec = online[rng.below(online.len() as u64) as usize];
+        let pfn = g.section_to_pfn(sec) + rng.below(g.pages_per_section());
+        let b = m.store.page(pfn);
+        if is_ram_page(b) && !matches!(kind_of(b), kind::HUGETLB_HEAD | kind::HUGETLB_TAIL) {
+            m.store.set_pages(pfn, 1, k);
+            placed += 1;
+        }
+    }
+}
+
+/// `movable_node`: every pageblock of nodes other than 0 moves to ZONE_MOVABLE (one node:
+/// the upper half of its Normal span). Zone spans follow.
+pub fn apply_movable_node(m: &mut Machine) {
+    let g = m.geometry;
+    let pbn = g.pageblock_nr_pages();
+    let multi = m.nodes.iter().filter(|n| n.online).count() > 1;
+    let mut single_cut = None;
+    if !multi {
+        if let Some(n) = m.nodes.first() {
+            if let Some(s) = n.zones[ZoneType::Normal as usize] {
+                let mid = s.start_pfn + (s.end_pfn - s.start_pfn) / 2;
+                let align = g.max_order_nr_pages();
+                single_cut = Some(mid.div_ceil(align) * align);
+            }
+        }
+    }
+    let mut spans: Vec<Option<(u64, u64)>> = vec![None; m.nodes.len()];
+    for sec in 0..m.store.nr_sections() {
+        let meta = m.store.section_meta(sec);
+        if !meta.present() || meta.device() {
+            continue;
+        }
+        let nid = meta.nid as usize;
+        for pfn in (g.section_to_pfn(sec)..g.section_to_pfn(sec + 1)).step_by(pbn as usize) {
+            if m.store.pageblock_zone(pfn) != ZoneType::Normal {
+                continue;
+            }
+            let to_movable = if multi {
+                nid != 0
+            } else {
+                single_cut.is_some_and(|c| pfn >= c)
+            };
+            if to_movable {
+                m.store.set_pageblock_zone(pfn, ZoneType::Movable);
+                let e = spans[nid].get_or_insert((pfn, pfn + pbn));
+                e.0 = e.0.min(pfn);
+                e.1 = e.1.max(pfn + pbn);
+            }
+        }
+    }
+    for (nid, span) in spans.into_iter().enumerate() {
+        let Some((s, e)) = span else { continue };
+        let node = &mut m.nodes[nid];
+        node.zones[ZoneType::Movable as usize] = Some(crate::topology::ZoneSpan {
+            start_pfn: s,
+            end_pfn: e,
+        });
+        if let Some(n) = node.zones[ZoneType::Normal as usize] {
+            if s <= n.start_pfn {
+                node.zones[ZoneType::Normal as usize] = None;
+            } else {
+                node.zones[ZoneType::Normal as usize] = Some(crate::topology::ZoneSpan {
+                    start_pfn: n.start_pfn,
+                    end_pfn: s.min(n.end_pfn),
+                });
+            }
+        }
+    }
+}
+
+/// Count of pages per kind over online RAM sections (index = kind).
+pub fn kind_counts(m: &Machine) -> [u64; 16] {
+    let g = m.geometry;
+    let mut counts = [0u64; 16];
+    for sec in 0..m.store.nr_sections() {
+        let meta = m.store.section_meta(sec);
+        if !meta.present() {
+            continue;
+        }
+        let base = g.section_to_pfn(sec);
+        match m.store.run(base, g.pages_per_section() as usize) {
+            crate::sections::RunView::Dense(s) => {
+                for &b in s {
+                    counts[kind_of(b) as usize] += 1;
+                }
+            }
+            v @ crate::sections::RunView::Compact { .. } => {
+                for i in 0..v.len() {
+                    counts[kind_of(v.get(i)) as usize] += 1;
+                }
+            }
+        }
+    }
+    counts
+}

@@ -111,7 +111,7 @@ struct Plan {
     p_unmov: f64,
     p_thp: f64,
     p_huge: f64,
-    /// In mixed pageblocks: chance a slot is a free fragment.
+    /// In mixed pageblocks: share of pages that are free fragments.
     frag: f64,
     /// In mixed pageblocks: unmovable pages per polluted pageblock (mean) and pollution chance.
     pollute_p: f64,
@@ -294,13 +294,21 @@ fn fill_pageblock(
     // Mixed movable pageblock: fragments and user pages.
     let mut pos = 0usize;
     while pos < nr {
-        if rng.f64() < plan.frag {
-            let align = if pos == 0 {
-                pb_order
-            } else {
-                pos.trailing_zeros()
-            };
-            let order = sample_order(rng, &w.free_orders, pb_order).min(align);
+        // A slot is a free fragment of 2^order pages or one used page. Free with chance
+        // q / (q + (1-q) 2^order), so free pages are a share q of each slot's pages on average.
+        let align = if pos == 0 {
+            pb_order
+        } else {
+            pos.trailing_zeros()
+        };
+        let order = sample_order(rng, &w.free_orders, pb_order).min(align);
+        let q = plan.frag;
+        let x = if q > 0.0 {
+            q / (q + (1.0 - q) * f64::from(1u32 << order))
+        } else {
+            0.0
+        };
+        if rng.f64() < x {
             write_buddy(bytes, pos, order);
             pos += 1 << order;
             continue;

@@ -1,0 +1,112 @@
+"""The model itself: views, determinism, workloads, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from conftest import PFN0, tiny
+
+import memscan
+from memscan import PageKind
+
+
+def test_pages_view_is_zero_copy_and_read_only(m):
+    v = m.pages(32)
+    assert v.shape == (32768,) and v.dtype == np.uint8 and not v.flags.writeable
+    assert v.base is not None
+    m.set_pages(PFN0 + 5, 1, PageKind.UNMOVABLE)
+    assert v[5] == PageKind.UNMOVABLE  # the view sees the model's own bytes
+    del m
+    assert v[5] == PageKind.UNMOVABLE  # and keeps it alive
+
+
+def test_boot_state_is_max_order_buddies(m):
+    v = m.pages(32)
+    heads = np.nonzero((v & 0xF) == PageKind.BUDDY)[0]
+    assert (heads == np.arange(0, 32768, 1024)).all()
+    assert set((v[heads] >> 4).tolist()) == {10}
+
+
+def test_populate_is_deterministic_and_seed_dependent():
+    a = memscan.Machine.synthetic("2G", block_size="128M").populate("fragmented", seed=3)
+    b = memscan.Machine.synthetic("2G", block_size="128M").populate("fragmented", seed=3)
+    c = memscan.Machine.synthetic("2G", block_size="128M").populate("fragmented", seed=4)
+    assert all((a.pages(int(x)) == b.pages(int(x))).all() for x in a.blocks())
+    assert any((a.pages(int(x)) != c.pages(int(x))).any() for x in a.blocks())
+    sa, sb = a.scan("5.5"), b.scan("5.5")
+    assert (sa.value == sb.value).all() and (sa.struct_pages_read == sb.struct_pages_read).all()
+
+
+def test_presets_realise_their_fractions():
+    m = memscan.Machine.synthetic("4G", block_size="128M")
+    for name, w in memscan.PRESETS.items():
+        m.populate(w, seed=1)
+        c = m.kind_counts()
+        total = sum(c.values())
+        free = (c["FREE"] + c["BUDDY"]) / total
+        assert abs(free - w.free) < 0.05, (name, free)
+        assert abs(c["UNMOVABLE"] / total - (0 if w.movable_node else w.unmovable)) < 0.05 or w.movable_node
+
+
+def test_worst_case_preset_is_all_lru_and_removable():
+    m = memscan.Machine.synthetic("1G", block_size="128M").populate("worst-case")
+    assert m.kind_counts()["LRU"] == (1 << 30) // 4096
+    s = m.scan("5.5")
+    assert (s.value == 1).all()
+
+
+def test_movable_node_moves_upper_half_to_zone_movable():
+    m = memscan.Machine.synthetic("4G", block_size="128M").populate("movable-node", seed=2)
+    zones = {z[1]: z for z in m.zones()}
+    assert "Movable" in zones and zones["Normal"][3] == zones["Movable"][2]
+    s = m.scan("5.5")
+    blocks = s.block.tolist()
+    mv_first = zones["Movable"][2] // (128 << 20 >> 12)
+    # everything in ZONE_MOVABLE reads removable (no reserved pages there)
+    assert all(s.value[i] == 1 for i, b in enumerate(blocks) if b >= mv_first)
+
+
+def test_hugetlb_cma_hwpoison_balloon_knobs():
+    m = memscan.Machine.synthetic("2G", block_size="128M")
+    m.populate(memscan.Workload(hugetlb=0.2, cma_pages=4096, hwpoison_pages=5, balloon_pages=7), seed=1)
+    c = m.kind_counts()
+    assert c["HUGETLB_HEAD"] > 0 and c["HWPOISON"] == 5 and c["OFFLINE"] == 7
+    bits = m._core.pageblock_bits()
+    assert int(((bits & 0xF) == memscan.MigrateType.CMA).sum()) == 8
+    g = memscan.Machine.synthetic("4G", block_size="1G")
+    g.populate(memscan.Workload(hugetlb=0.5, hugetlb_hstate=1, free=0.1), seed=5)
+    assert g.kind_counts()["HUGETLB_HEAD"] >= 1
+
+
+def test_scan_from_many_threads_agrees():
+    m = memscan.Machine.synthetic("2G", block_size="128M").populate("fragmented", seed=9)
+    ref = m.scan("5.5")
+    out = []
+
+    def work():
+        out.append(m.scan("5.5", parallel=True))
+
+    ts = [threading.Thread(target=work) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(out) == 6
+    for s in out:
+        assert (s.value == ref.value).all() and (s.struct_pages_read == ref.struct_pages_read).all()
+
+
+def test_from_iomem_probe_rule_and_reserved_pages():
+    text = "100000000-10fffffffff : System RAM\n  100000000-1001fffff : Kernel code\n"
+    m = memscan.Machine.from_iomem(text)
+    assert m.geometry.block_size == 2 << 30  # 1 TiB + 4 GiB end: 2G divides
+    assert m.page(0x100000) & 0xF == PageKind.RESERVED
+    small = memscan.Machine.from_iomem("100000000-13fffffff : System RAM\n")
+    assert small.geometry.block_size == 128 << 20
+
+
+def test_layout_offline_block_and_tiny_sizes():
+    m = tiny(offline_blocks=[33])
+    assert m.block_states()[33] == 2
+    assert len(m.scan("5.5")) == 2

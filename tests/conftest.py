@@ -9,12 +9,22 @@ MIB = 1 << 20
 PAGE = 4096
 
 
-def tiny(ranges=None, zones=None, block_size="128M", offline_blocks=(), hstates=(), arch="x86_64", **extra):
+def tiny(
+    ranges=None,
+    zones=None,
+    block_size="128M",
+    offline_blocks=(),
+    hstates=(),
+    arch="x86_64",
+    **extra,
+):
     """A small x86 machine: 256 MiB of RAM at 4 GiB (sections 0x20, 0x21; blocks 32, 33)."""
     d = {
         "arch": arch,
         "block_size": block_size,
-        "ranges": ranges if ranges is not None else [{"start": 4 * GIB, "size": "256M", "kind": "ram"}],
+        "ranges": ranges
+        if ranges is not None
+        else [{"start": 4 * GIB, "size": "256M", "kind": "ram"}],
         "offline_blocks": list(offline_blocks),
         "hstates": [list(h) for h in hstates],
     }

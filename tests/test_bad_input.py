@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny
 
 import memscan
+from conftest import tiny
 from memscan.errors import (
     ArgumentError,
     GeometryError,
@@ -22,8 +22,14 @@ from memscan.errors import (
         ("00000000-0000zzzz : System RAM\n", "iomem:1"),
         ("100000000-fffffff : System RAM\n", "below start"),
         ("100000000-1ffffffff : System RAM\n180000000-27fffffff : System RAM\n", "overlaps"),
-        ("100000000-1ffffffff : System RAM\n    300000000-3000fffff : Kernel code\n", "parent is missing"),
-        ("100000000-1ffffffff : System RAM\n  300000000-3000fffff : Kernel code\n", "not inside its parent"),
+        (
+            "100000000-1ffffffff : System RAM\n    300000000-3000fffff : Kernel code\n",
+            "parent is missing",
+        ),
+        (
+            "100000000-1ffffffff : System RAM\n  300000000-3000fffff : Kernel code\n",
+            "not inside its parent",
+        ),
         ("00000000-00000000 : System RAM\n00000000-00000000 : Reserved\n", "without root"),
         ("00000000-00000fff : Reserved\n", "no top-level 'System RAM'"),
         ("", "no iomem lines"),
@@ -52,11 +58,19 @@ def test_unknown_arch_and_impossible_geometry():
 
 def test_overlapping_ranges_and_bad_layouts(tmp_path):
     with pytest.raises(LayoutError, match="overlap"):
-        tiny(ranges=[{"start": 4 << 30, "size": "256M", "kind": "ram"},
-                     {"start": (4 << 30) + (128 << 20), "size": "256M", "kind": "ram"}])
+        tiny(
+            ranges=[
+                {"start": 4 << 30, "size": "256M", "kind": "ram"},
+                {"start": (4 << 30) + (128 << 20), "size": "256M", "kind": "ram"},
+            ]
+        )
     with pytest.raises(LayoutError, match="not inside one System RAM"):
-        tiny(ranges=[{"start": 4 << 30, "size": "256M", "kind": "ram"},
-                     {"start": 8 << 30, "size": "4K", "kind": "reserved"}])
+        tiny(
+            ranges=[
+                {"start": 4 << 30, "size": "256M", "kind": "ram"},
+                {"start": 8 << 30, "size": "4K", "kind": "reserved"},
+            ]
+        )
     with pytest.raises(LayoutError, match="unknown kind"):
         tiny(ranges=[{"start": 4 << 30, "size": "256M", "kind": "rom"}])
     with pytest.raises(LayoutError, match="unknown layout keys"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from conftest import PFN0, tiny
 
 import memscan
+from conftest import PFN0, tiny
 from memscan import PageKind
 
 
@@ -46,7 +46,10 @@ def test_presets_realise_their_fractions():
         total = sum(c.values())
         free = (c["FREE"] + c["BUDDY"]) / total
         assert abs(free - w.free) < 0.05, (name, free)
-        assert abs(c["UNMOVABLE"] / total - (0 if w.movable_node else w.unmovable)) < 0.05 or w.movable_node
+        assert (
+            abs(c["UNMOVABLE"] / total - (0 if w.movable_node else w.unmovable)) < 0.05
+            or w.movable_node
+        )
 
 
 def test_worst_case_preset_is_all_lru_and_removable():
@@ -69,7 +72,9 @@ def test_movable_node_moves_upper_half_to_zone_movable():
 
 def test_hugetlb_cma_hwpoison_balloon_knobs():
     m = memscan.Machine.synthetic("2G", block_size="128M")
-    m.populate(memscan.Workload(hugetlb=0.2, cma_pages=4096, hwpoison_pages=5, balloon_pages=7), seed=1)
+    m.populate(
+        memscan.Workload(hugetlb=0.2, cma_pages=4096, hwpoison_pages=5, balloon_pages=7), seed=1
+    )
     c = m.kind_counts()
     assert c["HUGETLB_HEAD"] > 0 and c["HWPOISON"] == 5 and c["OFFLINE"] == 7
     bits = m._core.pageblock_bits()

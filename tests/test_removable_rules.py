@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PFN0, tiny
 
 import memscan
+from conftest import PFN0, tiny
 from memscan import MigrateType, PageKind
 
 SEC = 32768  # pages per x86 section
@@ -80,7 +80,11 @@ def test_reserved_page_in_zone_movable_is_unmovable():
     m.set_pages(PFN0 + 7, 1, PageKind.RESERVED)
     r = m.removable(32, "5.5")
     assert r.value == 0
-    assert r.first_unmovable == {"pfn": PFN0 + 7, "reason": "unmovable page", "movable_zone_warning": True}
+    assert r.first_unmovable == {
+        "pfn": PFN0 + 7,
+        "reason": "unmovable page",
+        "movable_zone_warning": True,
+    }
 
 
 def test_cma_pageblock_reason_by_version():

@@ -86,4 +86,7 @@ def test_lsmem_merging_splits_on_removable_and_gaps():
 
     r = build_report(m, kernel="5.5")
     assert [(x.first_block, x.last_block, x.removable) for x in r.ranges] == [
-        (32, 34, "yes"), (35, 35, "no"), (36, 39, "yes")]
+        (32, 34, "yes"),
+        (35, 35, "no"),
+        (36, 39, "yes"),
+    ]

@@ -15,12 +15,15 @@ from .workload import PRESETS
 
 def _machine(args: argparse.Namespace) -> Machine:
     if args.iomem:
-        return Machine.from_iomem_file(args.iomem, arch=args.arch or "x86_64", block_size=args.block_size)
+        return Machine.from_iomem_file(
+            args.iomem, arch=args.arch or "x86_64", block_size=args.block_size
+        )
     if args.layout:
         return Machine.from_layout(args.layout)
     if args.synthetic:
-        return Machine.synthetic(args.synthetic, arch=args.arch or "x86_64", block_size=args.block_size,
-                                 nodes=args.nodes)
+        return Machine.synthetic(
+            args.synthetic, arch=args.arch or "x86_64", block_size=args.block_size, nodes=args.nodes
+        )
     if args.arch and args.arch not in ("x86_64", "amd64"):
         raise MemscanError(
             f"--arch {args.arch}: the seed machine is x86_64; give --iomem FILE, --layout FILE or "
@@ -43,8 +46,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.workload != "none":
         m.populate(args.workload, seed=args.seed)
     quiet = args.json or not sys.stderr.isatty()
-    r = build_report(m, kernel=args.kernel, post_kernel=args.post_kernel, workload=args.workload,
-                     seed=args.seed, progress=None if not quiet else False)
+    r = build_report(
+        m,
+        kernel=args.kernel,
+        post_kernel=args.post_kernel,
+        workload=args.workload,
+        seed=args.seed,
+        progress=None if not quiet else False,
+    )
     if args.json:
         json.dump(r.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -56,19 +65,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("report", help="what lsmem would show: pre-patch removable, faults, scan cost")
+    r = sub.add_parser(
+        "report", help="what lsmem would show: pre-patch removable, faults, scan cost"
+    )
     src = r.add_argument_group("machine (default: the embedded seed machine)")
     src.add_argument("--iomem", metavar="FILE", help="build from a /proc/iomem copy")
     src.add_argument("--layout", metavar="FILE", help="build from a JSON layout")
-    src.add_argument("--synthetic", metavar="SIZE", help="a synthetic machine of SIZE RAM (e.g. 1T)")
+    src.add_argument(
+        "--synthetic", metavar="SIZE", help="a synthetic machine of SIZE RAM (e.g. 1T)"
+    )
     src.add_argument("--nodes", type=int, default=1, help="NUMA nodes of a synthetic machine")
     src.add_argument("--arch", help="x86_64, arm64, ppc64, s390x (with --iomem / --synthetic)")
     src.add_argument("--block-size", help="memory block size (e.g. 2G); default: the arch rule")
-    r.add_argument("--kernel", default="5.5+debug",
-                   help="pre-patch kernel: 5.5[.N], 5.6-rcN, each optionally +debug (default 5.5+debug, the seed's)")
+    r.add_argument(
+        "--kernel",
+        default="5.5+debug",
+        help="pre-patch kernel: 5.5[.N], 5.6-rcN, each optionally +debug (default 5.5+debug, the seed's)",
+    )
     r.add_argument("--post-kernel", default="5.6", help="post-patch kernel (default 5.6)")
-    r.add_argument("--workload", default="fragmented", choices=sorted(PRESETS) + ["none"],
-                   help="workload preset (default fragmented)")
+    r.add_argument(
+        "--workload",
+        default="fragmented",
+        choices=sorted(PRESETS) + ["none"],
+        help="workload preset (default fragmented)",
+    )
     r.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     r.add_argument("--json", action="store_true", help="JSON instead of text")
     r.add_argument("-a", "--all", action="store_true", help="one line per block (lsmem -a)")

@@ -8,7 +8,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
 from .errors import ArgumentError
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
@@ -127,11 +126,11 @@ class Machine:
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
-    def from_layout_object(cls, layout: Layout) -> "Machine":
+    def from_layout_object(cls, layout: Layout) -> Machine:
         return cls(layout.build(), layout, layout.name)
 
     @classmethod
-    def seed(cls) -> "Machine":
+    def seed(cls) -> Machine:
         """The embedded default: the machine of the March 2020 lsmem crash (see
         ``memscan.sources.embedded``)."""
         return cls.from_layout_object(seed_layout())
@@ -143,7 +142,7 @@ class Machine:
         arch: str = "x86_64",
         block_size: Optional[SizeLike] = None,
         source: str = "<iomem>",
-    ) -> "Machine":
+    ) -> Machine:
         """From /proc/iomem text. ``block_size`` None applies the arch rule (x86:
         probe_memory_block_size on the end of System RAM).
 
@@ -152,10 +151,12 @@ class Machine:
             GeometryError: an impossible block size.
         """
         bs = None if block_size is None else parse_size(block_size, "block_size")
-        return cls.from_layout_object(layout_from_iomem(text, arch=arch, block_size=bs, source=source))
+        return cls.from_layout_object(
+            layout_from_iomem(text, arch=arch, block_size=bs, source=source)
+        )
 
     @classmethod
-    def from_iomem_file(cls, path: Union[str, "os.PathLike[str]"], **kw: Any) -> "Machine":
+    def from_iomem_file(cls, path: Union[str, os.PathLike[str]], **kw: Any) -> Machine:
         p = os.fspath(path)
         try:
             with open(p, encoding="utf-8") as f:
@@ -175,13 +176,15 @@ class Machine:
         nodes: int = 1,
         pmem: SizeLike = 0,
         page_size: Optional[str] = None,
-    ) -> "Machine":
+    ) -> Machine:
         """A synthetic machine of ``total`` bytes of RAM (e.g. "1T"), see
         ``memscan.sources.synthetic``."""
-        return cls.from_layout_object(synthetic_layout(total, arch, block_size, nodes, pmem, page_size))
+        return cls.from_layout_object(
+            synthetic_layout(total, arch, block_size, nodes, pmem, page_size)
+        )
 
     @classmethod
-    def from_layout(cls, layout: Union[Dict[str, Any], str, "os.PathLike[str]"]) -> "Machine":
+    def from_layout(cls, layout: Union[Dict[str, Any], str, os.PathLike[str]]) -> Machine:
         """From a declarative layout: a dict or a JSON file (see ``memscan.sources.layout``)."""
         return cls.from_layout_object(load_layout(layout))
 
@@ -203,7 +206,9 @@ class Machine:
         if not 0 <= block < len(st):
             from .errors import NoSuchBlockError
 
-            raise NoSuchBlockError(f"memory block {block} does not exist (the machine has block ids 0..{len(st)})")
+            raise NoSuchBlockError(
+                f"memory block {block} does not exist (the machine has block ids 0..{len(st)})"
+            )
         return BlockState(int(st[block]))
 
     def set_block_state(self, block: int, state: str) -> None:
@@ -228,7 +233,7 @@ class Machine:
         return self._core.hstates()
 
     # -- pages ------------------------------------------------------------------------------
-    def populate(self, workload: Union[Workload, str, None] = None, seed: int = 0) -> "Machine":
+    def populate(self, workload: Union[Workload, str, None] = None, seed: int = 0) -> Machine:
         """Fill online RAM with a workload (a ``Workload`` or a preset name). Deterministic:
         the same seed gives the same pages. Returns self."""
         if workload is None:
@@ -236,7 +241,9 @@ class Machine:
         if isinstance(workload, str):
             workload = Workload.preset(workload)
         if not isinstance(workload, Workload):
-            raise ArgumentError(f"populate: expected a Workload or preset name, got {type(workload).__name__}")
+            raise ArgumentError(
+                f"populate: expected a Workload or preset name, got {type(workload).__name__}"
+            )
         if not isinstance(seed, int) or seed < 0:
             raise ArgumentError(f"populate: seed must be a non-negative int, got {seed!r}")
         self._core.populate(workload.to_dict(), seed)
@@ -284,9 +291,15 @@ class Machine:
         """
         d = self._core.removable(int(block), kernel)
         return Removable(
-            block=d["block"], kernel=kernel, value=d["value"], fault=_fault(d["fault"]), note=_fault(d["note"]),
-            scanned=d["scanned"], first_unmovable=d["first_unmovable"],
-            struct_pages_read=d["struct_pages_read"], pageblocks_visited=d["pageblocks_visited"],
+            block=d["block"],
+            kernel=kernel,
+            value=d["value"],
+            fault=_fault(d["fault"]),
+            note=_fault(d["note"]),
+            scanned=d["scanned"],
+            first_unmovable=d["first_unmovable"],
+            struct_pages_read=d["struct_pages_read"],
+            pageblocks_visited=d["pageblocks_visited"],
             sections_scanned=d["sections_scanned"],
         )
 
@@ -331,7 +344,9 @@ class Machine:
             notes=[Fault(**f) for p in parts for f in p["notes"]],
         )
 
-    def is_mem_section_removable(self, start_pfn: int, nr_pages: int, kernel: str = "5.5") -> Dict[str, Any]:
+    def is_mem_section_removable(
+        self, start_pfn: int, nr_pages: int, kernel: str = "5.5"
+    ) -> Dict[str, Any]:
         """``is_mem_section_removable()`` called directly with any range (as powerpc's
         ``lmb_is_removable()`` did); an unaligned start reaches ``next_active_pageblock``'s
         BUG_ON."""

@@ -8,7 +8,13 @@ from typing import Optional, TextIO
 
 
 class Progress:
-    def __init__(self, total: int, label: str, enabled: Optional[bool] = None, stream: Optional[TextIO] = None):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        enabled: Optional[bool] = None,
+        stream: Optional[TextIO] = None,
+    ):
         self.stream = stream or sys.stderr
         self.enabled = (self.stream.isatty() if enabled is None else enabled) and total > 0
         self.total, self.label, self.done = total, label, 0

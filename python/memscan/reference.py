@@ -25,7 +25,13 @@ class KernelFault(Exception):
 
     def __init__(self, function: str, access: str, pfn: int, kind: str, message: str):
         super().__init__(message)
-        self.function, self.access, self.pfn, self.kind, self.message = function, access, pfn, kind, message
+        self.function, self.access, self.pfn, self.kind, self.message = (
+            function,
+            access,
+            pfn,
+            kind,
+            message,
+        )
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Profile:
     memory_hotremove: bool
 
     @staticmethod
-    def parse(spec: str, arch: str) -> "Profile":
+    def parse(spec: str, arch: str) -> Profile:
         s = spec.strip()
         debug = s.endswith("+debug")
         v = s[: -len("+debug")] if debug else s
@@ -87,7 +93,7 @@ class Snapshot:
     block_states: Any
 
     @staticmethod
-    def of(machine: Any) -> "Snapshot":
+    def of(machine: Any) -> Snapshot:
         g = machine.geometry
         core = machine._core
         secs = core.sections()
@@ -151,14 +157,24 @@ class Reference:
         return ("valid", int(self.s.section_nid[sec]), zone, False)
 
     def _bug(self, function: str, access: str, pfn: int) -> KernelFault:
-        return KernelFault(function, access, pfn, "bug",
-                           f"page:{self._addr(pfn)} is uninitialized and poisoned; "
-                           "kernel BUG: VM_BUG_ON_PAGE(PagePoisoned(p))")
+        return KernelFault(
+            function,
+            access,
+            pfn,
+            "bug",
+            f"page:{self._addr(pfn)} is uninitialized and poisoned; "
+            "kernel BUG: VM_BUG_ON_PAGE(PagePoisoned(p))",
+        )
 
     def _missing(self, function: str, pfn: int) -> KernelFault:
-        return KernelFault(function, "pfn_to_page", pfn, "oops",
-                           f"Oops: unable to handle page fault in vmemmap (no memmap for this section) "
-                           f"(struct page {self._addr(pfn)})")
+        return KernelFault(
+            function,
+            "pfn_to_page",
+            pfn,
+            "oops",
+            f"Oops: unable to handle page fault in vmemmap (no memmap for this section) "
+            f"(struct page {self._addr(pfn)})",
+        )
 
     def page_zone(self, pfn: int, function: str) -> Tuple[int, str, bool]:
         """page_zone(): &NODE_DATA(page_to_nid(page))->node_zones[page_zonenum(page)]."""
@@ -168,13 +184,23 @@ class Reference:
         if st == "poisoned" and self.p.debug_vm_pgflags:
             raise self._bug(function, "page_zone -> page_to_nid", pfn)
         if st == "poisoned":
-            raise KernelFault(function, "page_zone", pfn, "oops",
-                              "Oops: NULL pointer dereference: NODE_DATA() of the poisoned node id "
-                              f"(struct page {self._addr(pfn)})")
+            raise KernelFault(
+                function,
+                "page_zone",
+                pfn,
+                "oops",
+                "Oops: NULL pointer dereference: NODE_DATA() of the poisoned node id "
+                f"(struct page {self._addr(pfn)})",
+            )
         if st == "garbage":
-            raise KernelFault(function, "page_zone", pfn, "oops",
-                              "Oops: wild pointer from the garbage node/zone bits of an uninitialized "
-                              f"struct page (struct page {self._addr(pfn)})")
+            raise KernelFault(
+                function,
+                "page_zone",
+                pfn,
+                "oops",
+                "Oops: wild pointer from the garbage node/zone bits of an uninitialized "
+                f"struct page (struct page {self._addr(pfn)})",
+            )
         raise self._missing(function, pfn)
 
     def page_to_nid(self, pfn: int, function: str) -> Optional[Tuple[int, bool]]:
@@ -187,8 +213,13 @@ class Reference:
         if st == "poisoned":
             return None
         if st == "garbage":
-            raise KernelFault(function, "page_to_nid", pfn, "undefined",
-                              f"node id read from the garbage of uninitialized struct page {self._addr(pfn)}")
+            raise KernelFault(
+                function,
+                "page_to_nid",
+                pfn,
+                "undefined",
+                f"node id read from the garbage of uninitialized struct page {self._addr(pfn)}",
+            )
         raise self._missing(function, pfn)
 
     def zone_span(self, nid: int, zone: str) -> Tuple[int, int]:
@@ -199,13 +230,23 @@ class Reference:
 
     def _note_zeroed(self, function: str, access: str, pfn: int, nid: int, zone: str) -> None:
         sec = pfn >> self.s.pfn_section_shift
-        real = (int(self.s.section_nid[sec]), ZONE_NAMES[int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) >> 4])
+        real = (
+            int(self.s.section_nid[sec]),
+            ZONE_NAMES[int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) >> 4],
+        )
         if self.note is None and real != (nid, zone):
-            self.note = KernelFault(function, access, pfn, "wrong-answer",
-                                    f"zeroed struct page {self._addr(pfn)} reads as node 0, zone DMA")
+            self.note = KernelFault(
+                function,
+                access,
+                pfn,
+                "wrong-answer",
+                f"zeroed struct page {self._addr(pfn)} reads as node 0, zone DMA",
+            )
 
     # -- mm/page_alloc.c ----------------------------------------------------------------------
-    def has_unmovable_pages(self, zone: str, pfn: int, count: int, migratetype: str, flags: int) -> Optional[Tuple[int, str]]:
+    def has_unmovable_pages(
+        self, zone: str, pfn: int, count: int, migratetype: str, flags: int
+    ) -> Optional[Tuple[int, str]]:
         """has_unmovable_pages() v5.5 (v5.6: no count, returns the page; same outcomes)."""
         F = "has_unmovable_pages"
         nr = 1 << self.s.pageblock_order
@@ -228,8 +269,13 @@ class Reference:
             if st == "poisoned":
                 return (check, "unmovable page")  # all flags set: PageReserved
             if st == "garbage":
-                raise KernelFault(F, "PageReserved", check, "undefined",
-                                  f"flags read from the garbage of uninitialized struct page {self._addr(check)}")
+                raise KernelFault(
+                    F,
+                    "PageReserved",
+                    check,
+                    "undefined",
+                    f"flags read from the garbage of uninitialized struct page {self._addr(check)}",
+                )
             b = self._byte(check)
             k, f = b & 15, b >> 4
             # PageReserved(page)
@@ -296,8 +342,13 @@ class Reference:
     def next_active_pageblock(self, pfn: int) -> int:
         nr = 1 << self.s.pageblock_order
         if pfn & (nr - 1):
-            raise KernelFault("next_active_pageblock", "BUG_ON(pfn & (pageblock_nr_pages - 1))", pfn, "bug",
-                              f"kernel BUG: pfn {pfn:#x} is not pageblock-aligned")
+            raise KernelFault(
+                "next_active_pageblock",
+                "BUG_ON(pfn & (pageblock_nr_pages - 1))",
+                pfn,
+                "bug",
+                f"kernel BUG: pfn {pfn:#x} is not pageblock-aligned",
+            )
         self.cost.struct_pages_read += 1
         b = self._byte(pfn)
         if b & 15 == K.BUDDY and (b >> 4) >= self.s.pageblock_order:
@@ -341,7 +392,9 @@ class Reference:
             try:
                 ret &= int(self.is_mem_section_removable(nr << self.s.pfn_section_shift, pps))
             except KernelFault as f:
-                return Result(None, _fault_dict(self, f), _fault_dict(self, self.note), True, self.cost)
+                return Result(
+                    None, _fault_dict(self, f), _fault_dict(self, self.note), True, self.cost
+                )
         return Result(ret, None, _fault_dict(self, self.note), True, self.cost)
 
 
@@ -350,10 +403,14 @@ def _fault_dict(ref: Reference, f: Optional[KernelFault]) -> Optional[Dict[str, 
         return None
     s = ref.s
     return {
-        "function": f.function, "access": f.access, "pfn": f.pfn, "phys": f.pfn << s.page_shift,
+        "function": f.function,
+        "access": f.access,
+        "pfn": f.pfn,
+        "phys": f.pfn << s.page_shift,
         "section": f.pfn >> s.pfn_section_shift,
         "block": (f.pfn >> s.pfn_section_shift) // s.sections_per_block,
-        "kind": f.kind, "message": f.message,
+        "kind": f.kind,
+        "message": f.message,
     }
 
 

@@ -99,8 +99,19 @@ def lsmem_ranges(rows: List[BlockRow]) -> List[RangeRow]:
             prev.last_block = r.block
             prev.struct_pages_read += r.struct_pages_read
         else:
-            out.append(RangeRow(r.start, r.end, r.end - r.start + 1, r.state, rem, post, r.block, r.block,
-                                r.struct_pages_read))
+            out.append(
+                RangeRow(
+                    r.start,
+                    r.end,
+                    r.end - r.start + 1,
+                    r.state,
+                    rem,
+                    post,
+                    r.block,
+                    r.block,
+                    r.struct_pages_read,
+                )
+            )
     return out
 
 
@@ -123,13 +134,20 @@ def build_report(
     for i, b in enumerate(pre.block.tolist()):
         f = faults.get(b)
         v = int(pre.value[i])
-        rows.append(BlockRow(
-            block=b, start=b * bs, end=(b + 1) * bs - 1, state=BlockState(int(states[b])).sysfs,
-            removable=None if v < 0 else v, removable_post=int(post.value[i]),
-            fault=None if f is None else f.__dict__.copy(),
-            struct_pages_read=int(pre.struct_pages_read[i]), pageblocks_visited=int(pre.pageblocks_visited[i]),
-            sections_scanned=int(pre.sections_scanned[i]),
-        ))
+        rows.append(
+            BlockRow(
+                block=b,
+                start=b * bs,
+                end=(b + 1) * bs - 1,
+                state=BlockState(int(states[b])).sysfs,
+                removable=None if v < 0 else v,
+                removable_post=int(post.value[i]),
+                fault=None if f is None else f.__dict__.copy(),
+                struct_pages_read=int(pre.struct_pages_read[i]),
+                pageblocks_visited=int(pre.pageblocks_visited[i]),
+                sections_scanned=int(pre.sections_scanned[i]),
+            )
+        )
     online = sum(bs for r in rows if r.state == "online")
     reads = pre.total("struct_pages_read")
     pre_vals = pre.value[pre.value >= 0]
@@ -148,10 +166,19 @@ def build_report(
         "post_struct_pages_read": post.total("struct_pages_read"),
     }
     return Report(
-        machine=m.name, arch=m.geometry.arch, block_size=bs, kernel=kernel, post_kernel=post_kernel,
-        workload=workload, seed=seed, blocks=rows, ranges=lsmem_ranges(rows),
-        faults=[f.__dict__.copy() for f in pre.faults], notes=[n.__dict__.copy() for n in pre.notes],
-        totals=totals, run_time_s=run_time,
+        machine=m.name,
+        arch=m.geometry.arch,
+        block_size=bs,
+        kernel=kernel,
+        post_kernel=post_kernel,
+        workload=workload,
+        seed=seed,
+        blocks=rows,
+        ranges=lsmem_ranges(rows),
+        faults=[f.__dict__.copy() for f in pre.faults],
+        notes=[n.__dict__.copy() for n in pre.notes],
+        totals=totals,
+        run_time_s=run_time,
     )
 
 
@@ -168,7 +195,11 @@ def format_report(r: Report, all_blocks: bool = False) -> str:
     if all_blocks:
         rows = lsmem_ranges_all(r)
     for x in rows:
-        blk = str(x.first_block) if x.first_block == x.last_block else f"{x.first_block}-{x.last_block}"
+        blk = (
+            str(x.first_block)
+            if x.first_block == x.last_block
+            else f"{x.first_block}-{x.last_block}"
+        )
         lines.append(
             f"0x{x.start:016x}-0x{x.end:016x} {human(x.size):>6}  {x.state:<8} {x.removable:<9} "
             f"{x.removable_post:<4} {blk:<11} {x.struct_pages_read:>17,}"
@@ -208,7 +239,16 @@ def format_report(r: Report, all_blocks: bool = False) -> str:
 def lsmem_ranges_all(r: Report) -> List[RangeRow]:
     """One row per block (lsmem -a)."""
     return [
-        RangeRow(b.start, b.end, b.end - b.start + 1, b.state, _yes_no(b.state, b.removable, b.fault is not None),
-                 _yes_no(b.state, b.removable_post, False), b.block, b.block, b.struct_pages_read)
+        RangeRow(
+            b.start,
+            b.end,
+            b.end - b.start + 1,
+            b.state,
+            _yes_no(b.state, b.removable, b.fault is not None),
+            _yes_no(b.state, b.removable_post, False),
+            b.block,
+            b.block,
+            b.struct_pages_read,
+        )
         for b in r.blocks
     ]

@@ -43,7 +43,13 @@ def human(n: int) -> str:
     """lsmem-style size: 2G, 128M, 1.5T, 0B."""
     if n == 0:
         return "0B"
-    for unit, mult in (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+    for unit, mult in (
+        ("P", 1 << 50),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ):
         if n >= mult:
             v = n / mult
             return f"{v:.0f}{unit}" if v == int(v) else f"{v:.1f}{unit}"

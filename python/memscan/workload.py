@@ -42,7 +42,9 @@ class Workload:
 
     free: float = 0.3
     free_whole: float = 0.5
-    free_orders: List[float] = field(default_factory=lambda: [4.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    free_orders: List[float] = field(
+        default_factory=lambda: [4.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    )
     unmovable: float = 0.06
     unmovable_clustered: float = 0.8
     polluted_pageblocks: float = 0.1
@@ -58,12 +60,14 @@ class Workload:
     movable_node: bool = False
 
     @staticmethod
-    def preset(name: str, **overrides: Any) -> "Workload":
+    def preset(name: str, **overrides: Any) -> Workload:
         """A named preset (see ``PRESETS``), with knobs overridden by keyword."""
         try:
             base = PRESETS[name]
         except KeyError:
-            raise ArgumentError(f"unknown workload preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None
+            raise ArgumentError(
+                f"unknown workload preset {name!r} (known: {', '.join(sorted(PRESETS))})"
+            ) from None
         try:
             return replace(base, **overrides)
         except TypeError as e:
@@ -76,22 +80,59 @@ class Workload:
 PRESETS: Dict[str, Workload] = {
     # Just booted, nothing running: 90% free, nearly all in whole pageblocks; the kernel's
     # boot-time allocations clustered in a few unmovable pageblocks.
-    "idle": Workload(free=0.9, free_whole=0.95, unmovable=0.02, unmovable_clustered=0.95,
-                     polluted_pageblocks=0.005, movable=0.0, thp=0.2),
+    "idle": Workload(
+        free=0.9,
+        free_whole=0.95,
+        unmovable=0.02,
+        unmovable_clustered=0.95,
+        polluted_pageblocks=0.005,
+        movable=0.0,
+        thp=0.2,
+    ),
     # Long-running file/database server: 25% free, mostly order 0-3 fragments; 8% kernel
     # memory of which half fell back into movable pageblocks, polluting 40% of them.
-    "fragmented": Workload(free=0.25, free_whole=0.05, free_orders=[8, 4, 2, 1, 0.5, 0.25, 0.1, 0.05, 0.02],
-                           unmovable=0.08, unmovable_clustered=0.5, polluted_pageblocks=0.4,
-                           movable=0.03, thp=0.05, pinned=0.0005),
+    "fragmented": Workload(
+        free=0.25,
+        free_whole=0.05,
+        free_orders=[8, 4, 2, 1, 0.5, 0.25, 0.1, 0.05, 0.02],
+        unmovable=0.08,
+        unmovable_clustered=0.5,
+        polluted_pageblocks=0.4,
+        movable=0.03,
+        thp=0.05,
+        pinned=0.0005,
+    ),
     # Network/filesystem-metadata heavy: 40% slab and page tables in long unmovable runs.
-    "kernel-heavy": Workload(free=0.15, free_whole=0.2, unmovable=0.4, unmovable_clustered=0.85,
-                             polluted_pageblocks=0.3, movable=0.05, thp=0.05),
+    "kernel-heavy": Workload(
+        free=0.15,
+        free_whole=0.2,
+        unmovable=0.4,
+        unmovable_clustered=0.85,
+        polluted_pageblocks=0.3,
+        movable=0.05,
+        thp=0.05,
+    ),
     # movable_node: hot-pluggable nodes (or the upper half of a one-node machine) in
     # ZONE_MOVABLE; kernel memory stays in the lower zones.
-    "movable-node": Workload(free=0.4, free_whole=0.5, unmovable=0.04, unmovable_clustered=0.9,
-                             polluted_pageblocks=0.2, movable=0.02, thp=0.3, pinned=0.0002,
-                             movable_node=True),
+    "movable-node": Workload(
+        free=0.4,
+        free_whole=0.5,
+        unmovable=0.04,
+        unmovable_clustered=0.9,
+        polluted_pageblocks=0.2,
+        movable=0.02,
+        thp=0.3,
+        pinned=0.0002,
+        movable_node=True,
+    ),
     # The scan's worst case: every page an LRU page in a Normal zone, nothing to skip.
-    "worst-case": Workload(free=0.0, free_whole=0.0, unmovable=0.0, unmovable_clustered=0.0,
-                           polluted_pageblocks=0.0, movable=0.0, thp=0.0),
+    "worst-case": Workload(
+        free=0.0,
+        free_whole=0.0,
+        unmovable=0.0,
+        unmovable_clustered=0.0,
+        polluted_pageblocks=0.0,
+        movable=0.0,
+        thp=0.0,
+    ),
 }

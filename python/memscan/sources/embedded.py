@@ -51,4 +51,6 @@ SEED_DESCRIPTION = (
 
 
 def seed_layout() -> Layout:
-    return layout_from_iomem(SEED_IOMEM, arch="x86_64", block_size=2 << 30, source="seed", name=SEED_DESCRIPTION)
+    return layout_from_iomem(
+        SEED_IOMEM, arch="x86_64", block_size=2 << 30, source="seed", name=SEED_DESCRIPTION
+    )

@@ -16,7 +16,9 @@ from typing import List, Optional
 from ..errors import ParseError
 from .layout import Layout, Range
 
-_LINE = re.compile(r"^(?P<indent>\s*)(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+) : (?P<name>\S.*)$")
+_LINE = re.compile(
+    r"^(?P<indent>\s*)(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+) : (?P<name>\S.*)$"
+)
 
 RESERVED_IN_RAM = {
     "Kernel code",

@@ -32,10 +32,17 @@ ZONE_LIMITS: Dict[str, List[Tuple[str, int]]] = {
 }
 
 ARCH_ALIASES = {
-    "x86_64": "x86_64", "x86-64": "x86_64", "amd64": "x86_64",
-    "arm64": "arm64", "aarch64": "arm64",
-    "ppc64": "ppc64", "ppc64le": "ppc64", "powerpc": "ppc64", "pseries": "ppc64",
-    "s390x": "s390x", "s390": "s390x",
+    "x86_64": "x86_64",
+    "x86-64": "x86_64",
+    "amd64": "x86_64",
+    "arm64": "arm64",
+    "aarch64": "arm64",
+    "ppc64": "ppc64",
+    "ppc64le": "ppc64",
+    "powerpc": "ppc64",
+    "pseries": "ppc64",
+    "s390x": "s390x",
+    "s390": "s390x",
 }
 
 PAGE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
@@ -47,9 +54,7 @@ def canonical_arch(arch: str) -> str:
     except (KeyError, AttributeError):
         from ..errors import GeometryError
 
-        raise GeometryError(
-            f"unknown arch {arch!r} (known: x86_64, arm64, ppc64, s390x)"
-        ) from None
+        raise GeometryError(f"unknown arch {arch!r} (known: x86_64, arm64, ppc64, s390x)") from None
 
 
 @dataclass
@@ -77,7 +82,9 @@ class Layout:
     name: str = "layout"
 
     def page_shift(self) -> int:
-        return int(self.geometry.get("page_shift", 16 if canonical_arch(self.arch) == "ppc64" else 12))
+        return int(
+            self.geometry.get("page_shift", 16 if canonical_arch(self.arch) == "ppc64" else 12)
+        )
 
     # -- derived pieces ---------------------------------------------------------------------
     def pfn_ranges(self) -> Dict[str, List[Tuple[int, int, int, int]]]:
@@ -102,13 +109,19 @@ class Layout:
                 continue
             uninit = 0
             if r.kind == "device":
-                uninit = (r.uninit if r.uninit is not None else default_altmap_bytes(r.end - r.start, shift)) >> shift
+                uninit = (
+                    r.uninit
+                    if r.uninit is not None
+                    else default_altmap_bytes(r.end - r.start, shift)
+                ) >> shift
             out[r.kind].append((s, e, r.nid, uninit))
         for k in out:
             out[k].sort()
         return out
 
-    def derived_zones(self, ram: List[Tuple[int, int, int, int]]) -> List[Tuple[int, str, int, int]]:
+    def derived_zones(
+        self, ram: List[Tuple[int, int, int, int]]
+    ) -> List[Tuple[int, str, int, int]]:
         """Zone spans as free_area_init() computes them: per node, each zone's limits clipped
         to the node's first and last RAM pfn; zones with no RAM are left out."""
         shift = self.page_shift()
@@ -173,21 +186,42 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
     """A Layout from its dict form (see the module docstring)."""
     if not isinstance(d, dict):
         raise LayoutError(f"{source}: a layout is a JSON object / dict, got {type(d).__name__}")
-    known = {"arch", "block_size", "ranges", "geometry", "zones", "offline_blocks", "hstates", "name", "page_size"}
+    known = {
+        "arch",
+        "block_size",
+        "ranges",
+        "geometry",
+        "zones",
+        "offline_blocks",
+        "hstates",
+        "name",
+        "page_size",
+    }
     unknown = set(d) - known
     if unknown:
-        raise LayoutError(f"{source}: unknown layout keys {sorted(unknown)} (known: {sorted(known)})")
+        raise LayoutError(
+            f"{source}: unknown layout keys {sorted(unknown)} (known: {sorted(known)})"
+        )
     ranges = []
     for i, r in enumerate(d.get("ranges", [])):
         where = f"{source}: ranges[{i}]"
         if not isinstance(r, dict) or "start" not in r or ("end" not in r and "size" not in r):
             raise LayoutError(f"{where}: needs start and end (exclusive) or size")
         start = _num(r["start"], f"{where}.start")
-        end = _num(r["end"], f"{where}.end") if "end" in r else start + _num(r["size"], f"{where}.size")
+        end = (
+            _num(r["end"], f"{where}.end")
+            if "end" in r
+            else start + _num(r["size"], f"{where}.size")
+        )
         uninit = r.get("uninit")
         ranges.append(
-            Range(start, end, str(r.get("kind", "ram")), int(r.get("nid", 0)),
-                  None if uninit is None else _num(uninit, f"{where}.uninit"))
+            Range(
+                start,
+                end,
+                str(r.get("kind", "ram")),
+                int(r.get("nid", 0)),
+                None if uninit is None else _num(uninit, f"{where}.uninit"),
+            )
         )
     geometry = dict(d.get("geometry", {}))
     if "page_size" in d:
@@ -203,7 +237,9 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
     return Layout(
         arch=str(d.get("arch", "x86_64")),
         ranges=ranges,
-        block_size=None if d.get("block_size") is None else _num(d["block_size"], f"{source}: block_size"),
+        block_size=None
+        if d.get("block_size") is None
+        else _num(d["block_size"], f"{source}: block_size"),
         geometry=geometry,
         zones=zones,
         offline_blocks=[int(b) for b in d.get("offline_blocks", [])],
@@ -212,7 +248,7 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
     )
 
 
-def load_layout(src: Union[Dict[str, Any], str, "os.PathLike[str]"]) -> Layout:
+def load_layout(src: Union[Dict[str, Any], str, os.PathLike[str]]) -> Layout:
     """A Layout from a dict, or a JSON file path."""
     if isinstance(src, dict):
         return layout_from_dict(src)

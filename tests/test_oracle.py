@@ -1,0 +1,142 @@
+"""The Rust core agrees with the Python reference model (memscan.reference) on generated
+layouts of every arch: the same value, fault and cost counters for every block and kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import memscan
+from memscan import reference
+
+# (arch, page_shift, pageblock_order, max_order): small sections keep the oracle fast.
+ARCHES = [
+    ("x86_64", 12, 9, 11),
+    ("arm64", 12, 9, 11),
+    ("arm64", 14, 11, 12),
+    ("arm64", 16, 13, 14),
+    ("ppc64", 16, 8, 9),
+    ("s390x", 12, 8, 11),
+]
+KERNELS = ["5.5", "5.5+debug", "5.6-rc", "5.6-rc3+debug", "5.6", "6.1"]
+
+
+@st.composite
+def machines(draw):
+    arch, ps, pbo, mo = draw(st.sampled_from(ARCHES))
+    top = max(pbo, mo - 1)
+    sec_bits = ps + top + draw(st.integers(0, 1))
+    spb_log = draw(st.integers(0, 2))
+    nsec = draw(st.integers(2, 6))
+    sec = 1 << sec_bits
+    kinds = draw(
+        st.lists(
+            st.sampled_from(["ram", "ram", "ram", "hole", "device"]), min_size=nsec, max_size=nsec
+        )
+    )
+    base = 1 << 32 if arch == "x86_64" else 0
+    ranges = []
+    for i, k in enumerate(kinds):
+        if k == "hole":
+            continue
+        start = base + i * sec
+        r = {"start": start, "size": sec, "kind": k, "nid": draw(st.integers(0, 1))}
+        if k == "device":
+            r["uninit"] = draw(st.sampled_from([0, 1 << ps, sec // 2, sec]))
+        ranges.append(r)
+    if not any(r["kind"] == "ram" for r in ranges):
+        ranges.insert(0, {"start": base, "size": sec, "kind": "ram", "nid": 0})
+        ranges = [r for r in ranges if r is ranges[0] or r["start"] != base]
+    # keep one node per section and merge adjacent same-kind ranges into nodes' order
+    layout = {
+        "arch": arch,
+        "geometry": {
+            "page_shift": ps,
+            "section_size_bits": sec_bits,
+            "pageblock_order": pbo,
+            "max_order": mo,
+        },
+        "block_size": sec << spb_log,
+        "ranges": ranges,
+        "hstates": [[pbo, draw(st.booleans())], [min(pbo + 1, sec_bits - ps), draw(st.booleans())]],
+    }
+    m = memscan.Machine.from_layout(layout)
+    g = m.geometry
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # Page bytes per pageblock from a template: all LRU, boot buddies, or random bytes.
+    for b in m.blocks().tolist():
+        pages = m.pages(b).copy()
+        pb = g.pageblock_nr_pages
+        for i in range(0, len(pages), pb):
+            if pages[i] & 0xF >= memscan.PageKind.RESERVED:
+                continue  # holes, device and uninitialised memmap stay as built
+            t = rng.integers(0, 4)
+            if t == 0:
+                pages[i : i + pb] = memscan.PageKind.LRU
+            elif t == 1:
+                kinds_ = rng.choice(
+                    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
+                    size=pb,
+                    p=[
+                        0.2,
+                        0.3,
+                        0.05,
+                        0.02,
+                        0.02,
+                        0.05,
+                        0.02,
+                        0.1,
+                        0.05,
+                        0.02,
+                        0.03,
+                        0.04,
+                        0.02,
+                        0.04,
+                        0.04,
+                    ],
+                )
+                fields = rng.integers(0, 16, size=pb)
+                pages[i : i + pb] = (kinds_ | (fields << 4)).astype(np.uint8)
+            elif t == 2:
+                pages[i : i + pb] = memscan.PageKind.LRU
+                pages[i + rng.integers(0, pb)] = memscan.PageKind.UNMOVABLE
+            # t == 3: keep the boot state (free buddies)
+        m.write_pages(b * g.pages_per_block, pages)
+        if rng.random() < 0.3:
+            m.set_migratetype(b * g.pages_per_block, memscan.MigrateType.CMA)
+        if rng.random() < 0.2:
+            m.set_block_state(b, str(rng.choice(["offline", "going-offline"])))
+    return m
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(machines(), st.sampled_from(KERNELS))
+def test_core_agrees_with_reference(m, kernel):
+    snap = reference.Snapshot.of(m)
+    prof = reference.Profile.parse(kernel, snap.arch)
+    for b in m.blocks().tolist():
+        r = m.removable(b, kernel)
+        x = reference.Reference(snap, prof).removable_show(b)
+        assert r.value == x.value, (b, r, x)
+        assert (r.fault is None) == (x.fault is None)
+        if r.fault is not None:
+            assert r.fault.__dict__ == x.fault
+        assert (r.note.__dict__ if r.note else None) == x.note
+        assert r.scanned == x.scanned
+        assert (r.struct_pages_read, r.pageblocks_visited, r.sections_scanned) == (
+            x.cost.struct_pages_read,
+            x.cost.pageblocks_visited,
+            x.cost.sections_scanned,
+        )
+
+
+def test_reference_on_the_seed_crash(seed):
+    snap = reference.Snapshot.of(seed)
+    x = reference.Reference(snap, reference.Profile.parse("5.5+debug", "x86_64")).removable_show(96)
+    r = seed.removable(96, "5.5+debug")
+    assert x.value is None and x.fault == r.fault.__dict__

@@ -198,6 +198,26 @@ impl PageStore {
         self.chunks[b] = Some(chunk);
     }
 
+    /// Make many blocks dense at once, in parallel (`blocks` sorted).
+    pub fn densify_many(&mut self, blocks: &[u64]) {
+        use rayon::prelude::*;
+        let g = self.geometry;
+        let pps = g.pages_per_section() as usize;
+        let spb = g.sections_per_block() as usize;
+        let compact = &self.compact;
+        self.chunks
+            .par_iter_mut()
+            .enumerate()
+            .filter(|(b, c)| c.is_none() && blocks.binary_search(&(*b as u64)).is_ok())
+            .for_each(|(b, c)| {
+                let mut chunk = vec![0u8; g.pages_per_block() as usize].into_boxed_slice();
+                for (i, part) in chunk.chunks_mut(pps).enumerate() {
+                    fill_compact(part, compact[b * spb + i]);
+                }
+                *c = Some(chunk);
+            });
+    }
+
     /// The block's page bytes as one slice (made dense first).
     pub fn block_pages(&mut self, block: u64) -> &[u8] {
         self.densify(block);

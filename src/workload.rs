@@ -313,9 +313,9 @@ fn fill_pageblock(
             pos += 1 << order;
             continue;
         }
-        bytes[pos] = if rng.f64() < plan.movable {
+        bytes[pos] = if plan.movable > 0.0 && rng.f64() < plan.movable {
             kind::MOVABLE
-        } else if rng.f64() < plan.pinned {
+        } else if plan.pinned > 0.0 && rng.f64() < plan.pinned {
             kind::PINNED
         } else {
             kind::LRU
@@ -353,9 +353,7 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
             })
         })
         .collect();
-    for &b in &todo {
-        m.store.densify(b);
-    }
+    m.store.densify_many(&todo);
     let mut chunks = std::mem::take(m.store.chunks_mut());
     let store: &PageStore = &m.store;
     let mref: &Machine = m;

@@ -252,6 +252,41 @@ impl PageStore {
         }
     }
 
+    /// Write page bytes from `pfn` (one copy per section touched).
+    pub fn write_pages(&mut self, pfn: u64, values: &[u8]) {
+        let g = self.geometry;
+        let mut done = 0usize;
+        while done < values.len() {
+            let p = pfn + done as u64;
+            let block = g.pfn_to_block(p);
+            let base = g.block_to_pfn(block);
+            let n = (values.len() - done).min((base + g.pages_per_block() - p) as usize);
+            let bytes = self.block_pages_mut(block);
+            let off = (p - base) as usize;
+            bytes[off..off + n].copy_from_slice(&values[done..done + n]);
+            done += n;
+        }
+    }
+
+    /// Copy page bytes from `pfn` into `out` (one run per section).
+    pub fn read_pages(&self, pfn: u64, out: &mut [u8]) {
+        let pps = self.geometry.pages_per_section();
+        let mut done = 0usize;
+        while done < out.len() {
+            let p = pfn + done as u64;
+            let n = (out.len() - done).min((pps - p % pps) as usize);
+            match self.run(p, n) {
+                RunView::Dense(s) => out[done..done + n].copy_from_slice(s),
+                v @ RunView::Compact { .. } => {
+                    for (i, o) in out[done..done + n].iter_mut().enumerate() {
+                        *o = v.get(i);
+                    }
+                }
+            }
+            done += n;
+        }
+    }
+
     /// Set a whole section's compact form (dense blocks get the bytes written instead).
     pub fn set_section_compact(&mut self, sec: u64, how: Compact) {
         let g = self.geometry;
@@ -369,6 +404,36 @@ mod tests {
         assert_eq!(s.page(9), kind::LRU);
         assert_eq!(s.page(10), kind::UNMOVABLE);
         assert_eq!(s.page(32768), kind::NOMEMMAP);
+    }
+
+    #[test]
+    fn write_and_read_across_sections_and_blocks() {
+        let mut s = store();
+        s.set_section_compact(2, Compact::FreeBlocks(10));
+        // Compact reads: section 2's free pattern (a head, two tails), then section 3 (absent).
+        let mut tail = vec![0u8; 4];
+        s.read_pages(3 * 32768 - 1024, &mut tail[..1]);
+        s.read_pages(3 * 32768 - 2, &mut tail[1..]);
+        assert_eq!(
+            tail,
+            [
+                make(kind::BUDDY, 10),
+                kind::FREE,
+                kind::FREE,
+                kind::NOMEMMAP
+            ]
+        );
+        // Dense writes crossing a section and a block boundary (256 MiB blocks).
+        let vals: Vec<u8> = (0..40_000u32).map(|i| (i % 13) as u8).collect();
+        let start = 32768 - 100;
+        s.write_pages(start, &vals);
+        let mut back = vec![0u8; vals.len()];
+        s.read_pages(start, &mut back);
+        assert_eq!(back, vals);
+        for (i, &v) in vals.iter().enumerate() {
+            assert_eq!(s.page(start + i as u64), v);
+        }
+        assert_eq!(s.page(3 * 32768 - 1024), make(kind::BUDDY, 10));
     }
 
     #[test]

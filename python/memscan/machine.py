@@ -314,6 +314,7 @@ class Machine:
         released while Rust scans; Ctrl-C stops between chunks; a progress bar shows on a
         terminal unless ``progress=False``."""
         ids = self.blocks() if blocks is None else np.asarray(blocks, dtype=np.uint64)
+        self._core.scan([], kernel, False)  # refuse an unknown kernel even with no blocks
         parts = []
         bar = Progress(len(ids), f"removable ({kernel})", enabled=progress)
         try:
@@ -329,9 +330,6 @@ class Machine:
                 return np.zeros(0, dtype=dtype)
             return np.concatenate([p[name] for p in parts]).astype(dtype, copy=False)
 
-        if not parts:
-            # still validate the kernel name
-            self._core.scan([], kernel, False)
         return ScanResult(
             kernel=kernel,
             block=col("block", np.uint64),

@@ -201,11 +201,9 @@ pub fn removable_show(m: &Machine, block: u64, profile: &KernelProfile) -> Resul
         match scan.section(g.section_to_pfn(nr), g.pages_per_section()) {
             Ok(r) => ret &= r,
             Err(f) => {
-                out.value = if f.kind.stops() || f.kind == FaultKind::Undefined {
-                    None
-                } else {
-                    out.value
-                };
+                // Faults that end the read are BUG, oops or undefined; silently wrong reads
+                // are notes and never reach here.
+                out.value = None;
                 out.fault = Some(f);
                 break;
             }

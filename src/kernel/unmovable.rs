@@ -85,15 +85,13 @@ pub fn has_unmovable_pages(
         let p = pfn + iter as u64;
         // pfn_valid_within() is always true without CONFIG_HOLES_IN_ZONE (x86, arm64 4K..).
         cost.struct_pages_read += 1;
-        let b = if view_needs_checked_read(view.get(iter)) {
-            match page_flags(m, p, profile, F, "PageReserved")? {
-                Some(b) => b,
-                // Poisoned (all flags set) on a DEBUG_VM kernel without PGFLAGS: PG_reserved.
-                None => return Ok(Some(unmovable(iter, "unmovable page"))),
-            }
-        } else {
-            view.get(iter)
-        };
+        let b = view.get(iter);
+        if matches!(kind_of(b), kind::UNINIT | kind::NOMEMMAP)
+            && page_flags(m, p, profile, F, "PageReserved")?.is_none()
+        {
+            // Poisoned (all flags set) on a DEBUG_VM kernel without PGFLAGS: PG_reserved.
+            return Ok(Some(unmovable(iter, "unmovable page")));
+        }
         let k = kind_of(b);
         let reserved = k == kind::RESERVED
             || (k == kind::ZEROED && field_of(b) == ZEROED_HOLE && holes_reserved);
@@ -144,11 +142,6 @@ pub fn has_unmovable_pages(
         iter += 1;
     }
     Ok(None)
-}
-
-#[inline]
-fn view_needs_checked_read(b: u8) -> bool {
-    matches!(kind_of(b), kind::UNINIT | kind::NOMEMMAP)
 }
 
 /// Largest page kind in a slice; written to vectorise.

@@ -316,9 +316,9 @@ impl CoreMachine {
         let m = self.read();
         let v = guard(py, || {
             m.check_pfn_range(pfn, count)?;
-            Ok((pfn..pfn + count)
-                .map(|p| m.store.page(p))
-                .collect::<Vec<u8>>())
+            let mut out = vec![0u8; count as usize];
+            m.store.read_pages(pfn, &mut out);
+            Ok(out)
         })?;
         Ok(v.into_pyarray(py))
     }
@@ -371,9 +371,7 @@ impl CoreMachine {
         guard(py, || {
             let mut m = self.write();
             m.check_pfn_range(pfn, vals.len() as u64)?;
-            for (i, &v) in vals.iter().enumerate() {
-                m.store.set_pages(pfn + i as u64, 1, v);
-            }
+            m.store.write_pages(pfn, vals);
             Ok(())
         })
     }

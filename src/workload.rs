@@ -206,6 +206,13 @@ impl Workload {
     }
 }
 
+/// An allocated order-0 page (not free, not part of a compound page): the only pages the
+/// workload may turn into another allocated kind without breaking a buddy block or compound.
+#[inline]
+fn is_allocated_base_page(b: u8) -> bool {
+    matches!(kind_of(b), kind::LRU | kind::MOVABLE | kind::UNMOVABLE)
+}
+
 /// Whether a page byte holds RAM the workload may rewrite (not reserved, hole, device or
 /// uninitialised memmap).
 #[inline]
@@ -325,9 +332,12 @@ fn fill_pageblock(
     if !movable_zone && plan.pollute_p > 0.0 && rng.f64() < plan.pollute_p {
         // Geometric-ish count around the mean, at random positions (fallback allocations).
         let n = (plan.pollute_n * (0.5 + rng.f64())).round().max(1.0) as usize;
+        // Only allocated base pages are replaced: free buddy blocks stay whole.
         for _ in 0..n.min(nr) {
             let p = rng.below(nr as u64) as usize;
-            bytes[p] = kind::UNMOVABLE;
+            if is_allocated_base_page(bytes[p]) {
+                bytes[p] = kind::UNMOVABLE;
+            }
         }
     }
     MigrateType::Movable
@@ -520,7 +530,7 @@ fn place_scattered(m: &mut Machine, count: u64, k: u8, seed: u64) {
         let sec = online[rng.below(online.len() as u64) as usize];
         let pfn = g.section_to_pfn(sec) + rng.below(g.pages_per_section());
         let b = m.store.page(pfn);
-        if is_ram_page(b) && !matches!(kind_of(b), kind::HUGETLB_HEAD | kind::HUGETLB_TAIL) {
+        if is_allocated_base_page(b) {
             m.store.set_pages(pfn, 1, k);
             placed += 1;
         }

@@ -24,7 +24,7 @@ from .errors import (
     PfnRangeError,
 )
 from .kinds import HUGETLB_FREE, ZEROED_HOLE, BlockState, MigrateType, PageKind, page_byte
-from .machine import Fault, Geometry, Machine, Removable, ScanResult
+from .machine import Fault, Geometry, Machine, Offline, Prediction, Removable, ScanResult
 from .sizes import human, parse_size
 from .workload import PRESETS, Workload
 
@@ -43,6 +43,8 @@ __all__ = [
     "MemscanError",
     "MigrateType",
     "NoSuchBlockError",
+    "Offline",
+    "Prediction",
     "PRESETS",
     "PageKind",
     "ParseError",

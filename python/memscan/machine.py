@@ -106,6 +106,68 @@ class ScanResult:
         return int(np.asarray(getattr(self, column), dtype=np.uint64).sum())
 
 
+@dataclass(frozen=True)
+class Offline:
+    """The answer to ``echo offline > memoryN/state``.
+
+    ``errno`` is None on success, else "EINVAL", "EBUSY", "EPERM" or "EINTR"; ``reason`` is
+    the kernel's reason ("memory holes", "failure to isolate range", "signal backoff", ...) or
+    the refusal before ``offline_pages`` ("non-present sections", "already offline"); ``pfn``
+    the page that decided it; ``detail`` why, in plain words. The counters are the kernel's
+    work until the outcome; EINTR counts ``patience_rounds`` migration passes.
+    """
+
+    block: int
+    kernel: str
+    errno: Optional[str]
+    reason: Optional[str]
+    pfn: Optional[int]
+    detail: Optional[str]
+    fault: Optional[Fault]
+    applied: bool
+    struct_pages_read: int
+    pageblocks_isolated: int
+    pages_migrated: int
+    migration_rounds: int
+    lru_add_drain_all: int
+    drain_all_pages: int
+
+    @property
+    def ok(self) -> bool:
+        return self.errno is None
+
+
+@dataclass
+class Prediction:
+    """Per block: pre-patch ``removable`` (-1 = fault), post-patch ``removable``, and the
+    predicted offline outcome, side by side."""
+
+    kernel: str
+    post_kernel: str
+    offline_kernel: str
+    block: np.ndarray
+    removable_pre: np.ndarray
+    removable_post: np.ndarray
+    offline: List[Offline]
+
+    def confusion(self, which: str = "pre") -> Dict[str, Any]:
+        """Confusion matrix of ``removable`` (``which`` = "pre" or "post") against the offline
+        outcome: a positive is removable = 1, a true one an offline that succeeds. Faulted
+        reads are counted apart. The reasons behind the false answers are tallied."""
+        col = self.removable_pre if which == "pre" else self.removable_post
+        out: Dict[str, Any] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0, "fault": 0, "fp_reasons": {}}
+        for v, o in zip(col.tolist(), self.offline):
+            if v < 0:
+                out["fault"] += 1
+                continue
+            key = ("tp" if o.ok else "fp") if v == 1 else ("fn" if o.ok else "tn")
+            out[key] += 1
+            if key == "fp":
+                why = f"{o.errno} {o.reason}" + (f" ({o.detail})" if o.detail else "")
+                out["fp_reasons"][why] = out["fp_reasons"].get(why, 0) + 1
+        return out
+
+
 def _fault(d: Optional[Dict[str, Any]]) -> Optional[Fault]:
     return None if d is None else Fault(**d)
 
@@ -341,6 +403,46 @@ class Machine:
             faults=[Fault(**f) for p in parts for f in p["faults"]],
             notes=[Fault(**f) for p in parts for f in p["notes"]],
         )
+
+    def offline(
+        self, block: int, kernel: str = "6.1", dry_run: bool = True, patience_rounds: int = 1000
+    ) -> Offline:
+        """Predict (``dry_run``) or perform ``echo offline > memory<block>/state``.
+
+        Without dry run a success changes the model as the kernel would: migrated pages move to
+        free memory of the allowed nodes (the kernel prefers other nodes), the block goes
+        offline with its memmap uninitialised, zone spans shrink.
+
+        Raises:
+            NoSuchBlockError: no such memory block.
+        """
+        d = dict(self._core.offline(int(block), kernel, bool(dry_run), int(patience_rounds)))
+        d["fault"] = _fault(d["fault"])
+        return Offline(kernel=kernel, **d)
+
+    def online(self, block: int, online_type: str = "online") -> Optional[str]:
+        """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).
+        Returns None on success, or the errno name the write returns."""
+        return self._core.online(int(block), online_type)
+
+    def valid_zones(self, block: int, kernel: str = "6.1") -> str:
+        """The text of ``memory<block>/valid_zones`` (without the newline)."""
+        return self._core.valid_zones(int(block), kernel)
+
+    def predict(
+        self,
+        kernel: str = "5.5",
+        post_kernel: str = "5.6",
+        offline_kernel: Optional[str] = None,
+        patience_rounds: int = 1000,
+    ) -> Prediction:
+        """For every block: pre-patch and post-patch ``removable`` and the dry-run offline
+        outcome under ``offline_kernel`` (default: ``kernel`` without +debug)."""
+        ok = offline_kernel or kernel.replace("+debug", "")
+        pre = self.scan(kernel, progress=False)
+        post = self.scan(post_kernel, progress=False)
+        outs = [self.offline(int(b), ok, True, patience_rounds) for b in pre.block.tolist()]
+        return Prediction(kernel, post_kernel, ok, pre.block, pre.value, post.value, outs)
 
     def is_mem_section_removable(
         self, start_pfn: int, nr_pages: int, kernel: str = "5.5"

@@ -113,7 +113,8 @@ PRESETS: Dict[str, Workload] = {
         thp=0.05,
     ),
     # movable_node: hot-pluggable nodes (or the upper half of a one-node machine) in
-    # ZONE_MOVABLE; kernel memory stays in the lower zones.
+    # ZONE_MOVABLE; kernel memory stays in the lower zones. About one long-term pinned page
+    # (RDMA, io_uring fixed buffer) per 4 GiB.
     "movable-node": Workload(
         free=0.4,
         free_whole=0.5,
@@ -122,7 +123,7 @@ PRESETS: Dict[str, Workload] = {
         polluted_pageblocks=0.2,
         movable=0.02,
         thp=0.3,
-        pinned=0.0002,
+        pinned=0.000001,
         movable_node=True,
     ),
     # The scan's worst case: every page an LRU page in a Normal zone, nothing to skip.

@@ -160,3 +160,83 @@ pub fn max_kind(bytes: &[u8]) -> u8 {
     }
     m
 }
+
+/// `has_unmovable_pages(start_pfn, end_pfn, migratetype, flags)` in its 6.1 form
+/// (mm/page_isolation.c since 5.19): a range inside one pageblock; CMA pageblocks are unmovable
+/// at the range's first page; PG_reserved in every zone; ZONE_MOVABLE passes everything else;
+/// hugetlb must be migratable and other compound pages (THP) need an LRU or movable head, then
+/// the compound is skipped; refcount 0 (with the buddy skip); HWPoison and PageOffline are
+/// passed under MEMORY_OFFLINE; `__PageMovable` or PageLRU pass; anything else is unmovable.
+/// THP pages are taken as PMD-sized (the pageblock order), as on x86_64.
+pub fn has_unmovable_pages_6_1(
+    m: &Machine,
+    start: u64,
+    end: u64,
+    migratetype: MigrateType,
+    flags: u32,
+    profile: &KernelProfile,
+    cost: &mut ScanCost,
+) -> Result<Option<Unmovable>, Fault> {
+    const F: &str = "has_unmovable_pages";
+    let zone = m.store.pageblock_zone(start);
+    let unmovable = |pfn: u64| Unmovable {
+        pfn,
+        reason: "unmovable page",
+        movable_zone_warning: false,
+    };
+    if m.store.migratetype(start) == MigrateType::Cma {
+        return Ok(if migratetype == MigrateType::Cma {
+            None
+        } else {
+            Some(unmovable(start))
+        });
+    }
+    let skip_offline = flags & MEMORY_OFFLINE != 0;
+    let pbn = m.geometry.pageblock_nr_pages();
+    let mut pfn = start;
+    while pfn < end {
+        cost.struct_pages_read += 1;
+        let b = m.store.page(pfn);
+        let k = kind_of(b);
+        if matches!(k, kind::UNINIT | kind::NOMEMMAP)
+            && page_flags(m, pfn, profile, F, "PageReserved")?.is_none()
+        {
+            return Ok(Some(unmovable(pfn)));
+        }
+        // 6.1 initialises holes PG_reserved (init_unavailable_range()).
+        if k == kind::RESERVED || (k == kind::ZEROED && field_of(b) == ZEROED_HOLE) {
+            return Ok(Some(unmovable(pfn)));
+        }
+        if zone == ZoneType::Movable {
+            pfn += 1;
+            continue;
+        }
+        match k {
+            kind::HUGETLB_HEAD | kind::HUGETLB_TAIL => {
+                let Some(hs) = m.hstates.get((field_of(b) & 7) as usize).copied() else {
+                    return Ok(Some(unmovable(pfn)));
+                };
+                if !hs.migration_supported {
+                    return Ok(Some(unmovable(pfn)));
+                }
+                let n = 1u64 << hs.order;
+                pfn = (pfn & !(n - 1)) + n;
+                continue;
+            }
+            // A THP: the head is PageLRU, so the compound is accepted and skipped.
+            kind::THP_HEAD | kind::THP_TAIL => {
+                pfn = (pfn & !(pbn - 1)) + pbn;
+                continue;
+            }
+            kind::BUDDY => {
+                pfn += 1u64 << field_of(b);
+                continue;
+            }
+            kind::FREE | kind::ZEROED | kind::MOVABLE | kind::LRU | kind::PINNED => {}
+            kind::HWPOISON | kind::OFFLINE if skip_offline => {}
+            _ => return Ok(Some(unmovable(pfn))),
+        }
+        pfn += 1;
+    }
+    Ok(None)
+}

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::error::Error;
 use crate::geometry::{Arch, Geometry, GeometryOverrides};
+use crate::kernel::offline;
 use crate::kernel::pageinfo::Fault;
 use crate::kernel::profile::KernelProfile;
 use crate::kernel::removable::{self, BlockScan};
@@ -484,6 +485,81 @@ impl CoreMachine {
         d.set_item("faults", faults)?;
         d.set_item("notes", notes)?;
         Ok(d)
+    }
+
+    /// `echo offline > memoryN/state`: the outcome as a dict; changes the model unless
+    /// `dry_run`.
+    #[pyo3(signature = (block, kernel, dry_run=true, patience_rounds=1000))]
+    fn offline<'py>(
+        &self,
+        py: Python<'py>,
+        block: u64,
+        kernel: &str,
+        dry_run: bool,
+        patience_rounds: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let o = py
+            .detach(|| {
+                guard_nopy(|| {
+                    let mut m = self.write();
+                    let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+                    offline::offline_block(
+                        &mut m,
+                        block,
+                        &p,
+                        offline::OfflineOptions {
+                            dry_run,
+                            patience_rounds,
+                        },
+                    )
+                })
+            })
+            .map_err(|e| e.into_py(py))?;
+        let g = self.read().geometry;
+        let d = PyDict::new(py);
+        d.set_item("block", o.block)?;
+        d.set_item("errno", o.errno.map(offline::Errno::name))?;
+        d.set_item("reason", o.reason)?;
+        d.set_item("pfn", o.pfn)?;
+        d.set_item("detail", o.detail)?;
+        d.set_item(
+            "fault",
+            o.fault
+                .as_ref()
+                .map(|f| fault_dict(py, &g, f))
+                .transpose()?,
+        )?;
+        d.set_item("applied", o.applied)?;
+        let w = o.work;
+        d.set_item("struct_pages_read", w.struct_pages_read)?;
+        d.set_item("pageblocks_isolated", w.pageblocks_isolated)?;
+        d.set_item("pages_migrated", w.pages_migrated)?;
+        d.set_item("migration_rounds", w.migration_rounds)?;
+        d.set_item("lru_add_drain_all", w.lru_add_drain_all)?;
+        d.set_item("drain_all_pages", w.drain_all_pages)?;
+        Ok(d)
+    }
+
+    /// `echo <online_type> > memoryN/state`: None on success, else the errno name.
+    fn online(
+        &self,
+        py: Python<'_>,
+        block: u64,
+        online_type: &str,
+    ) -> PyResult<Option<&'static str>> {
+        guard(py, || {
+            offline::online_block(&mut self.write(), block, online_type)
+                .map(|e| e.map(offline::Errno::name))
+        })
+    }
+
+    /// The text of `memoryN/valid_zones` (without the newline).
+    fn valid_zones(&self, py: Python<'_>, block: u64, kernel: &str) -> PyResult<String> {
+        let m = self.read();
+        guard(py, || {
+            let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+            offline::valid_zones(&m, block, &p)
+        })
     }
 
     /// `is_mem_section_removable(start_pfn, nr_pages)` called directly.

@@ -1,0 +1,244 @@
+"""Offlining and onlining (kernel-semantics.md 6-7, kernel-6.1-offline.md), on hand-built
+layouts: every errno and reason, the decisive pfn, the work done, and the model after."""
+
+from __future__ import annotations
+
+import pytest
+
+import memscan
+from conftest import PFN0, tiny
+from memscan import MigrateType, PageKind
+
+SEC = 32768
+PB = 512
+
+
+def two_node(zone="Movable"):
+    """Node 0: 256 MiB Normal at 4 GiB (blocks 32-33); node 1: 256 MiB at 4.25 GiB (34-35)."""
+    ranges = [
+        {"start": 4 << 30, "size": "256M", "kind": "ram", "nid": 0},
+        {"start": (4 << 30) + (256 << 20), "size": "256M", "kind": "ram", "nid": 1},
+    ]
+    zones = [
+        {"nid": 0, "zone": "Normal", "start_pfn": PFN0, "end_pfn": PFN0 + 2 * SEC},
+        {"nid": 1, "zone": zone, "start_pfn": PFN0 + 2 * SEC, "end_pfn": PFN0 + 4 * SEC},
+    ]
+    return tiny(ranges=ranges, zones=zones)
+
+
+def user_pages(m):
+    c = m.kind_counts()
+    return {
+        "lru": c["LRU"] + c["THP_HEAD"] + c["THP_TAIL"],
+        "movable": c["MOVABLE"],
+        "unmovable": c["UNMOVABLE"],
+        "hugetlb": c["HUGETLB_HEAD"] + c["HUGETLB_TAIL"],
+    }
+
+
+@pytest.mark.parametrize("kernel", ["5.5", "5.6", "6.1"])
+def test_seed_memory96_cannot_go_offline(seed, kernel):
+    o = seed.offline(96, kernel)
+    assert o.errno == "EINVAL" and not o.applied
+    # 5.5/5.6: section_count 8 != 16; 6.1: the Reserved gap is not System RAM
+    assert o.reason == ("memory holes" if kernel == "6.1" else "non-present sections")
+    assert seed.valid_zones(96, "5.5") == "none"
+
+
+def test_x86_block0_has_no_cached_zone_in_6_1(seed):
+    o = seed.offline(0, "6.1")
+    assert o.errno == "EINVAL" and o.reason is None  # mem->zone == NULL: no reason logged
+    assert seed.valid_zones(0, "6.1") == "none"
+
+
+def test_normal_block_fails_isolation_at_first_unmovable_page_by_version():
+    m = tiny()
+    m.set_pages(PFN0, SEC, PageKind.LRU)
+    m.set_pages(PFN0 + 3 * PB + 7, 1, PageKind.UNMOVABLE)  # middle pageblock
+    m.set_pages(PFN0 + SEC - 5, 1, PageKind.UNMOVABLE)  # last pageblock
+    o55 = m.offline(32, "5.5")
+    assert (o55.errno, o55.reason, o55.pfn) == (
+        "EBUSY",
+        "failure to isolate range",
+        PFN0 + 3 * PB + 7,
+    )
+    assert o55.pageblocks_isolated == 3 and o55.drain_all_pages == 3
+    o61 = m.offline(32, "6.1")  # first, last, then middle pageblocks
+    assert (o61.errno, o61.pfn) == ("EBUSY", PFN0 + SEC - 5)
+    assert o61.pageblocks_isolated == 1 and o61.drain_all_pages == 1 and o61.lru_add_drain_all == 1
+
+
+def test_cma_pageblock_fails_isolation():
+    m = tiny()
+    m.set_pages(PFN0, SEC, PageKind.LRU)
+    m.set_migratetype(PFN0 + 2 * PB, MigrateType.CMA)
+    o = m.offline(32, "5.5")
+    assert (o.errno, o.pfn, o.detail) == ("EBUSY", PFN0 + 2 * PB, "dump_page: CMA page")
+    assert m.offline(32, "6.1").detail == "dump_page: unmovable page"
+
+
+def test_movable_block_succeeds_and_moves_its_pages_to_the_other_node():
+    m = two_node()
+    m.set_pages(PFN0 + 2 * SEC, 1000, PageKind.LRU)
+    m.set_pages(PFN0 + 2 * SEC + 5000, 10, PageKind.MOVABLE)
+    m.set_pages(PFN0 + 2 * SEC + 6000, 1, PageKind.UNMOVABLE)  # passes isolation in Movable...
+    o = m.offline(34, "6.1")
+    assert (o.errno, o.reason, o.pfn) == ("EINTR", "signal backoff", PFN0 + 2 * SEC + 6000)
+    assert "neither migrate nor be freed" in o.detail
+    m.set_pages(PFN0 + 2 * SEC + 6000, 1, PageKind.LRU)  # ...so remove it
+    before = user_pages(m)
+    o = m.offline(34, "6.1")
+    assert o.ok and not o.applied and o.pages_migrated == 1011 and o.migration_rounds == 1
+    o = m.offline(34, "6.1", dry_run=False)
+    assert o.ok and o.applied
+    assert m.block_state(34) == memscan.BlockState.OFFLINE
+    assert user_pages(m) == before  # nothing lost or duplicated
+    v = m.pages(32)  # node 0 took them: the other node is preferred
+    assert ((v & 0xF) == PageKind.LRU).sum() == 1001 and ((v & 0xF) == PageKind.MOVABLE).sum() == 10
+    assert (m.pages(34) & 0xF == PageKind.UNINIT).all()
+    assert not m.sections()["flags"][0x22] & 2  # section offline
+    assert m.offline(34, "6.1").errno == "EINVAL"  # already offline
+    assert m.valid_zones(34, "6.1") == "Normal Movable"
+    assert m.removable(34, "5.5").value == 1  # offline blocks read 1 without a scan
+
+
+def test_movable_zone_span_shrinks_and_grows_back():
+    m = two_node()
+    zones = {(z[0], z[1]): z for z in m.zones()}
+    assert zones[(1, "Movable")][2:] == (PFN0 + 2 * SEC, PFN0 + 4 * SEC)
+    assert m.offline(34, "6.1", dry_run=False).ok
+    zones = {(z[0], z[1]): z for z in m.zones()}
+    assert zones[(1, "Movable")][2:] == (PFN0 + 3 * SEC, PFN0 + 4 * SEC)
+    assert m.online(34, "online_movable") is None
+    zones = {(z[0], z[1]): z for z in m.zones()}
+    assert zones[(1, "Movable")][2:] == (PFN0 + 2 * SEC, PFN0 + 4 * SEC)
+    assert m.block_state(34) == memscan.BlockState.ONLINE
+    assert m.online(34, "online") == "EINVAL"  # already online
+    with pytest.raises(memscan.ArgumentError):
+        m.online(35, "online_fast")
+
+
+def test_long_term_pin_loops_until_the_signal():
+    m = two_node()
+    m.set_pages(PFN0 + 2 * SEC + 77, 1, PageKind.PINNED)
+    m.set_pages(PFN0 + 2 * SEC + 100, 50, PageKind.LRU)
+    for kernel in ("5.5", "6.1"):
+        o = m.offline(34, kernel, patience_rounds=250)
+        assert (o.errno, o.reason, o.pfn) == ("EINTR", "signal backoff", PFN0 + 2 * SEC + 77)
+        assert o.migration_rounds == 250 and o.pages_migrated == 50
+        assert "pinned" in o.detail
+    assert m.offline(34, "5.5", patience_rounds=250).lru_add_drain_all == 250
+
+
+def test_no_free_memory_for_migration_targets():
+    m = two_node(zone="Normal")
+    m.set_pages(PFN0, 2 * SEC, PageKind.UNMOVABLE)  # node 0 full
+    m.set_pages(PFN0 + 2 * SEC, SEC, PageKind.LRU)  # block 34 full of LRU pages
+    o = m.offline(34, "5.5")
+    assert o.errno == "EINTR" and "no free memory" in o.detail
+    # node 1 is excluded while node 0 has memory; with node 0's memory free it works
+    m.set_pages(PFN0, 2 * SEC, PageKind.FREE)
+    for p in range(PFN0, PFN0 + 2 * SEC, 1024):
+        m.set_pages(p, 1, PageKind.BUDDY, 10)
+    assert m.offline(34, "5.5").ok
+
+
+def test_page_offline_with_reference_by_version():
+    m = two_node()
+    m.set_pages(PFN0 + 2 * SEC + 9, 1, PageKind.OFFLINE)
+    o55 = m.offline(34, "5.5")
+    assert o55.errno == "EBUSY" and o55.reason == "failure to isolate range" or o55.errno == "EINTR"
+    o61 = m.offline(34, "6.1")
+    assert (o61.errno, o61.reason, o61.pfn) == ("EBUSY", "unmovable page", PFN0 + 2 * SEC + 9)
+
+
+def test_page_offline_in_normal_zone_5_5_fails_isolation():
+    m = tiny()
+    m.set_pages(PFN0, SEC, PageKind.LRU)  # no free buddy block around it
+    m.set_pages(PFN0 + 9, 1, PageKind.OFFLINE)
+    o = m.offline(32, "5.5")
+    assert (o.errno, o.reason, o.pfn) == ("EBUSY", "failure to isolate range", PFN0 + 9)
+
+
+def test_holes_by_version():
+    # a hole inside block 32's first section: RAM from 4 GiB + 1 MiB
+    m = tiny(
+        ranges=[{"start": (4 << 30) + (1 << 20), "size": (256 << 20) - (1 << 20), "kind": "ram"}]
+    )
+    assert m.offline(32, "5.6").reason == "memory holes"
+    assert m.offline(32, "6.1").reason == "memory holes"
+    # 5.5 has no holes check: the zeroed hole struct pages read as zone DMA in
+    # test_pages_in_a_zone
+    assert (m.offline(32, "5.5").errno, m.offline(32, "5.5").reason) == (
+        "EINVAL",
+        "multizone range",
+    )
+
+
+def test_going_offline_and_hotremove_and_arm64_notifier():
+    m = tiny()
+    m.set_block_state(32, "going-offline")
+    assert m.offline(32, "5.5").errno == "EINVAL"
+    a = memscan.Machine.synthetic("4G", arch="arm64")
+    b = int(a.blocks()[0])
+    assert (a.offline(b, "5.5").errno, a.offline(b, "5.5").reason) == (
+        "EINVAL",
+        "no CONFIG_MEMORY_HOTREMOVE",
+    )
+    o = a.offline(b, "6.1")
+    assert (o.errno, o.reason) == ("EPERM", "notifier failure") and "boot memory" in o.detail
+    with pytest.raises(memscan.ArgumentError):
+        a.valid_zones(b, "5.5")
+
+
+def test_valid_zones_online_and_offline_blocks():
+    m = tiny(offline_blocks=[33])
+    assert m.valid_zones(32, "5.5") == "Normal"
+    assert m.valid_zones(32, "6.1") == "Normal"
+    assert m.valid_zones(33, "5.5") == "Normal Movable"
+    with pytest.raises(memscan.NoSuchBlockError):
+        m.valid_zones(40, "5.5")
+    with pytest.raises(memscan.NoSuchBlockError):
+        m.offline(40, "5.5")
+
+
+def test_kernel_zone_pages_cannot_migrate_into_zone_movable():
+    m = two_node()  # node 1 is all ZONE_MOVABLE; node 0's own memory is excluded
+    m.set_pages(PFN0 + SEC, SEC, PageKind.LRU)
+    o = m.offline(33, "6.1")
+    assert o.errno == "EINTR" and "no free memory" in o.detail
+
+
+def test_predict_and_confusion_matrix():
+    m = two_node(zone="Normal")
+    m.set_pages(PFN0, 2 * SEC, PageKind.LRU)
+    m.set_pages(PFN0 + 5, 1, PageKind.UNMOVABLE)  # block 32: removable 0, offline EBUSY
+    m.set_pages(PFN0 + 2 * SEC + 3, 1, PageKind.PINNED)  # block 34: removable 1, offline EINTR
+    p = m.predict("5.5", offline_kernel="6.1")
+    assert p.block.tolist() == [32, 33, 34, 35]
+    assert p.removable_pre.tolist() == [0, 1, 1, 1] and p.removable_post.tolist() == [1, 1, 1, 1]
+    assert [o.errno for o in p.offline] == ["EBUSY", None, "EINTR", None]
+    pre, post = p.confusion("pre"), p.confusion("post")
+    assert (pre["tp"], pre["fp"], pre["tn"], pre["fn"]) == (2, 1, 1, 0)
+    assert (post["tp"], post["fp"], post["tn"], post["fn"]) == (2, 2, 0, 0)
+    assert list(pre["fp_reasons"]) == [
+        "EINTR signal backoff (long-term pinned page: migration fails on every pass)"
+    ]
+
+
+def test_offline_online_cycles_keep_every_page():
+    m = memscan.Machine.synthetic("2G", block_size="128M", nodes=2).populate("movable-node", seed=4)
+    before = user_pages(m)
+    done = []
+    for b in m.blocks().tolist():
+        o = m.offline(b, "6.1", dry_run=False)
+        if o.ok:
+            done.append(b)
+        assert user_pages(m) == before, b
+    assert done, "no block could be offlined"
+    for b in done:
+        assert m.online(b, "online_movable") is None
+    assert user_pages(m) == before
+    for b in done[:3]:
+        assert m.offline(b, "6.1", dry_run=False).ok
+    assert user_pages(m) == before

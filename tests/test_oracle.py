@@ -48,7 +48,17 @@ def machines(draw):
     if not any(r["kind"] == "ram" for r in ranges):
         ranges.insert(0, {"start": base, "size": sec, "kind": "ram", "nid": 0})
         ranges = [r for r in ranges if r is ranges[0] or r["start"] != base]
-    # keep one node per section and merge adjacent same-kind ranges into nodes' order
+    shift_pfn = lambda x: x >> ps  # noqa: E731
+    zones = None
+    if draw(st.booleans()):
+        # explicit zones: each node's RAM span is Normal or Movable
+        zones = []
+        for nid in sorted({r["nid"] for r in ranges if r["kind"] == "ram"}):
+            mine = [r for r in ranges if r["kind"] == "ram" and r["nid"] == nid]
+            lo = shift_pfn(min(r["start"] for r in mine))
+            hi = shift_pfn(max(r["start"] + r["size"] for r in mine))
+            zone = draw(st.sampled_from(["Normal", "Movable"]))
+            zones.append({"nid": nid, "zone": zone, "start_pfn": lo, "end_pfn": hi})
     layout = {
         "arch": arch,
         "geometry": {
@@ -61,6 +71,8 @@ def machines(draw):
         "ranges": ranges,
         "hstates": [[pbo, draw(st.booleans())], [min(pbo + 1, sec_bits - ps), draw(st.booleans())]],
     }
+    if zones is not None:
+        layout["zones"] = zones
     m = memscan.Machine.from_layout(layout)
     g = m.geometry
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -71,7 +83,7 @@ def machines(draw):
         for i in range(0, len(pages), pb):
             if pages[i] & 0xF >= memscan.PageKind.RESERVED:
                 continue  # holes, device and uninitialised memmap stay as built
-            t = rng.integers(0, 4)
+            t = rng.choice([0, 0, 0, 1, 2, 3, 3, 4, 4])
             if t == 0:
                 pages[i : i + pb] = memscan.PageKind.LRU
             elif t == 1:
@@ -101,11 +113,22 @@ def machines(draw):
             elif t == 2:
                 pages[i : i + pb] = memscan.PageKind.LRU
                 pages[i + rng.integers(0, pb)] = memscan.PageKind.UNMOVABLE
+            elif t == 4:
+                pages[i : i + pb] = memscan.PageKind.LRU
+                special = rng.choice(
+                    [
+                        memscan.PageKind.PINNED,
+                        memscan.PageKind.OFFLINE,
+                        memscan.PageKind.HWPOISON,
+                        memscan.PageKind.MOVABLE,
+                    ]
+                )
+                pages[i + rng.integers(0, pb)] = special
             # t == 3: keep the boot state (free buddies)
         m.write_pages(b * g.pages_per_block, pages)
-        if rng.random() < 0.3:
+        if rng.random() < 0.15:
             m.set_migratetype(b * g.pages_per_block, memscan.MigrateType.CMA)
-        if rng.random() < 0.2:
+        if rng.random() < 0.1:
             m.set_block_state(b, str(rng.choice(["offline", "going-offline"])))
     return m
 
@@ -140,3 +163,22 @@ def test_reference_on_the_seed_crash(seed):
     x = reference.Reference(snap, reference.Profile.parse("5.5+debug", "x86_64")).removable_show(96)
     r = seed.removable(96, "5.5+debug")
     assert x.value is None and x.fault == r.fault.__dict__
+
+
+OFFLINE_KERNELS = ["5.5", "5.5+debug", "5.6-rc", "5.6", "6.1"]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(machines(), st.sampled_from(OFFLINE_KERNELS), st.integers(1, 50))
+def test_offline_prediction_agrees_with_reference(m, kernel, patience):
+    snap = reference.Snapshot.of(m)
+    for b in m.blocks().tolist():
+        r = m.offline(b, kernel, dry_run=True, patience_rounds=patience)
+        x = reference.offline(m, b, kernel, snap, patience)
+        assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn), (b, r, x)
+        got = {k: getattr(r, k) for k in x.work}
+        assert got == x.work, (b, r, x)

@@ -418,3 +418,338 @@ def removable(machine: Any, block: int, kernel: str, snap: Optional[Snapshot] = 
     """Reference ``removable_show()`` of one block of a Machine."""
     snap = snap or Snapshot.of(machine)
     return Reference(snap, Profile.parse(kernel, snap.arch)).removable_show(block)
+
+
+# -- offlining (kernel-semantics.md 6, kernel-6.1-offline.md 2-3) ---------------------------------
+
+
+@dataclass
+class OfflineResult:
+    errno: Optional[str]
+    reason: Optional[str]
+    pfn: Optional[int]
+    work: Dict[str, int]
+
+
+class OfflineReference(Reference):
+    """Dry-run ``echo offline > memoryN/state``, step by step after the kernel source."""
+
+    def __init__(self, snap: Snapshot, profile: Profile, patience_rounds: int = 1000):
+        super().__init__(snap, profile)
+        self.patience = patience_rounds
+        self.work = dict(
+            struct_pages_read=0,
+            pageblocks_isolated=0,
+            pages_migrated=0,
+            migration_rounds=0,
+            lru_add_drain_all=0,
+            drain_all_pages=0,
+        )
+
+    # helpers ------------------------------------------------------------------------------
+    def _meta(self, pfn: int) -> Tuple[int, int]:
+        sec = pfn >> self.s.pfn_section_shift
+        if sec >= len(self.s.section_flags):
+            return 0, 0
+        return int(self.s.section_flags[sec]), int(self.s.section_nid[sec])
+
+    def _zone_of(self, pfn: int) -> str:
+        return ZONE_NAMES[int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) >> 4]
+
+    def _mt(self, pfn: int) -> int:
+        return int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) & 15
+
+    def _fail(self, errno: str, reason: Optional[str], pfn: Optional[int] = None) -> OfflineResult:
+        return OfflineResult(errno, reason, pfn, dict(self.work))
+
+    def _block_range(self, block: int) -> Tuple[int, int]:
+        n = self.s.sections_per_block << self.s.pfn_section_shift
+        return block * n, (block + 1) * n
+
+    def _ram_pages(self, start: int, end: int) -> int:
+        """walk_system_ram_range(): pages of busy System RAM (present RAM sections, no holes)."""
+        hole = int(K.ZEROED) | (1 << 4)
+        n = 0
+        for pfn in range(start, end):
+            flags, _ = self._meta(pfn)
+            if flags & SEC_PRESENT and not flags & SEC_DEVICE and self._byte(pfn) != hole:
+                n += 1
+        return n
+
+    def cached_zone(self, block: int) -> Optional[Tuple[int, str]]:
+        """6.1 mem->zone of a boot block (early_node_zone_for_memory_block)."""
+        spb = self.s.sections_per_block
+        nids: List[int] = []
+        for sec in range(block * spb, (block + 1) * spb):
+            f = int(self.s.section_flags[sec])
+            if f & SEC_PRESENT and not f & SEC_DEVICE:
+                nid = int(self.s.section_nid[sec])
+                if nid not in nids:
+                    nids.append(nid)
+        if len(nids) != 1:
+            return None
+        s, e = self._block_range(block)
+        hits = [
+            z
+            for z in ("DMA", "DMA32", "Normal", "Movable")
+            if self.zone_span(nids[0], z)[0] < e and s < self.zone_span(nids[0], z)[1]
+        ]
+        return (nids[0], hits[0]) if len(hits) == 1 else None
+
+    def test_pages_in_a_zone(self, start: int, end: int) -> Optional[Tuple[int, str]]:
+        """v5.5 test_pages_in_a_zone(): sample each MAX_ORDER_NR_PAGES of present sections."""
+        pps = 1 << self.s.pfn_section_shift
+        step = 1 << (self.s.max_order - 1)
+        found = None
+        pfn = start
+        while pfn < end:
+            if not self._meta(pfn)[0] & SEC_PRESENT:
+                pfn += pps
+                continue
+            self.work["struct_pages_read"] += 1
+            nid, zone, _ = self.page_zone(pfn, "test_pages_in_a_zone")
+            if found is not None:
+                s, e = self.zone_span(*found)
+                if not (s <= pfn < e) or found != (nid, zone):
+                    return None
+            else:
+                found = (nid, zone)
+            pfn += step
+        return found
+
+    def has_unmovable_6_1(self, start: int, end: int) -> Optional[int]:
+        """6.1 has_unmovable_pages(start, end, MIGRATE_MOVABLE, MEMORY_OFFLINE|REPORT_FAILURE)."""
+        if self._mt(start) == 4:  # MIGRATE_CMA
+            return start
+        zone = self._zone_of(start)
+        nr = 1 << self.s.pageblock_order
+        pfn = start
+        while pfn < end:
+            self.work["struct_pages_read"] += 1
+            st = self.memmap(pfn)[0]
+            if st in ("missing", "garbage") or (st == "poisoned" and self.p.debug_vm_pgflags):
+                raise KernelFault("has_unmovable_pages", "PageReserved", pfn, "bug", "memmap")
+            if st == "poisoned":
+                return pfn
+            b = self._byte(pfn)
+            k, f = b & 15, b >> 4
+            if k == K.RESERVED or (k == K.ZEROED and f == 1):
+                return pfn
+            if zone == "Movable":
+                pfn += 1
+                continue
+            if k in (K.HUGETLB_HEAD, K.HUGETLB_TAIL):
+                idx = f & 7
+                if idx >= len(self.s.hstates) or not self.s.hstates[idx][1]:
+                    return pfn
+                size = 1 << self.s.hstates[idx][0]
+                pfn = (pfn // size) * size + size
+                continue
+            if k in (K.THP_HEAD, K.THP_TAIL):
+                pfn = (pfn // nr) * nr + nr
+                continue
+            if k == K.BUDDY:
+                pfn += 1 << f
+                continue
+            if k in (K.FREE, K.ZEROED, K.MOVABLE, K.LRU, K.PINNED, K.HWPOISON, K.OFFLINE):
+                pfn += 1
+                continue
+            return pfn
+        return None
+
+    def min_free_pages(self) -> int:
+        """init_per_zone_wmark_min(): int_sqrt(lowmem_kbytes * 16), clamped to 128..65536 KiB."""
+        import math
+
+        page_kb = (1 << self.s.page_shift) // 1024
+        low = 0
+        nr = 1 << self.s.pageblock_order
+        for sec, f in enumerate(self.s.section_flags.tolist()):
+            if f & SEC_ONLINE and not f & SEC_DEVICE:
+                base = sec << self.s.pfn_section_shift
+                for pb in range(base, base + (1 << self.s.pfn_section_shift), nr):
+                    if self._zone_of(pb) != "Movable":
+                        low += nr
+        min_kb = min(max(int(math.sqrt(low * page_kb * 16)), 128), 65536)
+        return min_kb * 1024 // (1 << self.s.page_shift)
+
+    # offline_pages ------------------------------------------------------------------------
+    def offline(self, block: int) -> OfflineResult:
+        v61 = self.p.version == "6.1"
+        state = int(self.s.block_states[block])
+        if state == 2:
+            return self._fail("EINVAL", "already offline")
+        if state == 3:
+            return self._fail("EINVAL", "state is not online")
+        if not self.p.memory_hotremove:
+            return self._fail("EINVAL", "no CONFIG_MEMORY_HOTREMOVE")
+        start, end = self._block_range(block)
+        spb = self.s.sections_per_block
+        if v61:
+            zone = self.cached_zone(block)
+            if zone is None:
+                return self._fail("EINVAL", None)
+            if self._ram_pages(start, end) != end - start:
+                return self._fail("EINVAL", "memory holes")
+            self.work["drain_all_pages"] += 1
+            self.work["lru_add_drain_all"] += 1
+        else:
+            count = sum(
+                1
+                for sec in range(block * spb, (block + 1) * spb)
+                if int(self.s.section_flags[sec]) & SEC_PRESENT
+                and not int(self.s.section_flags[sec]) & SEC_DEVICE
+            )
+            if count != spb:
+                return self._fail("EINVAL", "non-present sections")
+            if self.p.version in ("5.6-rc", "5.6") and self._ram_pages(start, end) != end - start:
+                return self._fail("EINVAL", "memory holes")
+            try:
+                found = self.test_pages_in_a_zone(start, end)
+            except KernelFault as f:
+                return self._fail("EINVAL", "multizone range", f.pfn)
+            if found is None:
+                return self._fail("EINVAL", "multizone range")
+            zone = found
+        # start_isolate_page_range()
+        nr = 1 << self.s.pageblock_order
+        pbs = list(range(start, end, nr))
+        if v61 and len(pbs) > 1:
+            pbs = [pbs[0], pbs[-1]] + pbs[1:-1]
+        for pb in pbs:
+            if not self._meta(pb)[0] & SEC_ONLINE:
+                continue
+            if self._mt(pb) == 5:  # MIGRATE_ISOLATE
+                return self._fail("EBUSY", "failure to isolate range")
+            if v61:
+                try:
+                    bad = self.has_unmovable_6_1(pb, pb + nr)
+                except KernelFault as f:
+                    return self._fail("EBUSY", "failure to isolate range", f.pfn)
+            else:
+                saved = self.cost.struct_pages_read
+                try:
+                    r = self.has_unmovable_pages(
+                        self._zone_of(pb), pb, 0, "MOVABLE", MEMORY_OFFLINE | 2
+                    )
+                except KernelFault as f:
+                    self.work["struct_pages_read"] += self.cost.struct_pages_read - saved
+                    return self._fail("EBUSY", "failure to isolate range", f.pfn)
+                self.work["struct_pages_read"] += self.cost.struct_pages_read - saved
+                bad = None if r is None else r[0]
+            if bad is not None:
+                return self._fail("EBUSY", "failure to isolate range", bad)
+            self.work["pageblocks_isolated"] += 1
+            if not v61:
+                self.work["drain_all_pages"] += 1
+        # MEM_GOING_OFFLINE notifiers: arm64 prevent_bootmem_remove_notifier (6.1)
+        if v61 and self.s.arch == "arm64":
+            if any(
+                int(self.s.section_flags[sec]) & SEC_EARLY
+                for sec in range(block * spb, (block + 1) * spb)
+            ):
+                return self._fail("EPERM", "notifier failure")
+        # migration targets: N_MEMORY minus the source node, unless that leaves none
+        src = zone[0]
+        online_nodes = [n for n, on in enumerate(self.s.nodes_online) if on]
+        allowed = [n for n in online_nodes if n != src] or [src]
+        kernel_free = movable_free = 0
+        by_order = [0] * 16
+        for pfn in range(len(self.s.pages)):
+            flags, nid = self._meta(pfn)
+            if (
+                not flags & SEC_ONLINE
+                or flags & SEC_DEVICE
+                or nid not in allowed
+                or start <= pfn < end
+            ):
+                continue
+            if self._mt(pfn) == 5:
+                continue
+            b = self._byte(pfn)
+            if b & 15 in (K.FREE, K.BUDDY):
+                if self._zone_of(pfn) == "Movable":
+                    movable_free += 1
+                else:
+                    kernel_free += 1
+                if b & 15 == K.BUDDY:
+                    by_order[b >> 4] += 1
+        kernel_free = max(0, kernel_free - self.min_free_pages())
+        moved = 0
+        blocker = None
+        for pfn in range(start, end):
+            b = self._byte(pfn)
+            k, f = b & 15, b >> 4
+            any_zone = self._zone_of(pfn) == "Movable"
+            huge = None
+            if k in (K.LRU, K.MOVABLE):
+                need = 1
+            elif k == K.THP_HEAD:
+                need, any_zone = 1 << f, True
+            elif k == K.HUGETLB_HEAD and not f & 8:
+                idx = f & 7
+                order = self.s.hstates[idx][0] if idx < len(self.s.hstates) else 0
+                need, any_zone, huge = 1 << order, True, order
+            elif k in (K.FREE, K.BUDDY, K.THP_TAIL, K.HUGETLB_TAIL, K.HWPOISON, K.HUGETLB_HEAD):
+                continue
+            elif k == K.OFFLINE and v61:
+                if blocker is None:
+                    blocker = ("offline", pfn)
+                continue
+            else:  # pinned, or passed isolation without being migratable or free
+                if blocker is None:
+                    blocker = ("stuck", pfn)
+                continue
+            ok = True
+            if huge is not None:
+                o = next((o for o in range(huge, 16) if by_order[o] > 0), None)
+                if o is None:
+                    ok = False
+                else:
+                    by_order[o] -= 1
+                    for j in range(huge, o):
+                        by_order[j] += 1
+            if ok:
+                if any_zone:
+                    from_mv = min(need, movable_free)
+                    if kernel_free >= need - from_mv:
+                        movable_free -= from_mv
+                        kernel_free -= need - from_mv
+                    else:
+                        ok = False
+                elif kernel_free >= need:
+                    kernel_free -= need
+                else:
+                    ok = False
+            if ok:
+                moved += need
+            elif blocker is None:
+                blocker = ("stuck", pfn)
+        self.work["pages_migrated"] = moved
+        if blocker is not None:
+            why, pfn = blocker
+            if why == "offline":
+                self.work["migration_rounds"] += 1
+                return self._fail("EBUSY", "unmovable page", pfn)
+            self.work["migration_rounds"] = self.patience
+            self.work["struct_pages_read"] += (end - pfn) * self.patience
+            if not v61:
+                self.work["lru_add_drain_all"] += self.patience
+            return self._fail("EINTR", "signal backoff", pfn)
+        self.work["migration_rounds"] = 1
+        self.work["struct_pages_read"] += end - start
+        if not v61:
+            self.work["lru_add_drain_all"] += 1
+        return OfflineResult(None, None, None, dict(self.work))
+
+
+def offline(
+    machine: Any,
+    block: int,
+    kernel: str,
+    snap: Optional[Snapshot] = None,
+    patience_rounds: int = 1000,
+) -> OfflineResult:
+    """Reference dry-run offline of one block of a Machine."""
+    snap = snap or Snapshot.of(machine)
+    return OfflineReference(snap, Profile.parse(kernel, snap.arch), patience_rounds).offline(block)

@@ -117,6 +117,8 @@ pub struct Machine {
     pub nodes: Vec<Node>,
     pub blocks: Vec<BlockState>,
     pub hstates: Vec<Hstate>,
+    /// "System RAM" resources (iomem), sorted pfn ranges: what `walk_system_ram_range()` walks.
+    pub system_ram: Vec<(u64, u64)>,
 }
 
 fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
@@ -385,12 +387,15 @@ impl Machine {
         if hstates.len() > 8 {
             return Err(Error::Layout("at most 8 hugetlb page sizes".into()));
         }
+        let mut system_ram: Vec<(u64, u64)> = spec.ram.iter().map(|r| (r.start, r.end)).collect();
+        system_ram.sort_unstable();
         Ok(Machine {
             geometry: g,
             store,
             nodes,
             blocks,
             hstates,
+            system_ram,
         })
     }
 

@@ -420,6 +420,38 @@ class Machine:
         d["fault"] = _fault(d["fault"])
         return Offline(kernel=kernel, **d)
 
+    def offline_many(
+        self,
+        blocks: Optional[Sequence[int]] = None,
+        kernel: str = "6.1",
+        patience_rounds: int = 1000,
+    ) -> List[Offline]:
+        """Dry-run offline of every block (or ``blocks``) in one native call."""
+        ids = [int(b) for b in (self.blocks() if blocks is None else blocks)]
+        d = self._core.offline_many(ids, kernel, int(patience_rounds))
+        work = (
+            "struct_pages_read",
+            "pageblocks_isolated",
+            "pages_migrated",
+            "migration_rounds",
+            "lru_add_drain_all",
+            "drain_all_pages",
+        )
+        return [
+            Offline(
+                block=b,
+                kernel=kernel,
+                errno=d["errno"][i],
+                reason=d["reason"][i],
+                pfn=d["pfn"][i],
+                detail=d["detail"][i],
+                fault=None,
+                applied=False,
+                **{k: int(d[k][i]) for k in work},
+            )
+            for i, b in enumerate(ids)
+        ]
+
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).
         Returns None on success, or the errno name the write returns."""
@@ -441,7 +473,7 @@ class Machine:
         ok = offline_kernel or kernel.replace("+debug", "")
         pre = self.scan(kernel, progress=False)
         post = self.scan(post_kernel, progress=False)
-        outs = [self.offline(int(b), ok, True, patience_rounds) for b in pre.block.tolist()]
+        outs = self.offline_many(pre.block.tolist(), ok, patience_rounds)
         return Prediction(kernel, post_kernel, ok, pre.block, pre.value, post.value, outs)
 
     def is_mem_section_removable(

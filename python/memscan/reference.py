@@ -91,6 +91,7 @@ class Snapshot:
     nodes_online: List[bool]
     hstates: List[Tuple[int, bool]]
     block_states: Any
+    system_ram: List[Tuple[int, int]] = field(default_factory=list)
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -112,6 +113,7 @@ class Snapshot:
             nodes_online=list(core.nodes_online()),
             hstates=list(core.hstates()),
             block_states=core.block_states(),
+            system_ram=list(core.system_ram()),
         )
 
 
@@ -467,14 +469,8 @@ class OfflineReference(Reference):
         return block * n, (block + 1) * n
 
     def _ram_pages(self, start: int, end: int) -> int:
-        """walk_system_ram_range(): pages of busy System RAM (present RAM sections, no holes)."""
-        hole = int(K.ZEROED) | (1 << 4)
-        n = 0
-        for pfn in range(start, end):
-            flags, _ = self._meta(pfn)
-            if flags & SEC_PRESENT and not flags & SEC_DEVICE and self._byte(pfn) != hole:
-                n += 1
-        return n
+        """walk_system_ram_range(): pages of "System RAM" resources in [start, end)."""
+        return sum(max(0, min(e, end) - max(s, start)) for s, e in self.s.system_ram)
 
     def cached_zone(self, block: int) -> Optional[Tuple[int, str]]:
         """6.1 mem->zone of a boot block (early_node_zone_for_memory_block)."""

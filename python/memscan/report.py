@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .kinds import BlockState
-from .machine import Machine, ScanResult
+from .machine import Machine, Offline, Prediction, ScanResult
 from .sizes import human
 
 STRUCT_PAGE = 64
@@ -34,6 +34,10 @@ class BlockRow:
     struct_pages_read: int
     pageblocks_visited: int
     sections_scanned: int
+    #: the dry-run offline under the pre-patch kernel: errno (None = success), reason, pfn
+    offline_errno: Optional[str] = None
+    offline_reason: Optional[str] = None
+    offline_pfn: Optional[int] = None
 
 
 @dataclass
@@ -126,6 +130,15 @@ def build_report(
     t0 = time.perf_counter()
     pre: ScanResult = m.scan(kernel, progress=progress)
     post: ScanResult = m.scan(post_kernel, progress=False)
+    off_kernel = kernel.replace("+debug", "")
+    offs = m.offline_many(pre.block.tolist(), off_kernel)
+    offs_post = m.offline_many(pre.block.tolist(), post_kernel)
+    conf_pre = Prediction(
+        kernel, post_kernel, off_kernel, pre.block, pre.value, post.value, offs
+    ).confusion("pre")
+    conf_post = Prediction(
+        kernel, post_kernel, post_kernel, pre.block, pre.value, post.value, offs_post
+    ).confusion("post")
     run_time = time.perf_counter() - t0
     states = m.block_states()
     bs = m.geometry.block_size
@@ -146,6 +159,9 @@ def build_report(
                 struct_pages_read=int(pre.struct_pages_read[i]),
                 pageblocks_visited=int(pre.pageblocks_visited[i]),
                 sections_scanned=int(pre.sections_scanned[i]),
+                offline_errno=offs[i].errno,
+                offline_reason=offs[i].reason,
+                offline_pfn=offs[i].pfn,
             )
         )
     online = sum(bs for r in rows if r.state == "online")
@@ -179,7 +195,21 @@ def build_report(
         notes=[n.__dict__.copy() for n in pre.notes],
         totals=totals,
         run_time_s=run_time,
+        extra={
+            "offline_kernel": off_kernel,
+            "confusion_pre": conf_pre,
+            "confusion_post": conf_post,
+            "offline_outcomes": _tally(offs),
+        },
     )
+
+
+def _tally(offs: List[Offline]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for o in offs:
+        key = "success" if o.ok else f"{o.errno} {o.reason or '(no reason logged)'}"
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def format_report(r: Report, all_blocks: bool = False) -> str:
@@ -232,6 +262,34 @@ def format_report(r: Report, all_blocks: bool = False) -> str:
             lines.append(f"  memory{f['block']}: {f['function']}: pfn {f['pfn']:#x}")
         if len(r.notes) > 10:
             lines.append(f"  ... and {len(r.notes) - 10} more")
+    if r.extra.get("offline_outcomes"):
+        e = r.extra
+        lines += [
+            "",
+            f"Offline (echo offline > memoryN/state, dry run, kernel {e['offline_kernel']}):",
+        ]
+        for what, n in sorted(e["offline_outcomes"].items(), key=lambda x: -x[1]):
+            lines.append(f"  {n:6d}  {what}")
+        for label, c in (
+            (f"pre-patch {r.kernel}", e["confusion_pre"]),
+            (f"post-patch {r.post_kernel}", e["confusion_post"]),
+        ):
+            lines.append(
+                f"  removable {label} vs offline: true-pos {c['tp']}, false-pos {c['fp']}, "
+                f"true-neg {c['tn']}, false-neg {c['fn']}, faulted {c['fault']}"
+            )
+            for why, n in sorted(c["fp_reasons"].items(), key=lambda x: -x[1]):
+                lines.append(f"    false positive x{n}: {why}")
+        if all_blocks:
+            lines += ["", "Per block (offline under " + e["offline_kernel"] + "):"]
+            for b in r.blocks:
+                res = (
+                    "success"
+                    if b.offline_errno is None
+                    else f"{b.offline_errno} {b.offline_reason or ''}".strip()
+                )
+                at = f" at pfn {b.offline_pfn:#x}" if b.offline_pfn is not None else ""
+                lines.append(f"  memory{b.block}: {res}{at}")
     lines += ["", f"(memscan's own run time: {r.run_time_s * 1000:.1f} ms; not kernel time)"]
     return "\n".join(lines)
 

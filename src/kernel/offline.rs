@@ -25,9 +25,7 @@ use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::kernel::unmovable::{
     has_unmovable_pages, has_unmovable_pages_6_1, MEMORY_OFFLINE, REPORT_FAILURE,
 };
-use crate::page::{
-    field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE, ZEROED_HOLE,
-};
+use crate::page::{field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE};
 use crate::sections::{Compact, SEC_ONLINE};
 use crate::topology::{write_free_range, BlockState, Machine, ZoneSpan};
 
@@ -132,23 +130,13 @@ fn section_count(m: &Machine, block: u64) -> u64 {
         .count() as u64
 }
 
-/// Pages of busy System RAM in the range (`walk_system_ram_range()` +
-/// `count_system_ram_pages_cb`): present RAM sections, holes excluded.
+/// Pages of busy System RAM in the range: `walk_system_ram_range()` +
+/// `count_system_ram_pages_cb` over the iomem "System RAM" resources (no struct page is read).
 fn system_ram_pages(m: &Machine, start: u64, end: u64) -> u64 {
-    let g = m.geometry;
-    let pps = g.pages_per_section();
-    let mut n = 0;
-    let mut sec_pfn = start;
-    while sec_pfn < end {
-        let meta = m.store.section_meta(g.pfn_to_section(sec_pfn));
-        if meta.present() && !meta.device() {
-            let hole = make(kind::ZEROED, ZEROED_HOLE);
-            let run = m.store.run(sec_pfn, pps as usize);
-            n += (0..run.len()).filter(|&i| run.get(i) != hole).count() as u64;
-        }
-        sec_pfn += pps;
-    }
-    n
+    m.system_ram
+        .iter()
+        .map(|&(s, e)| e.min(end).saturating_sub(s.max(start)))
+        .sum()
 }
 
 /// v5.5 `test_pages_in_a_zone()`: one page per MAX_ORDER_NR_PAGES of each present section
@@ -279,7 +267,7 @@ fn allowed_nodes(m: &Machine, src_nid: u16) -> Vec<u16> {
 }
 
 /// Free pages per zone class and free buddy blocks per order, for migration targets.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct FreePool {
     kernel: u64,
     movable: u64,
@@ -287,12 +275,20 @@ struct FreePool {
     blocks_by_order: [u64; 16],
 }
 
-fn free_targets(m: &Machine, start: u64, end: u64, allowed: &[u16]) -> FreePool {
+/// Add the free pages of sections `secs` (allowed nodes, online, outside `[start, end)`, not
+/// isolated) to `pool`.
+fn add_free_targets(
+    pool: &mut FreePool,
+    m: &Machine,
+    secs: std::ops::Range<u64>,
+    start: u64,
+    end: u64,
+    allowed: &[u16],
+) {
     let g = m.geometry;
-    let mut pool = FreePool::default();
     let pps = g.pages_per_section();
     let pbn = g.pageblock_nr_pages();
-    for sec in 0..m.store.nr_sections() {
+    for sec in secs {
         let meta = m.store.section_meta(sec);
         if !meta.online() || meta.device() || !allowed.contains(&meta.nid) {
             continue;
@@ -325,7 +321,6 @@ fn free_targets(m: &Machine, start: u64, end: u64, allowed: &[u16]) -> FreePool 
             }
         }
     }
-    pool
 }
 
 impl FreePool {
@@ -535,37 +530,33 @@ pub fn offline_block(
         }
     }
 
-    // Migration loop.
+    // Migration loop. The pages to move, in pfn order; then the free pool of the allowed
+    // nodes, read section by section only as far as the moves need (a pool that covers every
+    // move gives the same answer as the whole machine's).
+    let cands: Vec<(u64, u8, Movability)> = (start..end)
+        .filter_map(|pfn| {
+            let b = m.store.page(pfn);
+            let mv = movability(m, b, m.store.pageblock_zone(pfn), v61);
+            (mv != Movability::Nothing).then_some((pfn, b, mv))
+        })
+        .collect();
     let allowed = allowed_nodes(m, zone.0);
-    let mut pool = free_targets(m, start, end, &allowed);
     // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
-    pool.kernel = pool.kernel.saturating_sub(min_free_pages(m));
-    let mut to_move: Vec<Move> = Vec::new();
-    let mut blocker: Option<(u64, Movability)> = None;
-    for pfn in start..end {
-        let b = m.store.page(pfn);
-        let z = m.store.pageblock_zone(pfn);
-        match movability(m, b, z, v61) {
-            Movability::Nothing => {}
-            Movability::Migrate { pages, any_zone } => {
-                let huge = (kind_of(b) == kind::HUGETLB_HEAD).then(|| pages.trailing_zeros());
-                if pool.take(pages, any_zone, huge) {
-                    to_move.push(Move {
-                        pfn,
-                        pages,
-                        any_zone,
-                    });
-                } else if blocker.is_none() {
-                    blocker = Some((pfn, Movability::Stuck));
-                }
-            }
-            mv => {
-                if blocker.is_none() {
-                    blocker = Some((pfn, mv));
-                }
-            }
+    let reserve = min_free_pages(m);
+    let mut pool = FreePool::default();
+    let (mut next_sec, mut chunk) = (0u64, 1u64);
+    let (to_move, blocker) = loop {
+        let upto = (next_sec + chunk).min(m.store.nr_sections());
+        add_free_targets(&mut pool, m, next_sec..upto, start, end, &allowed);
+        next_sec = upto;
+        chunk *= 2;
+        let mut p = pool.clone();
+        p.kernel = p.kernel.saturating_sub(reserve);
+        let (moves, blocker, short) = assign_targets(&cands, p);
+        if !short || next_sec == m.store.nr_sections() {
+            break (moves, blocker);
         }
-    }
+    };
     let migrated: u64 = to_move.iter().map(|x| x.pages).sum();
     work.pages_migrated = migrated;
     if let Some((pfn, why)) = blocker {
@@ -625,6 +616,39 @@ pub fn offline_block(
         out.applied = true;
     }
     Ok(out)
+}
+
+/// Give each migratable page a target from `pool`, in pfn order. Returns the moves, the first
+/// page that blocks the offline (and why), and whether the pool ran short.
+fn assign_targets(
+    cands: &[(u64, u8, Movability)],
+    mut pool: FreePool,
+) -> (Vec<Move>, Option<(u64, Movability)>, bool) {
+    let mut to_move = Vec::new();
+    let mut blocker = None;
+    let mut short = false;
+    for &(pfn, b, mv) in cands {
+        match mv {
+            Movability::Nothing => {}
+            Movability::Migrate { pages, any_zone } => {
+                let huge = (kind_of(b) == kind::HUGETLB_HEAD).then(|| pages.trailing_zeros());
+                if pool.take(pages, any_zone, huge) {
+                    to_move.push(Move {
+                        pfn,
+                        pages,
+                        any_zone,
+                    });
+                } else {
+                    short = true;
+                    blocker.get_or_insert((pfn, Movability::Stuck));
+                }
+            }
+            other => {
+                blocker.get_or_insert((pfn, other));
+            }
+        }
+    }
+    (to_move, blocker, short)
 }
 
 /// A page (or compound) to migrate.

@@ -287,6 +287,11 @@ impl CoreMachine {
         v
     }
 
+    /// "System RAM" pfn ranges (the iomem resources `walk_system_ram_range()` walks).
+    fn system_ram(&self) -> Vec<(u64, u64)> {
+        self.read().system_ram.clone()
+    }
+
     fn nodes_online(&self) -> Vec<bool> {
         self.read().nodes.iter().map(|n| n.online).collect()
     }
@@ -537,6 +542,82 @@ impl CoreMachine {
         d.set_item("migration_rounds", w.migration_rounds)?;
         d.set_item("lru_add_drain_all", w.lru_add_drain_all)?;
         d.set_item("drain_all_pages", w.drain_all_pages)?;
+        Ok(d)
+    }
+
+    /// Dry-run offline of many blocks in one call: columns (errno/reason/pfn lists and work
+    /// arrays). Releases the GIL.
+    #[pyo3(signature = (blocks, kernel, patience_rounds=1000))]
+    fn offline_many<'py>(
+        &self,
+        py: Python<'py>,
+        blocks: Vec<u64>,
+        kernel: &str,
+        patience_rounds: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let outs = py
+            .detach(|| {
+                guard_nopy(|| {
+                    let mut m = self.write();
+                    let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+                    let opts = offline::OfflineOptions {
+                        dry_run: true,
+                        patience_rounds,
+                    };
+                    blocks
+                        .iter()
+                        .map(|&b| offline::offline_block(&mut m, b, &p, opts))
+                        .collect::<crate::Result<Vec<_>>>()
+                })
+            })
+            .map_err(|e| e.into_py(py))?;
+        let d = PyDict::new(py);
+        let col = |f: &dyn Fn(&offline::OfflineWork) -> u64| -> Vec<u64> {
+            outs.iter().map(|o| f(&o.work)).collect()
+        };
+        d.set_item("block", blocks.clone().into_pyarray(py))?;
+        d.set_item(
+            "errno",
+            outs.iter()
+                .map(|o| o.errno.map(offline::Errno::name))
+                .collect::<Vec<_>>(),
+        )?;
+        d.set_item("reason", outs.iter().map(|o| o.reason).collect::<Vec<_>>())?;
+        d.set_item("pfn", outs.iter().map(|o| o.pfn).collect::<Vec<_>>())?;
+        d.set_item(
+            "detail",
+            outs.iter().map(|o| o.detail.clone()).collect::<Vec<_>>(),
+        )?;
+        let g = self.read().geometry;
+        let faults = outs
+            .iter()
+            .map(|o| o.fault.as_ref().map(|f| fault_dict(py, &g, f)).transpose())
+            .collect::<PyResult<Vec<_>>>()?;
+        d.set_item("fault", faults)?;
+        d.set_item(
+            "struct_pages_read",
+            col(&|w| w.struct_pages_read).into_pyarray(py),
+        )?;
+        d.set_item(
+            "pageblocks_isolated",
+            col(&|w| w.pageblocks_isolated).into_pyarray(py),
+        )?;
+        d.set_item(
+            "pages_migrated",
+            col(&|w| w.pages_migrated).into_pyarray(py),
+        )?;
+        d.set_item(
+            "migration_rounds",
+            col(&|w| w.migration_rounds).into_pyarray(py),
+        )?;
+        d.set_item(
+            "lru_add_drain_all",
+            col(&|w| w.lru_add_drain_all).into_pyarray(py),
+        )?;
+        d.set_item(
+            "drain_all_pages",
+            col(&|w| w.drain_all_pages).into_pyarray(py),
+        )?;
         Ok(d)
     }
 

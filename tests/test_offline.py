@@ -242,3 +242,22 @@ def test_offline_online_cycles_keep_every_page():
     for b in done[:3]:
         assert m.offline(b, "6.1", dry_run=False).ok
     assert user_pages(m) == before
+
+
+def test_pseries_cmm_loaned_pages_in_5_5():
+    # ppc64: 64K pages, 16 MiB sections (one pageblock each), 256 MiB LMBs.
+    m = memscan.Machine.from_layout(
+        {"arch": "ppc64", "ranges": [{"start": 0, "size": "1G", "kind": "ram"}]}
+    )
+    b = 1
+    base = b * m.geometry.pages_per_block
+    m.set_pages(base, m.geometry.pages_per_block, PageKind.LRU)
+    m.set_pages(base + 7, 3, PageKind.OFFLINE)  # pages the CMM balloon has loaned
+    # removable passes count 0: a false "no" (why drmgr ignores it under AMS ballooning)
+    assert m.removable(b, "5.5").value == 0
+    # the offline passes the loaned pages as `count`, CMM releases them, the offline succeeds
+    o = m.offline(b, "5.5")
+    assert o.ok and o.pages_migrated == m.geometry.pages_per_block - 3
+    # v5.6 removed the notifier: the same block fails isolation
+    o = m.offline(b, "5.6")
+    assert (o.errno, o.pfn) == ("EBUSY", base + 7)

@@ -182,3 +182,16 @@ def test_offline_prediction_agrees_with_reference(m, kernel, patience):
         assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn), (b, r, x)
         got = {k: getattr(r, k) for k in x.work}
         assert got == x.work, (b, r, x)
+
+
+def test_reference_agrees_on_pseries_cmm():
+    m = memscan.Machine.from_layout(
+        {"arch": "ppc64", "ranges": [{"start": 0, "size": "512M", "kind": "ram"}]}
+    )
+    ppb = m.geometry.pages_per_block
+    m.set_pages(ppb, ppb, memscan.PageKind.LRU)
+    m.set_pages(ppb + 7, 3, memscan.PageKind.OFFLINE)
+    for kernel in ("5.5", "5.6", "6.1"):
+        r, x = m.offline(1, kernel), reference.offline(m, 1, kernel)
+        assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn)
+        assert {k: getattr(r, k) for k in x.work} == x.work

@@ -607,6 +607,7 @@ class OfflineReference(Reference):
             if found is None:
                 return self._fail("EINVAL", "multizone range")
             zone = found
+        cmm = self.s.arch == "ppc64" and self.p.version == "5.5"
         # start_isolate_page_range()
         nr = 1 << self.s.pageblock_order
         pbs = list(range(start, end, nr))
@@ -625,8 +626,14 @@ class OfflineReference(Reference):
             else:
                 saved = self.cost.struct_pages_read
                 try:
+                    # v5.5 pseries: the CMM isolate notifier reports its loaned pages as `count`
+                    count = (
+                        sum(1 for p in range(pb, pb + nr) if self._byte(p) & 15 == K.OFFLINE)
+                        if cmm
+                        else 0
+                    )
                     r = self.has_unmovable_pages(
-                        self._zone_of(pb), pb, 0, "MOVABLE", MEMORY_OFFLINE | 2
+                        self._zone_of(pb), pb, count, "MOVABLE", MEMORY_OFFLINE | 2
                     )
                 except KernelFault as f:
                     self.work["struct_pages_read"] += self.cost.struct_pages_read - saved
@@ -687,6 +694,8 @@ class OfflineReference(Reference):
                 order = self.s.hstates[idx][0] if idx < len(self.s.hstates) else 0
                 need, any_zone, huge = 1 << order, True, order
             elif k in (K.FREE, K.BUDDY, K.THP_TAIL, K.HUGETLB_TAIL, K.HWPOISON, K.HUGETLB_HEAD):
+                continue
+            elif k == K.OFFLINE and cmm:  # CMM gives loaned pages back in MEM_GOING_OFFLINE
                 continue
             elif k == K.OFFLINE and v61:
                 if blocker is None:

@@ -202,6 +202,24 @@ pub fn cached_zone(m: &Machine, block: u64) -> Option<(u16, ZoneType)> {
     }
 }
 
+/// v5.5 pseries: `memory_isolate_notify(MEM_ISOLATE_COUNT)` reaches the CMM balloon, which
+/// reports the pages it has loaned in the pageblock (modeled as its PG_offline pages); they are
+/// passed to `has_unmovable_pages()` as `count`. The notifier was removed in v5.6.
+fn cmm_isolate_count(m: &Machine, profile: KernelProfile, pb: u64) -> u32 {
+    if !cmm_notifier(m, profile) {
+        return 0;
+    }
+    let run = m.store.run(pb, m.geometry.pageblock_nr_pages() as usize);
+    (0..run.len())
+        .filter(|&i| kind_of(run.get(i)) == kind::OFFLINE)
+        .count() as u32
+}
+
+/// Whether the pseries CMM balloon's memory notifiers are registered (ppc64, v5.5).
+fn cmm_notifier(m: &Machine, profile: KernelProfile) -> bool {
+    m.geometry.arch == Arch::Ppc64 && profile.version == KernelVersion::V5_5
+}
+
 /// What blocks migration of a page, if anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Movability {
@@ -217,9 +235,11 @@ enum Movability {
     OfflineReferenced,
 }
 
-fn movability(m: &Machine, b: u8, zone: ZoneType, v61: bool) -> Movability {
+fn movability(m: &Machine, b: u8, zone: ZoneType, v61: bool, cmm: bool) -> Movability {
     let movable_src = zone == ZoneType::Movable;
     match kind_of(b) {
+        // CMM's MEM_GOING_OFFLINE notifier gives its loaned pages in the range back.
+        kind::OFFLINE if cmm => Movability::Nothing,
         kind::LRU | kind::MOVABLE => Movability::Migrate {
             pages: 1,
             any_zone: movable_src,
@@ -489,7 +509,7 @@ pub fn offline_block(
                 m,
                 m.store.pageblock_zone(pb),
                 pb,
-                0,
+                cmm_isolate_count(m, *profile, pb),
                 MigrateType::Movable,
                 flags,
                 profile,
@@ -533,10 +553,11 @@ pub fn offline_block(
     // Migration loop. The pages to move, in pfn order; then the free pool of the allowed
     // nodes, read section by section only as far as the moves need (a pool that covers every
     // move gives the same answer as the whole machine's).
+    let cmm = cmm_notifier(m, *profile);
     let cands: Vec<(u64, u8, Movability)> = (start..end)
         .filter_map(|pfn| {
             let b = m.store.page(pfn);
-            let mv = movability(m, b, m.store.pageblock_zone(pfn), v61);
+            let mv = movability(m, b, m.store.pageblock_zone(pfn), v61, cmm);
             (mv != Movability::Nothing).then_some((pfn, b, mv))
         })
         .collect();

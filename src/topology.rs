@@ -119,6 +119,8 @@ pub struct Machine {
     pub hstates: Vec<Hstate>,
     /// "System RAM" resources (iomem), sorted pfn ranges: what `walk_system_ram_range()` walks.
     pub system_ram: Vec<(u64, u64)>,
+    /// s390: blocks of standby memory (added offline at boot through `add_memory()`).
+    pub standby_blocks: Vec<u64>,
 }
 
 fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
@@ -396,6 +398,11 @@ impl Machine {
             blocks,
             hstates,
             system_ram,
+            standby_blocks: if g.arch == crate::geometry::Arch::S390x {
+                spec.offline_blocks.clone()
+            } else {
+                Vec::new()
+            },
         })
     }
 

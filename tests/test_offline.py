@@ -261,3 +261,20 @@ def test_pseries_cmm_loaned_pages_in_5_5():
     # v5.6 removed the notifier: the same block fails isolation
     o = m.offline(b, "5.6")
     assert (o.errno, o.pfn) == ("EBUSY", base + 7)
+
+
+@pytest.mark.parametrize("kernel", ["5.5", "6.1"])
+def test_s390_standby_memory_cannot_go_offline_again(kernel):
+    # s390x: 256 MiB sections and blocks; block 3 is standby memory, added offline at boot.
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "s390x",
+            "ranges": [{"start": 0, "size": "1G", "kind": "ram"}],
+            "offline_blocks": [3],
+        }
+    )
+    assert m.block_state(3) == memscan.BlockState.OFFLINE
+    assert m.online(3, "online") is None
+    o = m.offline(3, kernel)
+    assert (o.errno, o.reason) == ("EPERM", "notifier failure") and "standby" in o.detail
+    assert m.offline(2, kernel).ok  # ordinary memory goes offline

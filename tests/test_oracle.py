@@ -195,3 +195,18 @@ def test_reference_agrees_on_pseries_cmm():
         r, x = m.offline(1, kernel), reference.offline(m, 1, kernel)
         assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn)
         assert {k: getattr(r, k) for k in x.work} == x.work
+
+
+def test_reference_agrees_on_s390_standby():
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "s390x",
+            "ranges": [{"start": 0, "size": "1G", "kind": "ram"}],
+            "offline_blocks": [3],
+        }
+    )
+    m.online(3, "online")
+    for kernel in ("5.5", "6.1"):
+        for b in (2, 3):
+            r, x = m.offline(b, kernel), reference.offline(m, b, kernel)
+            assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn)

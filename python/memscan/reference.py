@@ -92,6 +92,7 @@ class Snapshot:
     hstates: List[Tuple[int, bool]]
     block_states: Any
     system_ram: List[Tuple[int, int]] = field(default_factory=list)
+    standby_blocks: List[int] = field(default_factory=list)
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -114,6 +115,7 @@ class Snapshot:
             hstates=list(core.hstates()),
             block_states=core.block_states(),
             system_ram=list(core.system_ram()),
+            standby_blocks=list(core.standby_blocks()),
         )
 
 
@@ -645,7 +647,10 @@ class OfflineReference(Reference):
             self.work["pageblocks_isolated"] += 1
             if not v61:
                 self.work["drain_all_pages"] += 1
-        # MEM_GOING_OFFLINE notifiers: arm64 prevent_bootmem_remove_notifier (6.1)
+        # MEM_GOING_OFFLINE notifiers: s390 sclp_mem_notifier refuses blocks with standby memory
+        if self.s.arch == "s390x" and block in self.s.standby_blocks:
+            return self._fail("EPERM", "notifier failure")
+        # arm64 prevent_bootmem_remove_notifier (6.1)
         if v61 and self.s.arch == "arm64":
             if any(
                 int(self.s.section_flags[sec]) & SEC_EARLY

@@ -541,6 +541,12 @@ pub fn offline_block(
     }
 
     // MEM_GOING_OFFLINE notifiers (arch policies).
+    // s390 sclp_mem_notifier(): no offline of a block that contains standby memory.
+    if profile.arch == Arch::S390x && m.standby_blocks.contains(&block) {
+        let mut o = fail(block, Errno::Eperm, Some("notifier failure"), work);
+        o.detail = Some("s390 sclp_mem_notifier: the block contains standby memory".into());
+        return Ok(o);
+    }
     if v61 && profile.arch == Arch::Arm64 {
         let spb = g.sections_per_block();
         if (block * spb..(block + 1) * spb).any(|s| m.store.section_meta(s).early()) {

@@ -292,6 +292,11 @@ impl CoreMachine {
         self.read().system_ram.clone()
     }
 
+    /// s390 standby blocks.
+    fn standby_blocks(&self) -> Vec<u64> {
+        self.read().standby_blocks.clone()
+    }
+
     fn nodes_online(&self) -> Vec<bool> {
         self.read().nodes.iter().map(|n| n.online).collect()
     }

@@ -121,6 +121,9 @@ pub struct Machine {
     pub system_ram: Vec<(u64, u64)>,
     /// s390: blocks of standby memory (added offline at boot through `add_memory()`).
     pub standby_blocks: Vec<u64>,
+    /// Reserved hugetlb pages per hstate (`resv_huge_pages`): free pool pages promised to
+    /// mappings, which `dissolve_free_huge_page()` may not take.
+    pub hugetlb_resv: Vec<u64>,
 }
 
 fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
@@ -381,7 +384,7 @@ impl Machine {
                 }
             }
         }
-        let hstates = if spec.hstates.is_empty() {
+        let hstates: Vec<Hstate> = if spec.hstates.is_empty() {
             default_hstates(&g)
         } else {
             spec.hstates.clone()
@@ -389,6 +392,7 @@ impl Machine {
         if hstates.len() > 8 {
             return Err(Error::Layout("at most 8 hugetlb page sizes".into()));
         }
+        let hugetlb_resv = vec![0; hstates.len()];
         let mut system_ram: Vec<(u64, u64)> = spec.ram.iter().map(|r| (r.start, r.end)).collect();
         system_ram.sort_unstable();
         Ok(Machine {
@@ -403,6 +407,7 @@ impl Machine {
             } else {
                 Vec::new()
             },
+            hugetlb_resv,
         })
     }
 

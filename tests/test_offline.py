@@ -278,3 +278,19 @@ def test_s390_standby_memory_cannot_go_offline_again(kernel):
     o = m.offline(3, kernel)
     assert (o.errno, o.reason) == ("EPERM", "notifier failure") and "standby" in o.detail
     assert m.offline(2, kernel).ok  # ordinary memory goes offline
+
+
+def test_free_hugetlb_pages_all_reserved_fail_to_dissolve():
+    m = two_node()
+    base = PFN0 + 2 * SEC
+    m.set_pages(base, SEC, PageKind.LRU)
+    for i in range(4):  # four free 2 MiB hugetlb pages (hstate 0) in block 34
+        p = base + i * PB
+        m.set_pages(p, 1, PageKind.HUGETLB_HEAD, memscan.HUGETLB_FREE)
+        m.set_pages(p + 1, PB - 1, PageKind.HUGETLB_TAIL, memscan.HUGETLB_FREE)
+    assert m.offline(34, "6.1").ok  # nothing reserved: they dissolve
+    m.set_hugetlb_reserved(0, 2)  # 4 free, 2 promised: the third cannot go
+    o = m.offline(34, "6.1")
+    assert (o.errno, o.reason, o.pfn) == ("EBUSY", "failure to dissolve huge pages", base + 2 * PB)
+    with pytest.raises(memscan.ArgumentError):
+        m.set_hugetlb_reserved(7, 1)

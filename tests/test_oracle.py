@@ -210,3 +210,24 @@ def test_reference_agrees_on_s390_standby():
         for b in (2, 3):
             r, x = m.offline(b, kernel), reference.offline(m, b, kernel)
             assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn)
+
+
+def test_reference_agrees_on_hugetlb_dissolve():
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "x86_64",
+            "block_size": "128M",
+            "ranges": [{"start": 4 << 30, "size": "256M", "kind": "ram"}],
+        }
+    )
+    base = 0x100000
+    m.set_pages(base, 32768, memscan.PageKind.LRU)
+    for i in range(3):
+        m.set_pages(base + i * 512, 1, memscan.PageKind.HUGETLB_HEAD, memscan.HUGETLB_FREE)
+        m.set_pages(base + i * 512 + 1, 511, memscan.PageKind.HUGETLB_TAIL, memscan.HUGETLB_FREE)
+    for resv in (0, 1, 3):
+        m.set_hugetlb_reserved(0, resv)
+        for kernel in ("5.5", "6.1"):
+            r, x = m.offline(32, kernel), reference.offline(m, 32, kernel)
+            assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn)
+            assert {k: getattr(r, k) for k in x.work} == x.work

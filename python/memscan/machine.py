@@ -290,6 +290,11 @@ class Machine:
         """Zone spans: (nid, zone, start_pfn, end_pfn)."""
         return self._core.zones()
 
+    def set_hugetlb_reserved(self, hstate: int, pages: int) -> None:
+        """Set ``resv_huge_pages`` of an hstate: free pool pages promised to mappings, which
+        offlining cannot dissolve ("failure to dissolve huge pages")."""
+        self._core.set_hugetlb_reserved(int(hstate), int(pages))
+
     def hstates(self) -> List[tuple]:
         """hugetlb sizes: (order, migration supported)."""
         return self._core.hstates()

@@ -93,6 +93,7 @@ class Snapshot:
     block_states: Any
     system_ram: List[Tuple[int, int]] = field(default_factory=list)
     standby_blocks: List[int] = field(default_factory=list)
+    hugetlb_reserved: List[int] = field(default_factory=list)
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -116,6 +117,7 @@ class Snapshot:
             block_states=core.block_states(),
             system_ram=list(core.system_ram()),
             standby_blocks=list(core.standby_blocks()),
+            hugetlb_reserved=list(core.hugetlb_reserved()),
         )
 
 
@@ -746,6 +748,27 @@ class OfflineReference(Reference):
             if not v61:
                 self.work["lru_add_drain_all"] += self.patience
             return self._fail("EINTR", "signal backoff", pfn)
+        # dissolve_free_huge_pages(): free pool pages minus reserved ones must cover each one
+        pool = [0] * max(1, len(self.s.hstates))
+        for pfn in range(len(self.s.pages)):
+            flags, _ = self._meta(pfn)
+            b = self._byte(pfn)
+            if (
+                flags & SEC_ONLINE
+                and not flags & SEC_DEVICE
+                and b & 15 == K.HUGETLB_HEAD
+                and (b >> 4) & 8
+            ):
+                pool[(b >> 4) & 7] += 1
+        for pfn in range(start, end):
+            b = self._byte(pfn)
+            if b & 15 == K.HUGETLB_HEAD and (b >> 4) & 8:
+                h = (b >> 4) & 7
+                resv = self.s.hugetlb_reserved[h] if h < len(self.s.hugetlb_reserved) else 0
+                if pool[h] <= resv:
+                    self.work["migration_rounds"] += 1
+                    return self._fail("EBUSY", "failure to dissolve huge pages", pfn)
+                pool[h] -= 1
         self.work["migration_rounds"] = 1
         self.work["struct_pages_read"] += end - start
         if not v61:

@@ -622,6 +622,20 @@ pub fn offline_block(
         });
         return Ok(o);
     }
+    // dissolve_free_huge_pages(): each free hugetlb page in the range leaves the pool, which
+    // fails (-EBUSY) once the pool's free pages are all reserved.
+    if let Some(pfn) = undissolvable_hugetlb(m, start, end) {
+        work.migration_rounds += 1;
+        let mut o = fail(
+            block,
+            Errno::Ebusy,
+            Some("failure to dissolve huge pages"),
+            work,
+        );
+        o.pfn = Some(pfn);
+        o.detail = Some("the free hugetlb pages left in the pool are all reserved".into());
+        return Ok(o);
+    }
     // One pass migrates everything; test_pages_isolated() then succeeds.
     work.migration_rounds = 1;
     work.struct_pages_read += end - start;
@@ -676,6 +690,47 @@ fn assign_targets(
         }
     }
     (to_move, blocker, short)
+}
+
+/// The first free hugetlb page of `[start, end)` that cannot be dissolved: free pool pages
+/// (machine-wide) minus reserved ones run out before it.
+fn undissolvable_hugetlb(m: &Machine, start: u64, end: u64) -> Option<u64> {
+    let is_free_head = |b: u8| kind_of(b) == kind::HUGETLB_HEAD && field_of(b) & HUGETLB_FREE != 0;
+    let heads: Vec<(u64, usize)> = (start..end)
+        .filter(|&p| is_free_head(m.store.page(p)))
+        .map(|p| (p, (field_of(m.store.page(p)) & 7) as usize))
+        .collect();
+    if heads.is_empty() {
+        return None;
+    }
+    let g = m.geometry;
+    let mut free = vec![0u64; m.hstates.len().max(1)];
+    for sec in 0..m.store.nr_sections() {
+        let meta = m.store.section_meta(sec);
+        if !meta.online() || meta.device() {
+            continue;
+        }
+        let run = m
+            .store
+            .run(g.section_to_pfn(sec), g.pages_per_section() as usize);
+        for i in 0..run.len() {
+            let b = run.get(i);
+            if is_free_head(b) {
+                if let Some(f) = free.get_mut((field_of(b) & 7) as usize) {
+                    *f += 1;
+                }
+            }
+        }
+    }
+    for (pfn, h) in heads {
+        let resv = m.hugetlb_resv.get(h).copied().unwrap_or(0);
+        let avail = free.get(h).copied().unwrap_or(0);
+        if avail <= resv {
+            return Some(pfn);
+        }
+        free[h] -= 1;
+    }
+    None
 }
 
 /// A page (or compound) to migrate.

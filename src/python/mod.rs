@@ -292,6 +292,25 @@ impl CoreMachine {
         self.read().system_ram.clone()
     }
 
+    /// Set the reserved pages (`resv_huge_pages`) of hstate `hstate`.
+    fn set_hugetlb_reserved(&self, py: Python<'_>, hstate: usize, pages: u64) -> PyResult<()> {
+        guard(py, || {
+            let mut m = self.write();
+            let n = m.hstates.len();
+            let slot = m.hugetlb_resv.get_mut(hstate).ok_or_else(|| {
+                Error::Argument(format!(
+                    "hstate {hstate} does not exist (the machine has {n})"
+                ))
+            })?;
+            *slot = pages;
+            Ok(())
+        })
+    }
+
+    fn hugetlb_reserved(&self) -> Vec<u64> {
+        self.read().hugetlb_resv.clone()
+    }
+
     /// s390 standby blocks.
     fn standby_blocks(&self) -> Vec<u64> {
         self.read().standby_blocks.clone()

@@ -749,7 +749,7 @@ class OfflineReference(Reference):
                 self.work["lru_add_drain_all"] += self.patience
             return self._fail("EINTR", "signal backoff", pfn)
         # dissolve_free_huge_pages(): free pool pages minus reserved ones must cover each one
-        pool = [0] * max(1, len(self.s.hstates))
+        pool: Dict[int, int] = {}
         for pfn in range(len(self.s.pages)):
             flags, _ = self._meta(pfn)
             b = self._byte(pfn)
@@ -759,13 +759,13 @@ class OfflineReference(Reference):
                 and b & 15 == K.HUGETLB_HEAD
                 and (b >> 4) & 8
             ):
-                pool[(b >> 4) & 7] += 1
+                pool[(b >> 4) & 7] = pool.get((b >> 4) & 7, 0) + 1
         for pfn in range(start, end):
             b = self._byte(pfn)
             if b & 15 == K.HUGETLB_HEAD and (b >> 4) & 8:
                 h = (b >> 4) & 7
                 resv = self.s.hugetlb_reserved[h] if h < len(self.s.hugetlb_reserved) else 0
-                if pool[h] <= resv:
+                if pool.get(h, 0) <= resv:
                     self.work["migration_rounds"] += 1
                     return self._fail("EBUSY", "failure to dissolve huge pages", pfn)
                 pool[h] -= 1

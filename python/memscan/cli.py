@@ -62,13 +62,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser(
-        "report", help="what lsmem would show: pre-patch removable, faults, scan cost"
-    )
-    src = r.add_argument_group("machine (default: the embedded seed machine)")
+def cmd_sysfs_export(args: argparse.Namespace) -> int:
+    m = _machine(args)
+    if args.workload != "none":
+        m.populate(args.workload, seed=args.seed)
+    info = m.export_sysfs(args.dir, kernel=args.kernel, on_fault=args.on_fault)
+    if args.json:
+        json.dump(info, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"wrote {info['blocks']} memory blocks under {args.dir}/sys/devices/system/memory "
+            f"(kernel {args.kernel}); read it with: lsmem --sysroot {args.dir}"
+        )
+    return 0
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("machine (default: the embedded seed machine)")
     src.add_argument("--iomem", metavar="FILE", help="build from a /proc/iomem copy")
     src.add_argument("--layout", metavar="FILE", help="build from a JSON layout")
     src.add_argument(
@@ -77,22 +88,48 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--nodes", type=int, default=1, help="NUMA nodes of a synthetic machine")
     src.add_argument("--arch", help="x86_64, arm64, ppc64, s390x (with --iomem / --synthetic)")
     src.add_argument("--block-size", help="memory block size (e.g. 2G); default: the arch rule")
+    p.add_argument(
+        "--workload",
+        default="fragmented",
+        choices=sorted(PRESETS) + ["none"],
+        help="workload preset (default fragmented)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "report", help="what lsmem would show: pre-patch removable, faults, scan cost"
+    )
+    _add_source_args(r)
     r.add_argument(
         "--kernel",
         default="5.5+debug",
         help="pre-patch kernel: 5.5[.N], 5.6-rcN, each optionally +debug (default 5.5+debug, the seed's)",
     )
     r.add_argument("--post-kernel", default="5.6", help="post-patch kernel (default 5.6)")
-    r.add_argument(
-        "--workload",
-        default="fragmented",
-        choices=sorted(PRESETS) + ["none"],
-        help="workload preset (default fragmented)",
-    )
-    r.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
-    r.add_argument("--json", action="store_true", help="JSON instead of text")
     r.add_argument("-a", "--all", action="store_true", help="one line per block (lsmem -a)")
     r.set_defaults(func=cmd_report)
+    sy = sub.add_parser("sysfs", help="sysfs trees")
+    sysub = sy.add_subparsers(dest="sysfs_command", required=True)
+    ex = sysub.add_parser(
+        "export", help="write DIR/sys/devices/system/memory for lsmem --sysroot DIR"
+    )
+    ex.add_argument("dir", metavar="DIR")
+    _add_source_args(ex)
+    ex.add_argument(
+        "--kernel", default="5.5+debug", help="kernel whose sysfs is written (default 5.5+debug)"
+    )
+    ex.add_argument(
+        "--on-fault",
+        default="missing",
+        choices=["missing", "0", "1"],
+        help="removable of a block whose read faults: no file (lsmem says 'no'), or this value",
+    )
+    ex.set_defaults(func=cmd_sysfs_export)
     return p
 
 

@@ -457,6 +457,15 @@ class Machine:
             for i, b in enumerate(ids)
         ]
 
+    def export_sysfs(
+        self, root: Union[str, os.PathLike[str]], kernel: str = "5.5", on_fault: str = "missing"
+    ) -> Dict[str, Any]:
+        """Write ``root/sys/devices/system/memory`` as this kernel would show it; real
+        ``lsmem --sysroot root`` reads it. See ``memscan.sysfs`` for ``on_fault``."""
+        from .sysfs import export_sysfs
+
+        return export_sysfs(self, root, kernel, on_fault)
+
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).
         Returns None on success, or the errno name the write returns."""

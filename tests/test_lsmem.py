@@ -1,0 +1,228 @@
+"""Real util-linux lsmem reads trees exported by memscan; what it prints must match the model.
+
+The Debian package util-linux provides lsmem; .ci/run installs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+import memscan
+
+LSMEM = shutil.which("lsmem")
+pytestmark = pytest.mark.skipif(LSMEM is None, reason="util-linux lsmem is not installed")
+ALL_COLS = "RANGE,SIZE,STATE,REMOVABLE,BLOCK,NODE,ZONES"
+
+
+def lsmem(root, *args):
+    out = subprocess.run(
+        [LSMEM, "--sysroot", str(root), *args], check=True, capture_output=True, text=True
+    )
+    return out.stdout
+
+
+def lsmem_json(root, *args):
+    return json.loads(lsmem(root, "-J", "-b", *args))["memory"]
+
+
+LSMEM_ZONES = {
+    z.lower(): z for z in ("None", "DMA", "DMA32", "Normal", "Highmem", "Movable", "Device")
+}
+
+
+def model_rows(m, kernel, on_fault="missing"):
+    """Per block what lsmem reads: state, removable flag (a missing file reads as 0), node, and
+    zones: lsmem reads valid_zones only when the literal memory0/valid_zones exists, and maps
+    each token to its own spelling ("none" prints as "None")."""
+    s = m.scan(kernel, progress=False)
+    have_zones = 0 in s.block.tolist()
+    faulted = {f.block for f in s.faults}
+    states = m.block_states()
+    secs = m.sections()
+    spb = m.geometry.sections_per_block
+    rows = []
+    for i, b in enumerate(s.block.tolist()):
+        state = memscan.BlockState(int(states[b])).sysfs
+        rem = (on_fault == "1") if b in faulted else bool(s.value[i] == 1)
+        nid = min(
+            int(secs["nid"][x])
+            for x in range(b * spb, (b + 1) * spb)
+            if secs["flags"][x] & 1 and not secs["flags"][x] & 8
+        )
+        zones = None
+        if have_zones:
+            zones = "/".join(
+                LSMEM_ZONES.get(t.lower(), "Unknown") for t in m.valid_zones(b, kernel).split()
+            )
+        rows.append({"block": b, "state": state, "removable": rem, "node": nid, "zones": zones})
+    return rows
+
+
+def merge(rows, bs, split):
+    """lsmem's merge: contiguous block ids with equal values of the split columns."""
+    out = []
+    for r in rows:
+        prev = out[-1] if out else None
+        zones_ok = r["zones"] is None or "Unknown" not in r["zones"]
+        if (
+            prev
+            and r["block"] == prev["last"] + 1
+            and all(prev[k] == r[k] for k in split)
+            and ("zones" not in split or zones_ok)
+        ):
+            prev["last"] = r["block"]
+        else:
+            out.append(dict(r, first=r["block"], last=r["block"]))
+    res = []
+    for x in out:
+        start, end = x["first"] * bs, (x["last"] + 1) * bs - 1
+        blk = str(x["first"]) if x["first"] == x["last"] else f"{x['first']}-{x['last']}"
+        res.append(
+            (f"0x{start:016x}-0x{end:016x}", end - start + 1, x["state"], x["removable"], blk)
+        )
+    return res
+
+
+def lsmem_tuples(mem):
+    # lsmem prints REMOVABLE only for online blocks (null otherwise)
+    return [
+        (
+            r["range"],
+            r["size"],
+            r["state"],
+            r["removable"] if r["state"] == "online" else None,
+            r["block"],
+        )
+        for r in mem
+    ]
+
+
+def expect(rows, bs, split):
+    return [(a, b, c, d if c == "online" else None, e) for a, b, c, d, e in merge(rows, bs, split)]
+
+
+@pytest.fixture(scope="module")
+def seed_tree(tmp_path_factory):
+    m = memscan.Machine.seed().populate("movable-node", seed=1)
+    root = tmp_path_factory.mktemp("seed")
+    info = m.export_sysfs(root, kernel="5.5+debug")
+    return m, root, info
+
+
+def test_default_table_matches_model(seed_tree):
+    m, root, info = seed_tree
+    assert info["faulted"] == [96] and info["blocks"] == 96
+    rows = model_rows(m, "5.5+debug")
+    bs = m.geometry.block_size
+    got = lsmem_tuples(lsmem_json(root))
+    assert got == expect(rows, bs, ("state", "removable"))
+    # removable changes split the ranges: more than the two gap-separated runs
+    assert len(got) > 2
+
+
+def test_all_blocks_and_columns(seed_tree):
+    m, root, _ = seed_tree
+    rows = model_rows(m, "5.5+debug")
+    got = lsmem_json(root, "-a", "-o", ALL_COLS)
+    assert [int(r["block"]) for r in got] == [r["block"] for r in rows]
+    for g, r in zip(got, rows):
+        assert (g["state"], g["removable"], g["node"], g["zones"]) == (
+            r["state"],
+            r["removable"],
+            r["node"],
+            r["zones"],
+        )
+    assert (
+        got[-1]["removable"] is False
+    )  # memory96: the read that crashed; no file, lsmem says "no"
+
+
+def test_split_none_merges_all_contiguous_blocks(seed_tree):
+    m, root, _ = seed_tree
+    rows = model_rows(m, "5.5+debug")
+    got = lsmem_json(root, "-S", "none", "-o", "RANGE,SIZE,BLOCK")
+    want = merge(rows, m.geometry.block_size, ())
+    assert [(r["range"], r["size"], r["block"]) for r in got] == [
+        (a, b, e) for a, b, _, _, e in want
+    ]
+    assert [r["block"] for r in got] == ["0", "2-96"]
+
+
+def test_totals_match_model(seed_tree):
+    m, root, _ = seed_tree
+    out = lsmem(root, "-b", "--summary=only")
+    online = sum(
+        m.geometry.block_size
+        for b in m.blocks().tolist()
+        if m.block_state(b) == memscan.BlockState.ONLINE
+    )
+    assert f"{m.geometry.block_size}" in out and f"{online}" in out
+
+
+def test_post_patch_tree_is_one_range_per_gap(tmp_path):
+    m = memscan.Machine.seed().populate("fragmented", seed=1)
+    m.export_sysfs(tmp_path, kernel="5.6")
+    got = lsmem_json(tmp_path)
+    assert [r["block"] for r in got] == ["0", "2-96"] and all(r["removable"] for r in got)
+
+
+def test_nodes_zones_and_offline_blocks(tmp_path):
+    m = memscan.Machine.synthetic("2G", block_size="128M", nodes=2).populate("movable-node", seed=3)
+    assert m.offline(42, "6.1", dry_run=False).ok
+    m.export_sysfs(tmp_path, kernel="6.1")
+    rows = model_rows(m, "6.1")
+    got = lsmem_json(tmp_path, "-o", ALL_COLS)
+    bs = m.geometry.block_size
+    want = merge(rows, bs, ("state", "removable", "node", "zones"))
+    assert [(r["range"], r["state"], r["block"]) for r in got] == [
+        (a, c, e) for a, _, c, _, e in want
+    ]
+    offline = [r for r in got if r["state"] == "offline"]
+    assert offline and offline[0]["block"] == "42"
+    assert {r["node"] for r in got} == {0, 1}
+    # no memory0 on this machine: lsmem does not read valid_zones at all
+    assert all(r["zones"] is None for r in got)
+
+
+def test_zones_with_memory0_and_offline_block(tmp_path):
+    # s390x: memory starts at 0, so memory0/valid_zones exists and lsmem shows ZONES
+    m = memscan.Machine.from_layout(
+        {"arch": "s390x", "ranges": [{"start": 0, "size": "4G", "kind": "ram"}]}
+    )
+    # freshly booted: every page free, nothing to migrate
+    assert m.offline(12, "6.1", dry_run=False).ok
+    m.export_sysfs(tmp_path, kernel="6.1")
+    rows = model_rows(m, "6.1")
+    got = lsmem_json(tmp_path, "-a", "-o", ALL_COLS)
+    assert [(int(g["block"]), g["state"], g["zones"]) for g in got] == [
+        (r["block"], r["state"], r["zones"]) for r in rows
+    ]
+    assert got[12]["state"] == "offline" and got[12]["zones"] == "Normal/Movable"
+    assert got[0]["zones"] == "DMA" and got[11]["zones"] == "Normal"  # s390 DMA is below 2 GiB
+
+
+def test_fault_policy_one(tmp_path):
+    m = memscan.Machine.seed()
+    m.export_sysfs(tmp_path, kernel="5.5+debug", on_fault="1")
+    got = lsmem_json(tmp_path, "-a")
+    assert got[-1]["block"] == "96" and got[-1]["removable"] is True
+
+
+def test_export_refuses_real_sysfs():
+    m = memscan.Machine.synthetic("1G")
+    with pytest.raises(memscan.ArgumentError, match="refusing"):
+        m.export_sysfs("/sys/kernel/../")
+    with pytest.raises(memscan.ArgumentError):
+        m.export_sysfs("/tmp/x", on_fault="maybe")
+
+
+def test_cli_export_then_lsmem(tmp_path, capsys):
+    from memscan.cli import main
+
+    assert main(["sysfs", "export", str(tmp_path), "--kernel", "5.6", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["blocks"] == 96 and info["faulted"] == []
+    assert [r["block"] for r in lsmem_json(tmp_path)] == ["0", "2-96"]

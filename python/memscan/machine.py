@@ -185,6 +185,10 @@ class Machine:
         self._core = core
         self.layout = layout
         self.name = name
+        #: the kernel's own removable answers, for machines read from sysfs
+        self.sysfs_removable: Optional[Dict[int, Optional[int]]] = None
+        #: the parsed tree, for machines read from sysfs
+        self.sysfs_tree: Any = None
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
@@ -244,6 +248,28 @@ class Machine:
         return cls.from_layout_object(
             synthetic_layout(total, arch, block_size, nodes, pmem, page_size)
         )
+
+    @classmethod
+    def from_sysfs(cls, src: Union[str, os.PathLike[str]] = "/", arch: str = "x86_64") -> Machine:
+        """From a memory sysfs tree: ``"/"`` reads the live ``/sys`` (read-only), a directory
+        holding ``sys/devices/system/memory``, or a tarball of one. The kernel's own
+        ``removable`` answers are kept in ``machine.sysfs_removable`` (block -> 0/1/None).
+
+        Raises:
+            ParseError: missing files, unparsable values, duplicate blocks, a block size that is
+                not a power of two, tar members outside the archive root (named in the message).
+        """
+        from .sources.sysfs_tree import layout_from_sysfs, read_sysfs_tree
+
+        tree = read_sysfs_tree(src)
+        layout, removable = layout_from_sysfs(tree, arch)
+        m = cls.from_layout_object(layout)
+        m.sysfs_removable = removable
+        m.sysfs_tree = tree
+        for b in tree.blocks:
+            if b.state == "going-offline":
+                m.set_block_state(b.block, "going-offline")
+        return m
 
     @classmethod
     def from_layout(cls, layout: Union[Dict[str, Any], str, os.PathLike[str]]) -> Machine:
@@ -458,13 +484,19 @@ class Machine:
         ]
 
     def export_sysfs(
-        self, root: Union[str, os.PathLike[str]], kernel: str = "5.5", on_fault: str = "missing"
+        self,
+        root: Union[str, os.PathLike[str]],
+        kernel: str = "5.5",
+        on_fault: str = "missing",
+        values: str = "model",
     ) -> Dict[str, Any]:
         """Write ``root/sys/devices/system/memory`` as this kernel would show it; real
-        ``lsmem --sysroot root`` reads it. See ``memscan.sysfs`` for ``on_fault``."""
+        ``lsmem --sysroot root`` reads it. See ``memscan.sysfs`` for ``on_fault``.
+        ``values="sysfs"`` writes ``removable`` and ``valid_zones`` as the imported tree had
+        them (machines from ``from_sysfs``), so lsmem prints what it printed on the original."""
         from .sysfs import export_sysfs
 
-        return export_sysfs(self, root, kernel, on_fault)
+        return export_sysfs(self, root, kernel, on_fault, values)
 
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).

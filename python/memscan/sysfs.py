@@ -38,7 +38,11 @@ def _refuse_real_sysfs(root: str) -> None:
 
 
 def export_sysfs(
-    machine: Any, root: PathLike, kernel: str = "5.5", on_fault: str = "missing"
+    machine: Any,
+    root: PathLike,
+    kernel: str = "5.5",
+    on_fault: str = "missing",
+    values: str = "model",
 ) -> Dict[str, Any]:
     """Write ``root/sys/devices/system/memory`` (and ``node``) for ``machine`` under ``kernel``.
 
@@ -47,6 +51,13 @@ def export_sysfs(
     Raises:
         ArgumentError: ``root`` is under /sys or /proc, or ``on_fault`` is unknown.
     """
+    imported = None
+    if values == "sysfs":
+        if getattr(machine, "sysfs_tree", None) is None:
+            raise ArgumentError("values='sysfs' needs a machine read with Machine.from_sysfs")
+        imported = {b.block: b for b in machine.sysfs_tree.blocks}
+    elif values != "model":
+        raise ArgumentError(f"values {values!r}: expected 'model' or 'sysfs'")
     if on_fault not in ("missing", "0", "1"):
         raise ArgumentError(f"on_fault {on_fault!r}: expected 'missing', '0' or '1'")
     root = os.fspath(root)
@@ -81,13 +92,20 @@ def export_sysfs(
         write(os.path.join(d, "state"), st.sysfs + "\n")
         write(os.path.join(d, "online"), "1\n" if st == BlockState.ONLINE else "0\n")
         write(os.path.join(d, "phys_device"), "0\n")
-        if b in faulted:
-            if on_fault != "missing":
-                write(os.path.join(d, "removable"), on_fault + "\n")
+        if imported is not None:
+            src = imported[b]
+            if src.removable is not None:
+                write(os.path.join(d, "removable"), f"{src.removable}\n")
+            if src.valid_zones is not None:
+                write(os.path.join(d, "valid_zones"), src.valid_zones + "\n")
         else:
-            write(os.path.join(d, "removable"), f"{int(scan.value[i])}\n")
-        if has_zones:
-            write(os.path.join(d, "valid_zones"), machine.valid_zones(b, kernel) + "\n")
+            if b in faulted:
+                if on_fault != "missing":
+                    write(os.path.join(d, "removable"), on_fault + "\n")
+            else:
+                write(os.path.join(d, "removable"), f"{int(scan.value[i])}\n")
+            if has_zones:
+                write(os.path.join(d, "valid_zones"), machine.valid_zones(b, kernel) + "\n")
         nids = sorted(
             {
                 int(secs["nid"][s])

@@ -1,0 +1,258 @@
+"""Import a memory sysfs tree: a live ``/sys`` (read-only), a directory holding
+``sys/devices/system/memory``, or a tarball of one (the layout of util-linux's lsmem test
+dumps).
+
+What a tree tells: the block size, which blocks exist (gaps where the kernel made none),
+their states, their nodes (``memoryN/nodeX`` entries), their zones (``valid_zones``), and the
+kernel's own ``removable`` answers, kept for comparison with the model's. What it cannot tell:
+holes inside a block, reserved pages, the pages themselves. Every block is taken as System
+RAM of its node; online blocks get the zone their ``valid_zones`` names (a block reading
+"none" takes the zone the arch's limits give its address).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+from ..errors import LayoutError, ParseError
+from .layout import ZONE_LIMITS, Layout, Range, canonical_arch
+
+MEMORY_DIR = os.path.join("sys", "devices", "system", "memory")
+_BLOCK = re.compile(r"^memory(\d+)$")
+_NODE = re.compile(r"^node(\d+)$")
+ZONE_TOKENS = {"DMA", "DMA32", "Normal", "Movable", "Highmem", "Device", "none"}
+
+
+@dataclass
+class SysfsBlock:
+    block: int
+    state: str
+    nid: Optional[int]
+    valid_zones: Optional[str]
+    removable: Optional[int]
+
+
+@dataclass
+class SysfsTree:
+    source: str
+    block_size: int
+    blocks: List[SysfsBlock] = field(default_factory=list)
+
+    def removable(self) -> Dict[int, Optional[int]]:
+        return {b.block: b.removable for b in self.blocks}
+
+
+class _Reader:
+    """Read files from a directory or from tar members, by relative path."""
+
+    def __init__(self, src: str):
+        self.src = src
+        self.tar: Optional[Dict[str, tarfile.TarInfo]] = None
+        self._tf: Optional[tarfile.TarFile] = None
+        if os.path.isfile(src):
+            try:
+                self._tf = tarfile.open(src)
+            except tarfile.TarError as e:
+                raise ParseError(f"{src}: not a directory or a readable tarball: {e}") from None
+            members: Dict[str, tarfile.TarInfo] = {}
+            for mem in self._tf.getmembers():
+                name = os.path.normpath(mem.name).lstrip("./")
+                if name.startswith("..") or os.path.isabs(mem.name) or "/../" in f"/{mem.name}/":
+                    self.close()
+                    raise ParseError(f"{src}: member {mem.name!r} points outside the archive root")
+                members[name] = mem
+            # the tree may sit under one top directory (e.g. "x86_64-16G/sys/...")
+            prefix = ""
+            for name in members:
+                i = name.find(MEMORY_DIR)
+                if i >= 0:
+                    prefix = name[:i]
+                    break
+            self.tar = {k[len(prefix) :]: v for k, v in members.items() if k.startswith(prefix)}
+        elif not os.path.isdir(src):
+            raise ParseError(f"{src}: no such directory or tarball")
+
+    def close(self) -> None:
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
+
+    def listdir(self, rel: str) -> List[str]:
+        if self.tar is None:
+            try:
+                return os.listdir(os.path.join(self.src, rel))
+            except OSError as e:
+                raise ParseError(f"{self.src}: cannot list {rel}: {e.strerror}") from None
+        pre = rel.rstrip("/") + "/"
+        return sorted(
+            {
+                k[len(pre) :].split("/")[0]
+                for k in self.tar
+                if k.startswith(pre) and len(k) > len(pre)
+            }
+        )
+
+    def read(self, rel: str) -> Optional[str]:
+        if self.tar is None:
+            try:
+                with open(os.path.join(self.src, rel), encoding="ascii", errors="replace") as f:
+                    return f.read()
+            except OSError:
+                return None
+        mem = self.tar.get(rel)
+        if mem is None or not mem.isfile() or self._tf is None:
+            return None
+        data = self._tf.extractfile(mem)
+        return (
+            None
+            if data is None
+            else io.TextIOWrapper(data, encoding="ascii", errors="replace").read()
+        )
+
+    def exists(self, rel: str) -> bool:
+        if self.tar is None:
+            return os.path.lexists(os.path.join(self.src, rel))
+        return rel in self.tar or any(k.startswith(rel.rstrip("/") + "/") for k in self.tar)
+
+
+def read_sysfs_tree(src: Union[str, os.PathLike[str]]) -> SysfsTree:
+    """Parse a memory sysfs tree (directory with ``sys/``, a live ``/`` root, or a tarball)."""
+    src = os.fspath(src)
+    r = _Reader(src)
+    try:
+        return _read_tree(r, src)
+    finally:
+        r.close()
+
+
+def _read_tree(r: _Reader, src: str) -> SysfsTree:
+    if not r.exists(MEMORY_DIR):
+        raise ParseError(f"{src}: no {MEMORY_DIR} in it")
+    bsb = r.read(os.path.join(MEMORY_DIR, "block_size_bytes"))
+    if bsb is None:
+        raise ParseError(
+            f"{src}: {MEMORY_DIR}/block_size_bytes is missing (the system does not support memory blocks)"
+        )
+    try:
+        block_size = int(bsb.strip(), 16)
+    except ValueError:
+        raise ParseError(f"{src}: block_size_bytes {bsb.strip()!r} is not hexadecimal") from None
+    if block_size <= 0 or block_size & (block_size - 1):
+        raise ParseError(f"{src}: block_size_bytes {block_size:#x} is not a power of two")
+    tree = SysfsTree(src, block_size)
+    seen = set()
+    for name in r.listdir(MEMORY_DIR):
+        m = _BLOCK.match(name)
+        if not m:
+            continue
+        n = int(m.group(1))
+        if n in seen:
+            raise ParseError(f"{src}: memory block {n} appears twice")
+        seen.add(n)
+        d = os.path.join(MEMORY_DIR, name)
+        where = f"{src}: {d}"
+        pi = r.read(os.path.join(d, "phys_index"))
+        if pi is not None:
+            try:
+                index = int(pi.strip(), 16)
+            except ValueError:
+                raise ParseError(f"{where}/phys_index {pi.strip()!r} is not hexadecimal") from None
+            if index != n:
+                raise ParseError(f"{where}/phys_index reads {pi.strip()!r}, not block {n}")
+        state = (r.read(os.path.join(d, "state")) or "").strip()
+        if state not in ("online", "offline", "going-offline"):
+            raise ParseError(
+                f"{where}/state reads {state!r} (want online, offline or going-offline)"
+            )
+        nids = sorted(int(x.group(1)) for x in map(_NODE.match, r.listdir(d)) if x)
+        vz = r.read(os.path.join(d, "valid_zones"))
+        if vz is not None:
+            vz = vz.strip()
+            bad = [t for t in vz.split() if t not in ZONE_TOKENS]
+            if not vz or bad:
+                raise ParseError(f"{where}/valid_zones reads {vz!r}: unknown zone names {bad}")
+        rem_text = r.read(os.path.join(d, "removable"))
+        rem: Optional[int] = None
+        if rem_text is not None:
+            if rem_text.strip() not in ("0", "1"):
+                raise ParseError(f"{where}/removable reads {rem_text.strip()!r} (want 0 or 1)")
+            rem = int(rem_text.strip())
+        tree.blocks.append(SysfsBlock(n, state, nids[0] if nids else None, vz, rem))
+    if not tree.blocks:
+        raise ParseError(f"{src}: {MEMORY_DIR} has no memoryN directories")
+    tree.blocks.sort(key=lambda b: b.block)
+    return tree
+
+
+def layout_from_sysfs(
+    tree: SysfsTree, arch: str = "x86_64"
+) -> Tuple[Layout, Dict[int, Optional[int]]]:
+    """A Layout from a parsed tree, and the kernel's removable answers by block."""
+    arch = canonical_arch(arch)
+    bs = tree.block_size
+    page_shift = 16 if arch == "ppc64" else 12
+    ranges: List[Range] = []
+    zones: Dict[Tuple[int, str], List[int]] = {}
+    limits = ZONE_LIMITS[arch]
+    prev_zone: Dict[int, Tuple[int, str]] = {}  # nid -> (block, zone) of the last zoned block
+    for b in tree.blocks:
+        nid = b.nid if b.nid is not None else 0
+        start, end = b.block * bs, (b.block + 1) * bs
+        ranges.append(Range(start, end, "ram", nid))
+        zone = None
+        if b.state != "offline" and b.valid_zones and b.valid_zones.split()[0] not in ("none",):
+            zone = b.valid_zones.split()[0]
+        if zone is None and nid in prev_zone and prev_zone[nid][0] == b.block - 1:
+            zone = prev_zone[nid][1]  # "none" or offline: continue the zone of the block before
+        if zone is not None and zone in ("DMA", "DMA32", "Normal", "Movable"):
+            prev_zone[nid] = (b.block, zone)
+        if zone is None or zone not in ("DMA", "DMA32", "Normal", "Movable"):
+            # by address: the arch's zone limits (several zones may share a block)
+            lo = 0
+            for name, hi in limits:
+                s, e = max(lo, start), min(hi, end)
+                if s < e:
+                    zones.setdefault((nid, name), []).extend([s >> page_shift, e >> page_shift])
+                lo = hi
+            continue
+        zones.setdefault((nid, zone), []).extend([start >> page_shift, end >> page_shift])
+    zone_specs = []
+    for (nid, name), pfns in sorted(zones.items()):
+        zone_specs.append((nid, name, min(pfns), max(pfns)))
+    # spans of one node must not overlap: a kernel zone that interleaves with Movable is cut
+    # at the Movable start (what is left of it lies below)
+    by_node: Dict[int, List[Tuple[int, str, int, int]]] = {}
+    for z in zone_specs:
+        by_node.setdefault(z[0], []).append(z)
+    fixed = []
+    for nid, zs in by_node.items():
+        zs.sort(key=lambda z: z[2])
+        for i, z in enumerate(zs):
+            end = z[3]
+            if i + 1 < len(zs) and zs[i + 1][2] < end:
+                end = zs[i + 1][2]
+            if z[2] < end:
+                fixed.append((nid, z[1], z[2], end))
+    # merge adjacent RAM ranges of one node
+    merged: List[Range] = []
+    for rg in ranges:
+        if merged and merged[-1].end == rg.start and merged[-1].nid == rg.nid:
+            merged[-1].end = rg.end
+        else:
+            merged.append(rg)
+    layout = Layout(
+        arch=arch,
+        ranges=merged,
+        block_size=bs,
+        zones=fixed,
+        offline_blocks=[b.block for b in tree.blocks if b.state == "offline"],
+        name=f"sysfs {tree.source}",
+    )
+    if not merged:
+        raise LayoutError(f"{tree.source}: no blocks")
+    return layout, tree.removable()

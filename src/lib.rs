@@ -5,6 +5,7 @@ pub mod cost;
 pub mod error;
 pub mod geometry;
 pub mod kernel;
+pub mod kpageflags;
 pub mod page;
 pub mod sections;
 pub mod topology;

@@ -498,6 +498,24 @@ class Machine:
 
         return export_sysfs(self, root, kernel, on_fault, values)
 
+    def export_kpageflags(
+        self, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
+    ) -> int:
+        """Write the model's pages as a /proc/kpageflags file (6.1 semantics), readable by
+        the kernel's page-types -F and other kpageflags tools. Returns the pfn count."""
+        from .kpageflags import export_kpageflags
+
+        return export_kpageflags(self, path, progress)
+
+    def import_kpageflags(
+        self, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
+    ) -> Dict[str, Any]:
+        """Set page kinds from a kpageflags file over this machine's layout; returns what
+        could not be told apart (see memscan.kpageflags)."""
+        from .kpageflags import import_kpageflags
+
+        return import_kpageflags(self, path, progress)
+
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).
         Returns None on success, or the errno name the write returns."""

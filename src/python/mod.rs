@@ -16,6 +16,7 @@ use crate::kernel::offline;
 use crate::kernel::pageinfo::Fault;
 use crate::kernel::profile::KernelProfile;
 use crate::kernel::removable::{self, BlockScan};
+use crate::kpageflags;
 use crate::page::{MigrateType, ZoneType};
 use crate::topology::{self, BlockState, DeviceRange, Hstate, LayoutSpec, PfnRange, ZoneSpec};
 use crate::workload::{self, Workload};
@@ -642,6 +643,52 @@ impl CoreMachine {
             "drain_all_pages",
             col(&|w| w.drain_all_pages).into_pyarray(py),
         )?;
+        Ok(d)
+    }
+
+    /// /proc/kpageflags words for `count` pfns from `start` (6.1 semantics).
+    fn kpageflags_export<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        count: u64,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let v = py
+            .detach(|| {
+                guard_nopy(|| {
+                    let m = self.read();
+                    m.check_pfn_range(start, count)?;
+                    Ok(kpageflags::export(&m, start, count))
+                })
+            })
+            .map_err(|e| e.into_py(py))?;
+        Ok(v.into_pyarray(py))
+    }
+
+    /// Page kinds from kpageflags words for pfns from `start`; returns what could not be told.
+    fn kpageflags_import<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        flags: PyReadonlyArray1<'_, u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let f = flags.as_slice().map_err(|_| {
+            to_py(
+                py,
+                Error::Argument("flags must be a contiguous uint64 array".into()),
+            )
+        })?;
+        let st = guard(py, || {
+            let mut m = self.write();
+            m.check_pfn_range(start, f.len() as u64)?;
+            Ok(kpageflags::import(&mut m, start, f))
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("pages", st.pages)?;
+        d.set_item("nopage", st.nopage)?;
+        d.set_item("ambiguous", st.ambiguous)?;
+        d.set_item("lru_batch", st.lru_batch)?;
+        d.set_item("buddy_blocks", st.buddy_blocks.to_vec())?;
         Ok(d)
     }
 

@@ -1,0 +1,215 @@
+//! /proc/kpageflags: one little-endian u64 per pfn (fs/proc/page.c, include/uapi/linux/
+//! kernel-page-flags.h). Export writes what a 6.1 kernel would report for the model's pages;
+//! import turns flags back into page kinds, with what the format cannot tell made explicit.
+//!
+//! Kind → flags (6.1 `stable_page_flags()`):
+//! FREE inside a free buddy block and BUDDY → KPF_BUDDY (every page of the block, since
+//! 832fc1de01ae in v4.6); FREE outside one (a pcp page) → 0; LRU and PINNED → LRU|MMAP|ANON|
+//! SWAPBACKED (pins are invisible); MOVABLE (zsmalloc, balloon compaction) → 0 (`__PageMovable`
+//! is not exported); UNMOVABLE → SLAB; THP head → COMPOUND_HEAD|THP|LRU|MMAP|ANON, tail →
+//! COMPOUND_TAIL|THP|MMAP|ANON; HWPOISON → HWPOISON; OFFLINE → OFFLINE; hugetlb head/tail →
+//! COMPOUND_HEAD/TAIL|HUGE; RESERVED and the memmap of holes → RESERVED; a zeroed struct
+//! page → 0; pfns without an online memmap (absent, offline, ZONE_DEVICE) → NOPAGE.
+//!
+//! Flags → kind: BUDDY runs are cut into the largest aligned blocks (≤ MAX_ORDER-1), as the
+//! buddy allocator keeps them; compound runs give THP/hugetlb heads and tails (order from the
+//! run length; hugetlb hstate by order; pool-free unknown without kpagecount); SLAB or PGTABLE →
+//! UNMOVABLE; LRU → LRU; MMAP|ANON without LRU (a page in a per-CPU LRU batch) → LRU; flags 0
+//! → UNMOVABLE, counted as ambiguous (a pcp free page, an order-0 kernel allocation and a
+//! non-LRU movable page all read 0).
+
+use crate::geometry::Geometry;
+use crate::page::{field_of, kind, kind_of, make, ZEROED_HOLE};
+use crate::topology::{write_free_range, Machine};
+
+pub const KPF_SLAB: u64 = 1 << 7;
+pub const KPF_LRU: u64 = 1 << 5;
+pub const KPF_BUDDY: u64 = 1 << 10;
+pub const KPF_MMAP: u64 = 1 << 11;
+pub const KPF_ANON: u64 = 1 << 12;
+pub const KPF_SWAPBACKED: u64 = 1 << 14;
+pub const KPF_COMPOUND_HEAD: u64 = 1 << 15;
+pub const KPF_COMPOUND_TAIL: u64 = 1 << 16;
+pub const KPF_HUGE: u64 = 1 << 17;
+pub const KPF_HWPOISON: u64 = 1 << 19;
+pub const KPF_NOPAGE: u64 = 1 << 20;
+pub const KPF_THP: u64 = 1 << 22;
+pub const KPF_OFFLINE: u64 = 1 << 23;
+pub const KPF_PGTABLE: u64 = 1 << 26;
+pub const KPF_RESERVED: u64 = 1 << 32;
+
+const ANON_PAGE: u64 = KPF_LRU | KPF_MMAP | KPF_ANON | KPF_SWAPBACKED;
+
+/// Flags for `count` pfns from `start`.
+pub fn export(m: &Machine, start: u64, count: u64) -> Vec<u64> {
+    let g = m.geometry;
+    let mut out = Vec::with_capacity(count as usize);
+    // end of the free buddy block we are inside, if any
+    let mut buddy_end = 0u64;
+    // a block may begin before `start`: look back to the MAX_ORDER-aligned start
+    let mut p = start & !(g.max_order_nr_pages() - 1);
+    while p < start {
+        let b = m.store.page(p);
+        if kind_of(b) == kind::BUDDY {
+            buddy_end = buddy_end.max(p + (1u64 << field_of(b)));
+        }
+        p += 1;
+    }
+    let end = start + count;
+    let pps = g.pages_per_section();
+    let mut pfn = start;
+    while pfn < end {
+        let sec_end = ((pfn / pps + 1) * pps).min(end);
+        let meta = m.store.section_meta(g.pfn_to_section(pfn));
+        if !meta.online() || meta.device() {
+            // pfn_to_online_page() is NULL for the whole section
+            out.extend(std::iter::repeat_n(KPF_NOPAGE, (sec_end - pfn) as usize));
+            pfn = sec_end;
+            continue;
+        }
+        let run = m.store.run(pfn, (sec_end - pfn) as usize);
+        for i in 0..run.len() {
+            out.push(page_flags(run.get(i), pfn + i as u64, &mut buddy_end));
+        }
+        pfn = sec_end;
+    }
+    out
+}
+
+/// The kpageflags word of one online page; `buddy_end` tracks the free buddy block the walk
+/// is inside.
+#[inline]
+fn page_flags(b: u8, pfn: u64, buddy_end: &mut u64) -> u64 {
+    match kind_of(b) {
+        kind::BUDDY => {
+            *buddy_end = (*buddy_end).max(pfn + (1u64 << field_of(b)));
+            KPF_BUDDY
+        }
+        kind::FREE if pfn < *buddy_end => KPF_BUDDY,
+        kind::LRU | kind::PINNED => ANON_PAGE,
+        kind::THP_HEAD => KPF_COMPOUND_HEAD | KPF_THP | ANON_PAGE & !KPF_SWAPBACKED,
+        kind::THP_TAIL => KPF_COMPOUND_TAIL | KPF_THP | KPF_MMAP | KPF_ANON,
+        kind::UNMOVABLE => KPF_SLAB,
+        kind::HWPOISON => KPF_HWPOISON,
+        kind::OFFLINE => KPF_OFFLINE,
+        kind::HUGETLB_HEAD => KPF_COMPOUND_HEAD | KPF_HUGE,
+        kind::HUGETLB_TAIL => KPF_COMPOUND_TAIL | KPF_HUGE,
+        kind::RESERVED => KPF_RESERVED,
+        kind::ZEROED if field_of(b) == ZEROED_HOLE => KPF_RESERVED,
+        kind::UNINIT | kind::NOMEMMAP => KPF_NOPAGE,
+        _ => 0, // FREE outside a buddy block (pcp), MOVABLE, zeroed struct pages
+    }
+}
+
+/// What an import could and could not tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    pub pages: u64,
+    pub nopage: u64,
+    /// Pages with no flags at all: pcp free, order-0 kernel or non-LRU movable; taken as UNMOVABLE.
+    pub ambiguous: u64,
+    /// Pages that looked like LRU pages without PG_lru (per-CPU LRU batches).
+    pub lru_batch: u64,
+    /// Free buddy blocks per order after cutting BUDDY runs.
+    pub buddy_blocks: [u64; 16],
+}
+
+fn hstate_for(m: &Machine, order: u32) -> u8 {
+    m.hstates
+        .iter()
+        .position(|h| h.order == order)
+        .map_or(0, |i| i as u8)
+}
+
+/// Write page kinds for `flags` from `start`: only pfns of online sections are written (the
+/// layout decides where memory is).
+pub fn import(m: &mut Machine, start: u64, flags: &[u64]) -> ImportStats {
+    let g: Geometry = m.geometry;
+    let n = flags.len() as u64;
+    let mut st = ImportStats {
+        pages: n,
+        ..ImportStats::default()
+    };
+    let online = |m: &Machine, pfn: u64| {
+        let meta = m.store.section_meta(g.pfn_to_section(pfn));
+        meta.online() && !meta.device()
+    };
+    let mut i = 0u64;
+    let mut bytes: Vec<u8> = Vec::with_capacity(flags.len());
+    let mut free_runs: Vec<(u64, u64)> = Vec::new();
+    while i < n {
+        let pfn = start + i;
+        let f = flags[i as usize];
+        if f & KPF_NOPAGE != 0 || !online(m, pfn) {
+            st.nopage += u64::from(f & KPF_NOPAGE != 0);
+            bytes.push(m.store.page(pfn));
+            i += 1;
+            continue;
+        }
+        if f & KPF_BUDDY != 0 {
+            let mut j = i;
+            while j < n && flags[j as usize] & KPF_BUDDY != 0 && online(m, start + j) {
+                j += 1;
+            }
+            free_runs.push((pfn, start + j));
+            bytes.extend(std::iter::repeat_n(kind::FREE, (j - i) as usize));
+            i = j;
+            continue;
+        }
+        if f & KPF_COMPOUND_HEAD != 0 {
+            let mut j = i + 1;
+            while j < n && flags[j as usize] & KPF_COMPOUND_TAIL != 0 {
+                j += 1;
+            }
+            let len = j - i;
+            let order = len.ilog2();
+            if f & KPF_HUGE != 0 {
+                let hs = hstate_for(m, order);
+                bytes.push(make(kind::HUGETLB_HEAD, hs));
+                bytes.extend(std::iter::repeat_n(
+                    make(kind::HUGETLB_TAIL, hs),
+                    (len - 1) as usize,
+                ));
+            } else {
+                bytes.push(make(kind::THP_HEAD, order.min(15) as u8));
+                bytes.extend(std::iter::repeat_n(kind::THP_TAIL, (len - 1) as usize));
+            }
+            i = j;
+            continue;
+        }
+        let k = if f & KPF_RESERVED != 0 {
+            kind::RESERVED
+        } else if f & KPF_HWPOISON != 0 {
+            kind::HWPOISON
+        } else if f & KPF_OFFLINE != 0 {
+            kind::OFFLINE
+        } else if f & (KPF_SLAB | KPF_PGTABLE) != 0 {
+            kind::UNMOVABLE
+        } else if f & KPF_LRU != 0 {
+            kind::LRU
+        } else if f & (KPF_MMAP | KPF_ANON) != 0 {
+            st.lru_batch += 1;
+            kind::LRU
+        } else if f & KPF_COMPOUND_TAIL != 0 {
+            kind::THP_TAIL
+        } else {
+            st.ambiguous += 1;
+            kind::UNMOVABLE
+        };
+        bytes.push(k);
+        i += 1;
+    }
+    m.store.write_pages(start, &bytes);
+    let top = (g.max_order - 1) as u8;
+    for (s, e) in free_runs {
+        write_free_range(&mut m.store, s, e, top);
+        let mut p = s;
+        while p < e {
+            let b = m.store.page(p);
+            let o = u32::from(field_of(b));
+            st.buddy_blocks[o as usize] += 1;
+            p += 1u64 << o;
+        }
+    }
+    st
+}

@@ -13,7 +13,19 @@ from .report import build_report, format_report
 from .workload import PRESETS
 
 
+def _populate(m: Machine, args: argparse.Namespace) -> None:
+    """Apply --workload: fragmented by default; a captured machine keeps its own pages."""
+    if args.workload is None:
+        args.workload = "none" if (args.live or args.snapshot) else "fragmented"
+    if args.workload != "none":
+        m.populate(args.workload, seed=args.seed)
+
+
 def _machine(args: argparse.Namespace) -> Machine:
+    if getattr(args, "live", False):
+        return Machine.live(progress=False if args.json or not sys.stderr.isatty() else None)
+    if getattr(args, "snapshot", None):
+        return Machine.from_snapshot(args.snapshot)
     if args.iomem:
         return Machine.from_iomem_file(
             args.iomem, arch=args.arch or "x86_64", block_size=args.block_size
@@ -43,8 +55,7 @@ def _machine(args: argparse.Namespace) -> Machine:
 
 def cmd_report(args: argparse.Namespace) -> int:
     m = _machine(args)
-    if args.workload != "none":
-        m.populate(args.workload, seed=args.seed)
+    _populate(m, args)
     quiet = args.json or not sys.stderr.isatty()
     r = build_report(
         m,
@@ -64,8 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sysfs_export(args: argparse.Namespace) -> int:
     m = _machine(args)
-    if args.workload != "none":
-        m.populate(args.workload, seed=args.seed)
+    _populate(m, args)
     info = m.export_sysfs(args.dir, kernel=args.kernel, on_fault=args.on_fault)
     if args.json:
         json.dump(info, sys.stdout)
@@ -80,6 +90,12 @@ def cmd_sysfs_export(args: argparse.Namespace) -> int:
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("machine (default: the embedded seed machine)")
+    src.add_argument(
+        "--live",
+        action="store_true",
+        help="this machine, captured read-only (kpageflags needs root)",
+    )
+    src.add_argument("--snapshot", metavar="FILE", help="a snapshot made by 'memscan capture'")
     src.add_argument("--iomem", metavar="FILE", help="build from a /proc/iomem copy")
     src.add_argument("--layout", metavar="FILE", help="build from a JSON layout")
     src.add_argument(
@@ -90,12 +106,26 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--block-size", help="memory block size (e.g. 2G); default: the arch rule")
     p.add_argument(
         "--workload",
-        default="fragmented",
+        default=None,
         choices=sorted(PRESETS) + ["none"],
-        help="workload preset (default fragmented)",
+        help="workload preset (default: fragmented; none for --live and --snapshot, which bring their pages)",
     )
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from .sources.snapshot import capture
+
+    meta = capture(args.out, progress=False if args.json or not sys.stderr.isatty() else None)
+    if args.json:
+        json.dump(meta, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"captured {meta['kernel_release']} ({meta['arch']}) read-only into {args.out}")
+        for miss in meta["missing"]:
+            print(f"  not captured: {miss}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="removable of a block whose read faults: no file (lsmem says 'no'), or this value",
     )
     ex.set_defaults(func=cmd_sysfs_export)
+    cp = sub.add_parser("capture", help="save a read-only snapshot of this machine (one .tar.gz)")
+    cp.add_argument("out", metavar="OUT")
+    cp.add_argument("--json", action="store_true", help="print the snapshot's meta record as JSON")
+    cp.set_defaults(func=cmd_capture)
     return p
 
 

@@ -189,6 +189,8 @@ class Machine:
         self.sysfs_removable: Optional[Dict[int, Optional[int]]] = None
         #: the parsed tree, for machines read from sysfs
         self.sysfs_tree: Any = None
+        #: for machines from a snapshot: what was known, missing and uncertain
+        self.snapshot_info: Optional[Dict[str, Any]] = None
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
@@ -248,6 +250,34 @@ class Machine:
         return cls.from_layout_object(
             synthetic_layout(total, arch, block_size, nodes, pmem, page_size)
         )
+
+    @classmethod
+    def from_snapshot(
+        cls, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
+    ) -> Machine:
+        """From a snapshot made by ``memscan capture`` (see memscan.sources.snapshot). What the
+        snapshot could not tell is in ``machine.snapshot_info``.
+
+        Raises:
+            ParseError: a missing or malformed file in the snapshot (named in the message).
+        """
+        from .sources.snapshot import load
+
+        m, info = load(path, progress)
+        m.snapshot_info = info
+        return m
+
+    @classmethod
+    def live(cls, progress: Optional[bool] = None) -> Machine:
+        """Capture this machine read-only (a temporary snapshot) and build its model."""
+        import tempfile
+
+        from .sources.snapshot import capture
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "live.tar.gz")
+            capture(out, progress=progress)
+            return cls.from_snapshot(out, progress)
 
     @classmethod
     def from_sysfs(cls, src: Union[str, os.PathLike[str]] = "/", arch: str = "x86_64") -> Machine:

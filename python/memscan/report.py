@@ -196,12 +196,27 @@ def build_report(
         totals=totals,
         run_time_s=run_time,
         extra={
+            "snapshot": _snapshot_summary(m),
             "offline_kernel": off_kernel,
             "confusion_pre": conf_pre,
             "confusion_post": conf_post,
             "offline_outcomes": _tally(offs),
         },
     )
+
+
+def _snapshot_summary(m: Machine) -> Optional[Dict[str, Any]]:
+    info = m.snapshot_info
+    if not info:
+        return None
+    return {
+        "kernel_release": info["meta"].get("kernel_release"),
+        "missing": info["missing"],
+        "uncertain": info["uncertain"],
+        "kpageflags": info.get("kpageflags"),
+        "buddyinfo": info.get("buddyinfo"),
+        "build_seconds": info.get("build_seconds"),
+    }
 
 
 def _tally(offs: List[Offline]) -> Dict[str, int]:
@@ -262,6 +277,25 @@ def format_report(r: Report, all_blocks: bool = False) -> str:
             lines.append(f"  memory{f['block']}: {f['function']}: pfn {f['pfn']:#x}")
         if len(r.notes) > 10:
             lines.append(f"  ... and {len(r.notes) - 10} more")
+    snap = r.extra.get("snapshot")
+    if snap:
+        lines += ["", f"Snapshot of kernel {snap['kernel_release']}:"]
+        for miss in snap["missing"]:
+            lines.append(f"  not captured: {miss}")
+        k = snap.get("kpageflags")
+        if k:
+            lines.append(
+                f"  kpageflags: {k['pages']:,} pfns; {k['ambiguous']:,} pages with no flags (free on a per-CPU list, "
+                f"or an order-0 kernel page: taken as unmovable); {k['lru_batch']:,} in per-CPU LRU batches"
+            )
+        b = snap.get("buddyinfo")
+        if b:
+            lines.append(
+                f"  free pages: buddyinfo {b['free_pages_buddyinfo']:,}, kpageflags {b['free_pages_kpageflags']:,} "
+                f"(agreement {b['agreement']:.1%})"
+            )
+        for u in snap["uncertain"]:
+            lines.append(f"  uncertain: {u}")
     if r.extra.get("offline_outcomes"):
         e = r.extra
         lines += [

@@ -1,0 +1,324 @@
+"""A read-only snapshot of the running machine, and models built from one.
+
+``capture(out)`` reads (never writes) /proc/iomem, /proc/zoneinfo, /proc/pagetypeinfo,
+/proc/buddyinfo, /sys/devices/system/memory (with node entries), /proc/kpageflags and
+/proc/kpagecount (these two need root; without it the rest is captured and the snapshot says
+so), the kernel release and page size, into one gzip-compressed tarball. kpageflags is
+streamed in chunks through a temporary file, so memory stays bounded whatever the machine.
+
+``load(path)`` builds a Machine: RAM and reserved ranges from iomem, zone spans and nodes from
+zoneinfo (exact ``start_pfn`` and ``spanned``), block size and states from sysfs, page kinds
+from kpageflags (mapping in src/kpageflags.rs), free blocks cross-checked against buddyinfo.
+
+What a snapshot cannot tell, kept as documented uncertainty rather than guesses:
+- pages on per-CPU free lists and order-0 kernel allocations both read no flags (taken as
+  unmovable and counted as ``ambiguous``); pages in per-CPU LRU batches read MMAP/ANON without
+  LRU (taken as LRU, counted as ``lru_batch``);
+- /proc/kpagecount is the map count, not the reference count: long-term pins are invisible;
+- pageblock migratetypes are not exported per pageblock (pagetypeinfo only counts them): every
+  pageblock is modeled MIGRATE_MOVABLE, so CMA areas are not seen;
+- the files are read one after another on a running kernel, so they are not one instant.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import re
+import tarfile
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import ParseError
+from ..progress import Progress
+from .iomem import layout_from_iomem
+from .layout import ARCH_ALIASES
+
+PROC_FILES = ["iomem", "zoneinfo", "pagetypeinfo", "buddyinfo"]
+CHUNK = 1 << 20  # pfns per read of kpageflags
+_ZONE_HDR = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)")
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def capture(
+    out: Union[str, os.PathLike[str]], root: str = "/", progress: Optional[bool] = None
+) -> Dict[str, Any]:
+    """Capture the machine under ``root`` (``"/"``: this machine) into ``out`` (.tar.gz).
+    Returns the snapshot's meta record."""
+    out = os.fspath(out)
+    proc = os.path.join(root, "proc")
+    sysmem = os.path.join(root, "sys", "devices", "system", "memory")
+    meta: Dict[str, Any] = {
+        "format": "memscan-snapshot-1",
+        "kernel_release": platform.release() if root == "/" else None,
+        "arch": ARCH_ALIASES.get(platform.machine().lower(), platform.machine()),
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "captured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "missing": [],
+    }
+    with tarfile.open(out, "w:gz", compresslevel=1) as tar:
+        texts = {}
+        for name in PROC_FILES:
+            t = _read_text(os.path.join(proc, name))
+            if t is None:
+                meta["missing"].append(f"proc/{name}")
+                continue
+            texts[name] = t
+            _add_bytes(tar, f"proc/{name}", t.encode())
+        if os.path.isdir(sysmem):
+            for dirpath, dirnames, filenames in os.walk(sysmem):
+                rel = os.path.relpath(dirpath, root)
+                depth = rel.count(os.sep) - os.path.join(
+                    "sys", "devices", "system", "memory"
+                ).count(os.sep)
+                if depth > 1:
+                    dirnames[:] = []
+                    continue
+                dirnames[:] = [d for d in dirnames if d.startswith("memory")]
+                for fn in filenames:
+                    if fn in (
+                        "uevent",
+                        "probe",
+                        "soft_offline_page",
+                        "hard_offline_page",
+                        "auto_online_blocks",
+                    ):
+                        continue
+                    t = _read_text(os.path.join(dirpath, fn))
+                    if t is not None:
+                        _add_bytes(tar, os.path.join(rel, fn), t.encode())
+                for d in os.listdir(dirpath):
+                    if re.match(r"^node\d+$", d) and os.path.islink(os.path.join(dirpath, d)):
+                        info = tarfile.TarInfo(os.path.join(rel, d))
+                        info.type = tarfile.SYMTYPE
+                        info.linkname = os.path.join("..", "..", "node", d)
+                        tar.addfile(info)
+        else:
+            meta["missing"].append("sys/devices/system/memory")
+        # kpageflags / kpagecount up to the end of System RAM, rounded up to a 128 MiB section
+        end_pfn = 0
+        if "iomem" in texts:
+            for line in texts["iomem"].splitlines():
+                m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", line.strip())
+                if m and not line.startswith(" "):
+                    end_pfn = max(end_pfn, (int(m.group(2), 16) + 1) // meta["page_size"])
+        end_pfn = -(-end_pfn // 32768) * 32768
+        for name in ("kpageflags", "kpagecount"):
+            path = os.path.join(proc, name)
+            try:
+                src = open(path, "rb")  # noqa: SIM115 - closed below
+            except OSError as e:
+                meta["missing"].append(f"proc/{name} ({e.strerror}; reading it needs root)")
+                continue
+            with src, tempfile.TemporaryFile() as tmp:
+                bar = Progress(end_pfn, name, enabled=progress)
+                done = 0
+                while done < end_pfn:
+                    chunk = src.read(min(CHUNK, end_pfn - done) * 8)
+                    if not chunk:
+                        break
+                    tmp.write(chunk)
+                    done += len(chunk) // 8
+                    bar.update(len(chunk) // 8)
+                bar.close()
+                size = tmp.tell()
+                tmp.seek(0)
+                info = tarfile.TarInfo(f"proc/{name}")
+                info.size = size
+                tar.addfile(info, tmp)
+        _add_bytes(tar, "meta.json", json.dumps(meta, indent=1).encode())
+    return meta
+
+
+def parse_zoneinfo(text: str, source: str = "zoneinfo") -> List[Tuple[int, str, int, int]]:
+    """(nid, zone, start_pfn, end_pfn) of every zone with a non-zero span."""
+    zones = []
+    cur: Optional[Tuple[int, str]] = None
+    spanned = None
+    for no, line in enumerate(text.splitlines(), 1):
+        m = _ZONE_HDR.match(line)
+        if m:
+            cur, spanned = (int(m.group(1)), m.group(2)), None
+            continue
+        s = line.split()
+        if cur and len(s) == 2 and s[0] == "spanned":
+            try:
+                spanned = int(s[1])
+            except ValueError:
+                raise ParseError(f"{source}:{no}: spanned {s[1]!r} is not a number") from None
+        elif cur and len(s) == 2 and s[0] == "start_pfn:":
+            try:
+                start = int(s[1])
+            except ValueError:
+                raise ParseError(f"{source}:{no}: start_pfn {s[1]!r} is not a number") from None
+            if spanned:
+                if cur[1] not in ("DMA", "DMA32", "Normal", "Movable"):
+                    raise ParseError(f"{source}:{no}: zone {cur[1]!r} is not modeled")
+                zones.append((cur[0], cur[1], start, start + spanned))
+    if not zones:
+        raise ParseError(f"{source}: no zone with a start_pfn and a non-zero span")
+    return zones
+
+
+def parse_buddyinfo(text: str) -> List[int]:
+    """Free blocks per order, summed over nodes and zones."""
+    total: List[int] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 4 and parts[0] == "Node":
+            counts = [int(x) for x in parts[4:]]
+            total = [a + b for a, b in zip(total, counts)] if total else counts
+    return total
+
+
+class Snapshot:
+    """An opened snapshot tarball."""
+
+    def __init__(self, path: Union[str, os.PathLike[str]]):
+        self.path = os.fspath(path)
+        try:
+            self.tar = tarfile.open(self.path)
+        except (OSError, tarfile.TarError) as e:
+            raise ParseError(f"{self.path}: not a readable snapshot: {e}") from None
+        for mem in self.tar.getmembers():
+            if mem.name.startswith("/") or ".." in mem.name.split("/"):
+                raise ParseError(
+                    f"{self.path}: member {mem.name!r} points outside the archive root"
+                )
+        meta = self.text("meta.json")
+        if meta is None:
+            raise ParseError(f"{self.path}: meta.json is missing (not a memscan snapshot)")
+        self.meta = json.loads(meta)
+
+    def text(self, name: str) -> Optional[str]:
+        try:
+            f = self.tar.extractfile(name)
+        except KeyError:
+            return None
+        return None if f is None else f.read().decode("ascii", errors="replace")
+
+    def need(self, name: str) -> str:
+        t = self.text(name)
+        if t is None:
+            raise ParseError(f"{self.path}: {name} is missing from the snapshot")
+        return t
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def load(
+    path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
+) -> Tuple[Any, Dict[str, Any]]:
+    """Build a Machine from a snapshot; returns it and a report of what was and was not known."""
+    from ..machine import Machine
+    from .sysfs_tree import read_sysfs_tree
+
+    snap = Snapshot(path)
+    try:
+        iomem = snap.need("proc/iomem")
+        zones = parse_zoneinfo(snap.need("proc/zoneinfo"), f"{snap.path}: proc/zoneinfo")
+        arch = snap.meta.get("arch", "x86_64")
+        page_shift = int(snap.meta.get("page_size", 4096)).bit_length() - 1
+        with tempfile.TemporaryDirectory() as tmp:
+            members = [m for m in snap.tar.getmembers() if m.name.startswith("sys/")]
+            snap.tar.extractall(tmp, members=members, filter="data")
+            tree = read_sysfs_tree(tmp)
+        layout = layout_from_iomem(
+            iomem, arch=arch, block_size=tree.block_size, source=f"{snap.path}: proc/iomem"
+        )
+        if page_shift != 12:
+            layout.geometry["page_shift"] = page_shift
+        # nodes and zones from zoneinfo: split RAM ranges at node boundaries
+        shift = layout.page_shift()
+        node_spans: Dict[int, Tuple[int, int]] = {}
+        for nid, _, s, e in zones:
+            lo, hi = node_spans.get(nid, (s, e))
+            node_spans[nid] = (min(lo, s), max(hi, e))
+        ranges = []
+        for r in layout.ranges:
+            placed = False
+            for nid, (s, e) in sorted(node_spans.items()):
+                a, b = max(r.start, s << shift), min(r.end, e << shift)
+                if a < b:
+                    ranges.append(type(r)(a, b, r.kind, nid, r.uninit))
+                    placed = True
+            if not placed:
+                ranges.append(r)
+        layout.ranges = ranges
+        layout.zones = zones
+        layout.offline_blocks = [b.block for b in tree.blocks if b.state == "offline"]
+        layout.name = f"snapshot {snap.path} ({snap.meta.get('kernel_release')})"
+        t0 = time.perf_counter()
+        m = Machine.from_layout_object(layout)
+        m.sysfs_tree = tree
+        m.sysfs_removable = tree.removable()
+        info: Dict[str, Any] = {"missing": list(snap.meta.get("missing", [])), "meta": snap.meta}
+        kpf = None
+        try:
+            kpf = snap.tar.extractfile("proc/kpageflags")
+        except KeyError:
+            info["missing"].append("proc/kpageflags: page kinds are the boot state (all free)")
+        if kpf is not None:
+            words = np.frombuffer(kpf.read(), dtype="<u8")
+            n = min(len(words), m.geometry.max_pfn)
+            t0 = time.perf_counter()
+            st: Dict[str, Any] = {
+                "pages": 0,
+                "nopage": 0,
+                "ambiguous": 0,
+                "lru_batch": 0,
+                "buddy_blocks": [0] * 16,
+            }
+            for start in range(0, n, CHUNK):
+                part = np.ascontiguousarray(words[start : min(n, start + CHUNK)].astype(np.uint64))
+                r = m._core.kpageflags_import(start, part)
+                for k in ("pages", "nopage", "ambiguous", "lru_batch"):
+                    st[k] += r[k]
+                st["buddy_blocks"] = [a + b for a, b in zip(st["buddy_blocks"], r["buddy_blocks"])]
+            info["kpageflags"] = st
+        info["build_seconds"] = time.perf_counter() - t0
+        bi = snap.text("proc/buddyinfo")
+        if bi is not None and "kpageflags" in info:
+            want = parse_buddyinfo(bi)
+            got = info["kpageflags"]["buddy_blocks"][: len(want)]
+            free_want = sum(c << o for o, c in enumerate(want))
+            free_got = sum(c << o for o, c in enumerate(got))
+            info["buddyinfo"] = {
+                "blocks_per_order_buddyinfo": want,
+                "blocks_per_order_kpageflags": got,
+                "free_pages_buddyinfo": free_want,
+                "free_pages_kpageflags": free_got,
+                "agreement": (min(free_want, free_got) / max(free_want, free_got))
+                if max(free_want, free_got)
+                else 1.0,
+            }
+        info["uncertain"] = [
+            "per-CPU free pages and order-0 kernel pages both read no flags (taken as unmovable)",
+            "pages in per-CPU LRU batches read MMAP/ANON without LRU (taken as LRU)",
+            "kpagecount is the map count: long-term pins are invisible",
+            "pageblock migratetypes are not exported: all modeled MIGRATE_MOVABLE (CMA unseen)",
+            "the files are read one after another, not at one instant",
+        ]
+        return m, info
+    finally:
+        snap.close()

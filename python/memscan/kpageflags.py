@@ -78,28 +78,36 @@ def import_kpageflags(
         raise ParseError(
             f"{p}: covers {pfns:#x} pfns but the machine ends at pfn {machine.geometry.max_pfn:#x}"
         )
-    stats: Dict[str, Any] = {
-        "pages": 0,
-        "nopage": 0,
-        "ambiguous": 0,
-        "lru_batch": 0,
-        "buddy_blocks": [0] * 16,
-    }
+    stats = _empty_stats()
     bar = Progress(pfns, "kpageflags", enabled=progress)
     with open(p, "rb") as f:
         start = 0
         while start < pfns:
             n = min(CHUNK_PFNS, pfns - start)
-            words = np.frombuffer(f.read(n * 8), dtype="<u8").astype(np.uint64)
+            words = np.frombuffer(f.read(n * 8), dtype="<u8")
             if len(words) != n:
                 raise ParseError(f"{p}: ended early at pfn {start + len(words):#x}")
-            st = machine._core.kpageflags_import(start, np.ascontiguousarray(words))
-            for k in ("pages", "nopage", "ambiguous", "lru_batch"):
-                stats[k] += st[k]
-            stats["buddy_blocks"] = [
-                a + b for a, b in zip(stats["buddy_blocks"], st["buddy_blocks"])
-            ]
+            import_words(machine, words, start, stats)
             start += n
             bar.update(n)
     bar.close()
+    return stats
+
+
+def _empty_stats() -> Dict[str, Any]:
+    return {"pages": 0, "nopage": 0, "ambiguous": 0, "lru_batch": 0, "buddy_blocks": [0] * 16}
+
+
+def import_words(
+    machine: Any, words: np.ndarray, start: int = 0, stats: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """Set page kinds from kpageflags words for pfns from ``start`` (in chunks); add what could
+    not be told apart to ``stats`` and return it."""
+    stats = _empty_stats() if stats is None else stats
+    for off in range(0, len(words), CHUNK_PFNS):
+        part = np.ascontiguousarray(words[off : off + CHUNK_PFNS], dtype=np.uint64)
+        r = machine._core.kpageflags_import(start + off, part)
+        for k in ("pages", "nopage", "ambiguous", "lru_batch"):
+            stats[k] += r[k]
+        stats["buddy_blocks"] = [a + b for a, b in zip(stats["buddy_blocks"], r["buddy_blocks"])]
     return stats

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ParseError
+from ..kpageflags import import_words
 from ..progress import Progress
 from .iomem import layout_from_iomem
 from .layout import ARCH_ALIASES
@@ -279,23 +280,18 @@ def load(
         except KeyError:
             info["missing"].append("proc/kpageflags: page kinds are the boot state (all free)")
         if kpf is not None:
-            words = np.frombuffer(kpf.read(), dtype="<u8")
-            n = min(len(words), m.geometry.max_pfn)
-            t0 = time.perf_counter()
-            st: Dict[str, Any] = {
-                "pages": 0,
-                "nopage": 0,
-                "ambiguous": 0,
-                "lru_batch": 0,
-                "buddy_blocks": [0] * 16,
-            }
-            for start in range(0, n, CHUNK):
-                part = np.ascontiguousarray(words[start : min(n, start + CHUNK)].astype(np.uint64))
-                r = m._core.kpageflags_import(start, part)
-                for k in ("pages", "nopage", "ambiguous", "lru_batch"):
-                    st[k] += r[k]
-                st["buddy_blocks"] = [a + b for a, b in zip(st["buddy_blocks"], r["buddy_blocks"])]
+            # streamed: memory stays bounded whatever the machine size
+            st = None
+            start, limit = 0, m.geometry.max_pfn
+            while start < limit:
+                data = kpf.read(min(CHUNK, limit - start) * 8)
+                if len(data) < 8:
+                    break
+                words = np.frombuffer(data[: len(data) // 8 * 8], dtype="<u8")
+                st = import_words(m, words, start, st)
+                start += len(words)
             info["kpageflags"] = st
+        # the model's build and the page import (decompressing the snapshot included)
         info["build_seconds"] = time.perf_counter() - t0
         bi = snap.text("proc/buddyinfo")
         if bi is not None and "kpageflags" in info:

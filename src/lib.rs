@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod kpageflags;
 pub mod page;
 pub mod sections;
+pub mod sysfs;
 pub mod topology;
 pub mod workload;
 

@@ -20,7 +20,9 @@ A block whose ``removable`` read faults (memory96 of the seed) is written accord
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Union
+
+import numpy as np
 
 from .errors import ArgumentError
 from .kinds import BlockState
@@ -63,64 +65,47 @@ def export_sysfs(
     root = os.fspath(root)
     _refuse_real_sysfs(root)
     g = machine.geometry
-    mem = os.path.join(root, "sys", "devices", "system", "memory")
-    nodes_dir = os.path.join(root, "sys", "devices", "system", "node")
-    os.makedirs(mem, exist_ok=True)
-    os.makedirs(nodes_dir, exist_ok=True)
-
-    def write(path: str, text: str) -> None:
-        with open(path, "w", encoding="ascii") as f:
-            f.write(text)
-
-    write(os.path.join(mem, "block_size_bytes"), f"{g.block_size:x}\n")
     scan = machine.scan(kernel, progress=False)
     faulted = {f.block for f in scan.faults}
     states = machine.block_states()
     secs = machine.sections()
+    flags, nid_of = secs["flags"], secs["nid"]
     spb = g.sections_per_block
     has_zones = True
     try:
         machine.valid_zones(int(scan.block[0]), kernel) if len(scan.block) else None
     except ArgumentError:
         has_zones = False  # no CONFIG_MEMORY_HOTREMOVE: no valid_zones file
-    written: List[int] = []
-    for i, b in enumerate(scan.block.tolist()):
-        d = os.path.join(mem, f"memory{b}")
-        os.makedirs(d, exist_ok=True)
-        st = BlockState(int(states[b]))
-        write(os.path.join(d, "phys_index"), f"{b:08x}\n")
-        write(os.path.join(d, "state"), st.sysfs + "\n")
-        write(os.path.join(d, "online"), "1\n" if st == BlockState.ONLINE else "0\n")
-        write(os.path.join(d, "phys_device"), "0\n")
+    ids = scan.block.tolist()
+    zones_of = (
+        machine._core.valid_zones_many(ids, kernel) if has_zones and imported is None else None
+    )
+    # nodes of each block's present boot sections, vectorised over blocks
+    nb = len(flags) // spb
+    f2 = np.asarray(flags[: nb * spb]).reshape(nb, spb)
+    n2 = np.asarray(nid_of[: nb * spb]).reshape(nb, spb).astype(np.int64)
+    present = ((f2 & 1) != 0) & ((f2 & 8) == 0)
+    lo = np.where(present, n2, 1 << 20).min(axis=1)
+    hi = np.where(present, n2, -1).max(axis=1)
+    rows = []
+    for i, b in enumerate(ids):
+        state = BlockState(int(states[b])).sysfs
         if imported is not None:
             src = imported[b]
-            if src.removable is not None:
-                write(os.path.join(d, "removable"), f"{src.removable}\n")
-            if src.valid_zones is not None:
-                write(os.path.join(d, "valid_zones"), src.valid_zones + "\n")
+            removable = None if src.removable is None else str(src.removable)
+            zones = src.valid_zones
         else:
-            if b in faulted:
-                if on_fault != "missing":
-                    write(os.path.join(d, "removable"), on_fault + "\n")
-            else:
-                write(os.path.join(d, "removable"), f"{int(scan.value[i])}\n")
-            if has_zones:
-                write(os.path.join(d, "valid_zones"), machine.valid_zones(b, kernel) + "\n")
-        nids = sorted(
-            {
-                int(secs["nid"][s])
-                for s in range(b * spb, (b + 1) * spb)
-                if secs["flags"][s] & 1 and not secs["flags"][s] & 8
-            }
-        )
-        for nid in nids:
-            nd = os.path.join(nodes_dir, f"node{nid}")
-            os.makedirs(nd, exist_ok=True)
-            link = os.path.join(d, f"node{nid}")
-            if not os.path.lexists(link):
-                os.symlink(os.path.join("..", "..", "node", f"node{nid}"), link)
-            back = os.path.join(nd, f"memory{b}")
-            if not os.path.lexists(back):
-                os.symlink(os.path.join("..", "..", "memory", f"memory{b}"), back)
-        written.append(b)
+            removable = (
+                (None if on_fault == "missing" else on_fault)
+                if b in faulted
+                else str(int(scan.value[i]))
+            )
+            zones = zones_of[i] if zones_of is not None else None
+        if lo[b] == hi[b]:
+            nids = [int(lo[b])]
+        else:
+            nids = sorted({int(n) for n in n2[b][present[b]]})
+        rows.append((b, state, removable, zones, nids))
+    machine._core.write_sysfs_tree(root, g.block_size, rows)
+    written = [r[0] for r in rows]
     return {"root": root, "blocks": len(written), "faulted": sorted(faulted), "kernel": kernel}

@@ -18,6 +18,7 @@ use crate::kernel::profile::KernelProfile;
 use crate::kernel::removable::{self, BlockScan};
 use crate::kpageflags;
 use crate::page::{MigrateType, ZoneType};
+use crate::sysfs;
 use crate::topology::{self, BlockState, DeviceRange, Hstate, LayoutSpec, PfnRange, ZoneSpec};
 use crate::workload::{self, Workload};
 
@@ -106,6 +107,9 @@ fn scan_dict<'py>(py: Python<'py>, g: &Geometry, s: &BlockScan) -> PyResult<Boun
     d.set_item("sections_scanned", s.cost.sections_scanned)?;
     Ok(d)
 }
+
+/// (block, state, removable, valid_zones, nids) as Python passes them.
+type BlockFilesTuple = (u64, String, Option<String>, Option<String>, Vec<u16>);
 
 /// The native model. Use `memscan.Machine`, which wraps it.
 #[pyclass(frozen, module = "memscan._core", name = "CoreMachine")]
@@ -646,6 +650,32 @@ impl CoreMachine {
         Ok(d)
     }
 
+    /// Write a memory sysfs tree under `root` from per-block values (see memscan.sysfs).
+    #[staticmethod]
+    fn write_sysfs_tree(
+        py: Python<'_>,
+        root: String,
+        block_size: u64,
+        blocks: Vec<BlockFilesTuple>,
+    ) -> PyResult<()> {
+        let files: Vec<sysfs::BlockFiles> = blocks
+            .into_iter()
+            .map(
+                |(block, state, removable, valid_zones, nids)| sysfs::BlockFiles {
+                    block,
+                    state,
+                    removable,
+                    valid_zones,
+                    nids,
+                },
+            )
+            .collect();
+        py.detach(|| {
+            guard_nopy(|| sysfs::write_tree(std::path::Path::new(&root), block_size, &files))
+        })
+        .map_err(|e| e.into_py(py))
+    }
+
     /// /proc/kpageflags words for `count` pfns from `start` (6.1 semantics).
     fn kpageflags_export<'py>(
         &self,
@@ -702,6 +732,23 @@ impl CoreMachine {
         guard(py, || {
             offline::online_block(&mut self.write(), block, online_type)
                 .map(|e| e.map(offline::Errno::name))
+        })
+    }
+
+    /// `valid_zones` of many blocks in one call.
+    fn valid_zones_many(
+        &self,
+        py: Python<'_>,
+        blocks: Vec<u64>,
+        kernel: &str,
+    ) -> PyResult<Vec<String>> {
+        let m = self.read();
+        guard(py, || {
+            let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+            blocks
+                .iter()
+                .map(|&b| offline::valid_zones(&m, b, &p))
+                .collect()
         })
     }
 

@@ -105,7 +105,7 @@ class _Reader:
             except OSError:
                 return None
         mem = self.tar.get(rel)
-        if mem is None or not mem.isfile() or self._tf is None:
+        if mem is None or not (mem.isfile() or mem.islnk()) or self._tf is None:
             return None
         data = self._tf.extractfile(mem)
         return (

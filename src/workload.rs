@@ -44,6 +44,10 @@ pub struct Workload {
     /// `movable_node`: memory of nodes other than 0 is ZONE_MOVABLE (on a one-node machine,
     /// the upper half of its Normal memory, as `movablecore=50%` would do).
     pub movable_node: bool,
+    /// How unmovable pageblocks are placed: 1 spreads them at random over RAM; 0 puts them at
+    /// the lowest addresses (where boot and early kernel allocations cluster); in between,
+    /// that share of pageblocks decides at random.
+    pub unmovable_spread: f64,
 }
 
 impl Default for Workload {
@@ -65,6 +69,7 @@ impl Default for Workload {
             hwpoison_pages: 0,
             balloon_pages: 0,
             movable_node: false,
+            unmovable_spread: 1.0,
         }
     }
 }
@@ -137,6 +142,7 @@ impl Workload {
             ("pinned", self.pinned),
             ("hugetlb", self.hugetlb),
             ("hugetlb_free", self.hugetlb_free),
+            ("unmovable_spread", self.unmovable_spread),
         ] {
             check_fraction(n, v)?;
         }
@@ -249,6 +255,7 @@ fn fill_pageblock(
     w: &Workload,
     m: &Machine,
     zone: ZoneType,
+    rank: f64,
 ) -> MigrateType {
     let g = &m.geometry;
     let pb_order = g.pageblock_order;
@@ -275,8 +282,16 @@ fn fill_pageblock(
         }
         return MigrateType::Movable;
     }
-    acc += plan.p_unmov;
-    if r < acc && !movable_zone {
+    // Placement of unmovable pageblocks: at random, or (for a 1 - unmovable_spread share of
+    // pageblocks) by address rank, lowest first.
+    let by_rank = w.unmovable_spread < 1.0 && rng.f64() >= w.unmovable_spread;
+    let unmovable_here = if by_rank {
+        rank < plan.p_unmov
+    } else {
+        acc += plan.p_unmov;
+        r < acc
+    };
+    if unmovable_here && !movable_zone {
         for b in bytes.iter_mut() {
             *b = if rng.f64() < UNMOVABLE_DENSITY {
                 kind::UNMOVABLE
@@ -367,6 +382,19 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
     let mut chunks = std::mem::take(m.store.chunks_mut());
     let store: &PageStore = &m.store;
     let mref: &Machine = m;
+    // address rank of a pfn within online RAM, for unmovable_spread
+    let (ram_lo, ram_hi) = {
+        let on: Vec<u64> = (0..m.store.nr_sections())
+            .filter(|&s| {
+                let meta = m.store.section_meta(s);
+                meta.online() && !meta.device()
+            })
+            .collect();
+        match (on.first(), on.last()) {
+            (Some(&a), Some(&b)) => (g.section_to_pfn(a), g.section_to_pfn(b + 1)),
+            _ => (0, 1),
+        }
+    };
     let results: Vec<(u64, Vec<(usize, MigrateType)>)> = chunks
         .par_iter_mut()
         .enumerate()
@@ -386,7 +414,9 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
                     let mut rng = Rng::new(seed, pfn);
                     let zone = store.pageblock_zone(pfn);
                     if pb.iter().all(|&x| is_ram_page(x)) {
-                        let mt = fill_pageblock(pb, &mut rng, &plan, w, mref, zone);
+                        let rank =
+                            (pfn.saturating_sub(ram_lo)) as f64 / (ram_hi - ram_lo).max(1) as f64;
+                        let mt = fill_pageblock(pb, &mut rng, &plan, w, mref, zone, rank);
                         mts.push(((pfn / pbn as u64) as usize, mt));
                     } else {
                         // Partly reserved or holed: per-page draws for the RAM pages only.

@@ -128,6 +128,73 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .studies.cost import CostModel, calibrate
+
+    c = calibrate()
+    if args.json:
+        json.dump({"measured": c, "model": CostModel().to_dict()}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        d = CostModel()
+        print(f"measured on {c['machine']}:")
+        print(
+            f"  ns per struct page read (memmap emulation, scan order): {c['ns_per_struct_page']:.2f}"
+            f"  (default {d.ns_per_struct_page})"
+        )
+        print(
+            f"  ns per 4 KiB page copy:                                 {c['ns_per_page_copy']:.1f}"
+            f"  (default {d.ns_per_page_copy})"
+        )
+        print(f"  defaults measured on: {d.source}; {c['note']}")
+    return 0
+
+
+def cmd_tradeoff(args: argparse.Namespace) -> int:
+    from .studies.tradeoff import Case, break_even, plot, tradeoff
+
+    cases = [Case("seed", Machine.seed)]
+    for size in args.synthetic or ["16G"]:
+        cases.append(
+            Case(
+                f"synthetic {size}/{args.block_size}",
+                lambda size=size: Machine.synthetic(size, block_size=args.block_size),
+            )
+        )
+    levels = [float(x) for x in args.levels.split(",")]
+    recs = tradeoff(
+        cases, levels=levels, request_fraction=args.request, pre=args.kernel, post=args.post_kernel
+    )
+    be = break_even(recs)
+    if args.plot:
+        plot(recs, args.plot)
+    if args.json:
+        json.dump({"records": recs, "break_even": be}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    hdr = (
+        f"{'MACHINE':<26} {'FRAG':>4} {'OK BLKS':>7} {'PREC':>5} {'RECALL':>6} {'LSMEM PRE ms':>12} "
+        f"{'DRMGR+HINT ms':>13} {'BLIND ms':>9} {'CHMEM ms':>9} {'SAVED ms':>9}  MET hint/blind/chmem"
+    )
+    print(hdr)
+    for r in recs:
+        f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        d, b, c = r["drmgr_pre"], r["blind_post"], r["chmem_post"]
+        print(
+            f"{r['machine']:<26} {r['fragmentation']:>4.2f} {r['offlineable_blocks']:>7} "
+            f"{f(r['removable_precision']):>5} {f(r['removable_recall']):>6} "
+            f"{r['lsmem_pre']['kernel_ns'] / 1e6:>12.2f} {d['kernel_ns'] / 1e6:>13.2f} {b['kernel_ns'] / 1e6:>9.2f} "
+            f"{c['kernel_ns'] / 1e6:>9.2f} {r['hint_saves_ns'] / 1e6:>9.2f}  "
+            f"{'y' if d['met'] else 'n'}/{'y' if b['met'] else 'n'}/{'y' if c['met'] else 'n'}"
+            + (f"  ({d['message'][:60]})" if d["message"] else "")
+        )
+    print("\nbreak-even (lowest fragmentation where the hint saves kernel time):")
+    for k, v in be.items():
+        print(f"  {k}: {'never in this sweep' if v is None else v}")
+    print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,6 +231,30 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("out", metavar="OUT")
     cp.add_argument("--json", action="store_true", help="print the snapshot's meta record as JSON")
     cp.set_defaults(func=cmd_capture)
+    ca = sub.add_parser(
+        "calibrate", help="measure the cost model's struct-page and page-copy constants here"
+    )
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_calibrate)
+    tr = sub.add_parser(
+        "tradeoff", help="what removable costs, what it saves, how often it is wrong"
+    )
+    tr.add_argument(
+        "--synthetic",
+        action="append",
+        metavar="SIZE",
+        help="synthetic machines to sweep (default 16G)",
+    )
+    tr.add_argument("--block-size", default="128M")
+    tr.add_argument("--levels", default="0,0.25,0.5,0.75,1", help="fragmentation levels")
+    tr.add_argument(
+        "--request", type=float, default=0.25, help="unplug request as a share of blocks"
+    )
+    tr.add_argument("--kernel", default="5.5", help="pre-patch kernel (default 5.5)")
+    tr.add_argument("--post-kernel", default="5.6")
+    tr.add_argument("--plot", metavar="FILE.png")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_tradeoff)
     return p
 
 

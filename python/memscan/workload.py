@@ -38,6 +38,8 @@ class Workload:
         cma_pages: pages of a CMA area at the top of node 0's Normal memory.
         hwpoison_pages, balloon_pages: scattered PageHWPoison / PG_offline pages.
         movable_node: nodes other than 0 become ZONE_MOVABLE (one node: its upper half).
+        unmovable_spread: 1 places unmovable pageblocks at random; 0 at the lowest addresses,
+            where boot and early kernel allocations cluster.
     """
 
     free: float = 0.3
@@ -58,6 +60,7 @@ class Workload:
     hwpoison_pages: int = 0
     balloon_pages: int = 0
     movable_node: bool = False
+    unmovable_spread: float = 1.0
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> Workload:

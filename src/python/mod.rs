@@ -855,6 +855,7 @@ fn workload_from_dict(py: Python<'_>, d: &Bound<'_, PyDict>) -> PyResult<Workloa
             "cma_pages" => w.cma_pages = u()?,
             "hwpoison_pages" => w.hwpoison_pages = u()?,
             "balloon_pages" => w.balloon_pages = u()?,
+            "unmovable_spread" => w.unmovable_spread = f()?,
             "movable_node" => {
                 w.movable_node = v.extract().map_err(|_| bad("expected a bool"))?;
             }

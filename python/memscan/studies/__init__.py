@@ -1,0 +1,20 @@
+"""Studies: client emulation, the cost model, the trade-off of the removable patch."""
+
+from .clients import ClientRun, blind, chmem_size, drmgr, lsmem
+from .cost import CostModel, calibrate
+from .tradeoff import Case, break_even, fragmentation_workload, plot, tradeoff
+
+__all__ = [
+    "Case",
+    "ClientRun",
+    "CostModel",
+    "blind",
+    "break_even",
+    "calibrate",
+    "chmem_size",
+    "drmgr",
+    "fragmentation_workload",
+    "lsmem",
+    "plot",
+    "tradeoff",
+]

@@ -1,0 +1,165 @@
+"""Client emulation: what lsmem, chmem and drmgr do against a kernel, and what it costs.
+
+- ``lsmem``: reads removable, state and valid_zones of every block (util-linux; valid_zones only
+  when memory0/valid_zones exists) — kernel-semantics.md section 8.
+- ``chmem_size``: chmem SIZE mode for disable: walks blocks from the highest down, skips blocks
+  already offline, writes "offline", on failure warns and moves on; never reads removable.
+- ``drmgr``: legacy powerpc-utils DLPAR removal (drslot_chrp_mem.c): reads removable of every
+  LMB (memory block), shuffles the LMB list, counts removable LMBs (none: "There is not enough
+  removable memory"), then takes candidates in list order skipping non-removable ones (unless
+  AMS ballooning is active); on failure marks the LMB unusable and continues.
+- ``blind``: the post-patch world: the same shuffled walk, every block a candidate.
+
+Clients change the machine (successful offlines are applied), as they would; pass a fresh one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .cost import CostModel
+
+
+@dataclass
+class ClientRun:
+    client: str
+    kernel: str
+    requested_blocks: int
+    offlined_blocks: int = 0
+    attempts: int = 0
+    failures: Dict[str, int] = field(default_factory=dict)
+    removable_reads: int = 0
+    removable_struct_pages_read: int = 0
+    wasted_pages_migrated: int = 0
+    kernel_ns: float = 0.0
+    met: bool = False
+    message: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _fail(run: ClientRun, o: Any) -> None:
+    key = f"{o.errno} {o.reason or '(no reason)'}"
+    run.failures[key] = run.failures.get(key, 0) + 1
+    run.wasted_pages_migrated += o.pages_migrated
+
+
+def lsmem(m: Any, kernel: str, cost: CostModel) -> Dict[str, Any]:
+    """Kernel work of one full lsmem run."""
+    s = m.scan(kernel, progress=False)
+    blocks = s.block.tolist()
+    have_zones = 0 in blocks
+    g = m.geometry
+    # valid_zones: v5.5 test_pages_in_a_zone samples one page per MAX_ORDER_NR_PAGES of each
+    # present section; 6.1 answers from the cached zone
+    vz_reads = 0
+    if have_zones and kernel.split("+")[0].startswith(("5.5", "5.6")):
+        flags = m.sections()["flags"]
+        per_section = g.pages_per_section // (1 << (g.max_order - 1))
+        spb = g.sections_per_block
+        for b in blocks:
+            vz_reads += per_section * int(sum(1 for x in flags[b * spb : (b + 1) * spb] if x & 1))
+    reads = s.total() + vz_reads
+    syscalls = len(blocks) * (3 if have_zones else 2) + len(blocks)  # files + a readdir each
+    return {
+        "blocks": len(blocks),
+        "struct_pages_read": reads,
+        "syscalls": syscalls,
+        "kernel_ns": reads * cost.ns_per_struct_page + syscalls * cost.ns_per_syscall,
+        "faults": len(s.faults),
+    }
+
+
+def chmem_size(
+    m: Any, kernel: str, n_blocks: int, cost: CostModel, patience_rounds: int = 1000
+) -> ClientRun:
+    run = ClientRun("chmem", kernel, n_blocks)
+    for b in sorted(m.blocks().tolist(), reverse=True):
+        if run.offlined_blocks >= n_blocks:
+            break
+        run.kernel_ns += cost.ns_per_syscall  # read state (first 6 chars compared)
+        if m.block_state(b).sysfs != "online":
+            continue
+        o = m.offline(b, kernel, dry_run=False, patience_rounds=patience_rounds)
+        run.attempts += 1
+        run.kernel_ns += cost.offline_ns(o)
+        if o.ok:
+            run.offlined_blocks += 1
+        else:
+            _fail(run, o)
+    run.met = run.offlined_blocks >= n_blocks
+    return run
+
+
+def _shuffled_lmbs(m: Any, seed: int) -> List[int]:
+    lmbs = sorted(m.blocks().tolist())
+    random.Random(seed).shuffle(lmbs)
+    return lmbs
+
+
+def drmgr(
+    m: Any,
+    kernel: str,
+    n_blocks: int,
+    cost: CostModel,
+    seed: int = 0,
+    ballooning: bool = False,
+    patience_rounds: int = 1000,
+    name: str = "drmgr",
+    read_removable: bool = True,
+) -> ClientRun:
+    run = ClientRun(name, kernel, n_blocks)
+    lmbs = _shuffled_lmbs(m, seed)
+    removable = {}
+    if read_removable:
+        s = m.scan(kernel, blocks=lmbs, progress=False)
+        faulted = {f.block: f for f in s.faults}
+        for b, v, r in zip(s.block.tolist(), s.value.tolist(), s.struct_pages_read.tolist()):
+            run.removable_reads += 1
+            run.removable_struct_pages_read += int(r)
+            run.kernel_ns += cost.removable_read_ns(int(r))
+            if b in faulted and faulted[b].kind in ("bug", "oops"):
+                # the read never returns: the kernel BUGs or oopses and drmgr is killed
+                run.message = (
+                    f"killed reading memory{b}/removable ({faulted[b].kind}: {faulted[b].message})"
+                )
+                return run
+            removable[b] = v == 1
+        if not ballooning and not any(removable.values()):
+            run.message = "There is not enough removable memory available to fulfill the request"
+            return run
+    for b in lmbs:
+        if run.offlined_blocks >= n_blocks:
+            break
+        if read_removable and not ballooning and not removable.get(b, False):
+            continue
+        if m.block_state(b).sysfs != "online":
+            continue
+        o = m.offline(b, kernel, dry_run=False, patience_rounds=patience_rounds)
+        run.attempts += 1
+        run.kernel_ns += cost.offline_ns(o) + cost.ns_per_syscall  # write + re-read state
+        if o.ok:
+            run.offlined_blocks += 1
+        else:
+            _fail(run, o)
+    run.met = run.offlined_blocks >= n_blocks
+    return run
+
+
+def blind(
+    m: Any, kernel: str, n_blocks: int, cost: CostModel, seed: int = 0, patience_rounds: int = 1000
+) -> ClientRun:
+    """Every block is a candidate (what drmgr does once removable always reads 1)."""
+    return drmgr(
+        m,
+        kernel,
+        n_blocks,
+        cost,
+        seed,
+        patience_rounds=patience_rounds,
+        name="blind",
+        read_removable=False,
+    )

@@ -1,0 +1,170 @@
+"""Client emulation and the trade-off, on layouts small enough to count by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+import memscan
+from conftest import PFN0
+from memscan import PageKind
+from memscan.studies import CostModel, blind, break_even, chmem_size, drmgr, lsmem
+from memscan.studies.tradeoff import Case, fragmentation_workload, tradeoff
+
+SEC = 32768
+COST = CostModel()
+
+
+def four_blocks():
+    """1 GiB at 4 GiB in 128 MiB blocks: 32-35 Normal and free (the migration targets),
+    36-39 ZONE_MOVABLE with 512 LRU pages each."""
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "x86_64",
+            "block_size": "128M",
+            "ranges": [{"start": 4 << 30, "size": "1G", "kind": "ram"}],
+            "zones": [
+                {"nid": 0, "zone": "Normal", "start_pfn": PFN0, "end_pfn": PFN0 + 4 * SEC},
+                {
+                    "nid": 0,
+                    "zone": "Movable",
+                    "start_pfn": PFN0 + 4 * SEC,
+                    "end_pfn": PFN0 + 8 * SEC,
+                },
+            ],
+        }
+    )
+    # blocks 36-39 hold 512 LRU pages each; blocks 32-35 stay free (the migration targets)
+    for b in range(36, 40):
+        m.set_pages(PFN0 + (b - 32) * SEC, 1024, PageKind.FREE)
+        m.set_pages(PFN0 + (b - 32) * SEC, 512, PageKind.LRU)
+        m.set_pages(PFN0 + (b - 32) * SEC + 512, 1, PageKind.BUDDY, 9)
+    return m
+
+
+def test_lsmem_counts_by_hand():
+    m = four_blocks()
+    post = lsmem(m, "5.6", COST)
+    assert (
+        post["struct_pages_read"] == 0 and post["syscalls"] == 8 * 3
+    )  # no memory0: 2 files + readdir
+    pre = lsmem(m, "5.5", COST)
+    s = m.scan("5.5", progress=False)
+    assert pre["struct_pages_read"] == s.total() > 0
+    assert pre["kernel_ns"] == pytest.approx(
+        post["kernel_ns"] + s.total() * COST.ns_per_struct_page
+    )
+
+
+def test_nothing_blocked_the_hint_saves_nothing():
+    a, b = four_blocks(), four_blocks()
+    d = drmgr(a, "5.5", 2, COST, seed=3)
+    z = blind(b, "5.6", 2, COST, seed=3)
+    assert d.met and z.met and d.attempts == z.attempts == 2 and not d.failures and not z.failures
+    # the same blocks were taken (same shuffled order, nothing skipped): the difference is
+    # exactly the removable reads
+    assert (a.block_states() == b.block_states()).all()
+    reads_ns = (
+        sum(COST.removable_read_ns(0) for _ in range(8))
+        + d.removable_struct_pages_read * COST.ns_per_struct_page
+    )
+    assert d.kernel_ns - z.kernel_ns == pytest.approx(reads_ns)
+    assert d.removable_reads == 8
+
+
+def test_every_block_pinned_removable_always_wrong_and_costs_time():
+    a, b = four_blocks(), four_blocks()
+    for m in (a, b):
+        for blk in range(32, 40):
+            m.set_pages(PFN0 + (blk - 32) * SEC + 2000, 1, PageKind.PINNED)
+    p = a.predict("5.5", offline_kernel="5.5", patience_rounds=10)
+    c = p.confusion("pre")
+    assert (
+        c["tp"] == 0 and c["fp"] == 8 and c["tn"] == 0
+    )  # removable 1, offline EINTR: always wrong
+    d = drmgr(a, "5.5", 2, COST, seed=1, patience_rounds=10)
+    z = blind(b, "5.6", 2, COST, seed=1, patience_rounds=10)
+    assert not d.met and not z.met and d.attempts == z.attempts == 8
+    assert d.failures == z.failures == {"EINTR signal backoff": 8}
+    assert d.kernel_ns > z.kernel_ns  # the hint only added its reads
+
+
+def test_chmem_walks_down_from_the_highest_block():
+    m = four_blocks()
+    m.set_pages(PFN0 + 7 * SEC + 5000, 1, PageKind.RESERVED)  # block 39 cannot go
+    r = chmem_size(m, "6.1", 2, COST)
+    assert r.met and r.attempts == 3 and r.offlined_blocks == 2
+    assert r.failures == {"EBUSY failure to isolate range": 1}
+    st = m.block_states()
+    assert st[39] == 1 and st[38] == 2 and st[37] == 2 and st[36] == 1
+    assert r.removable_reads == 0  # chmem never reads removable
+
+
+def test_drmgr_killed_on_the_seed_and_break_even_ignores_it():
+    m = memscan.Machine.seed()
+    r = drmgr(m, "5.5+debug", 4, COST, seed=0)
+    assert r.message.startswith("killed reading memory96/removable (bug")
+    assert r.attempts == 0
+    rec = [
+        {
+            "machine": "x",
+            "fragmentation": 0.0,
+            "hint_saves_ns": 5.0,
+            "drmgr_pre": {"message": r.message},
+        }
+    ]
+    assert break_even(rec) == {"x": None}
+
+
+def test_tradeoff_records_and_fragmentation_knob():
+    assert (
+        fragmentation_workload(0).unmovable_spread == 0
+        and fragmentation_workload(1).polluted_pageblocks > 0
+    )
+    cases = [Case("tiny", lambda: memscan.Machine.synthetic("2G", block_size="128M"))]
+    recs = tradeoff(cases, levels=(0.0, 1.0), request_fraction=0.25)
+    assert [r["fragmentation"] for r in recs] == [0.0, 1.0]
+    lo, hi = recs
+    assert lo["offlineable_blocks"] >= hi["offlineable_blocks"]
+    for r in recs:
+        assert r["request_blocks"] == 4 and r["lsmem_post"]["struct_pages_read"] == 0
+        assert (
+            r["blind_post"]["removable_reads"] == 0
+            and r["drmgr_pre"]["removable_reads"] == r["blocks"]
+        )
+
+
+def test_unmovable_spread_zero_puts_kernel_pageblocks_lowest():
+    m = memscan.Machine.synthetic("1G", block_size="128M")
+    m.populate(
+        memscan.Workload(
+            unmovable=0.1, unmovable_clustered=1.0, polluted_pageblocks=0.0, unmovable_spread=0.0
+        ),
+        seed=2,
+    )
+    bits = m._core.pageblock_bits()
+    blocks = m.blocks().tolist()
+    per = m.geometry.pages_per_block // m.geometry.pageblock_nr_pages
+    unmov = [int(((bits[b * per : (b + 1) * per] & 0xF) == 0).sum()) for b in blocks]
+    assert unmov[0] > 0 and unmov[-1] == 0 and unmov == sorted(unmov, reverse=True)
+
+
+def test_cli_tradeoff_json_and_plot(tmp_path, capsys):
+    import json
+
+    from memscan.cli import main
+
+    png = tmp_path / "t.png"
+    assert (
+        main(["tradeoff", "--synthetic", "2G", "--levels", "0,1", "--json", "--plot", str(png)])
+        == 0
+    )
+    d = json.loads(capsys.readouterr().out)
+    assert {r["machine"] for r in d["records"]} == {"seed", "synthetic 2G/128M"}
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibrate_measures_positive_constants():
+    from memscan.studies import calibrate
+
+    c = calibrate(pages=1 << 16, copies=1 << 10)
+    assert c["ns_per_struct_page"] > 0 and c["ns_per_page_copy"] > 0

@@ -137,8 +137,14 @@ def plot(records: List[Dict[str, Any]], path: str) -> None:
         if be.get(name) is not None:
             ax.axvline(be[name], color="grey", lw=0.8)
             ax.annotate(
-                f"break-even {name}", (be[name], ax.get_ylim()[1] * 0.9), rotation=90, fontsize=7
+                f"break-even: {name}",
+                (be[name], 0.5),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=7,
+                ha="right",
             )
+    ax.set_yscale("log")
     ax.set_xlabel("fragmentation level")
     ax.set_ylabel("modeled kernel time (ms)")
     ax.set_title("removable hint (53cdc1cb29e8): kernel time of an unplug request")

@@ -26,7 +26,7 @@ class CostModel:
 
     #: one struct page read (64-byte record) in the scan's order, memmap not in cache.
     #: Measured by calibrate() (memmap emulation).
-    ns_per_struct_page: float = 0.5
+    ns_per_struct_page: float = 2.3
     #: one 4 KiB page copied during migration. Measured by calibrate() (copy only; the unmap,
     #: TLB flush and remap around it are in ns_per_page_migration_overhead).
     ns_per_page_copy: float = 300.0

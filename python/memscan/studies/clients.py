@@ -41,7 +41,16 @@ class ClientRun:
         return asdict(self)
 
 
-def _fail(run: ClientRun, o: Any) -> None:
+def _attempt(
+    run: ClientRun, m: Any, block: int, cost: CostModel, patience_rounds: int, extra_ns: float = 0.0
+) -> None:
+    """One ``echo offline > memoryN/state`` by a client, with its accounting."""
+    o = m.offline(block, run.kernel, dry_run=False, patience_rounds=patience_rounds)
+    run.attempts += 1
+    run.kernel_ns += cost.offline_ns(o) + extra_ns
+    if o.ok:
+        run.offlined_blocks += 1
+        return
     key = f"{o.errno} {o.reason or '(no reason)'}"
     run.failures[key] = run.failures.get(key, 0) + 1
     run.wasted_pages_migrated += o.pages_migrated
@@ -83,13 +92,7 @@ def chmem_size(
         run.kernel_ns += cost.ns_per_syscall  # read state (first 6 chars compared)
         if m.block_state(b).sysfs != "online":
             continue
-        o = m.offline(b, kernel, dry_run=False, patience_rounds=patience_rounds)
-        run.attempts += 1
-        run.kernel_ns += cost.offline_ns(o)
-        if o.ok:
-            run.offlined_blocks += 1
-        else:
-            _fail(run, o)
+        _attempt(run, m, b, cost, patience_rounds)
     run.met = run.offlined_blocks >= n_blocks
     return run
 
@@ -138,13 +141,9 @@ def drmgr(
             continue
         if m.block_state(b).sysfs != "online":
             continue
-        o = m.offline(b, kernel, dry_run=False, patience_rounds=patience_rounds)
-        run.attempts += 1
-        run.kernel_ns += cost.offline_ns(o) + cost.ns_per_syscall  # write + re-read state
-        if o.ok:
-            run.offlined_blocks += 1
-        else:
-            _fail(run, o)
+        _attempt(
+            run, m, b, cost, patience_rounds, extra_ns=cost.ns_per_syscall
+        )  # + re-read of state
     run.met = run.offlined_blocks >= n_blocks
     return run
 

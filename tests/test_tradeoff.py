@@ -168,3 +168,20 @@ def test_calibrate_measures_positive_constants():
 
     c = calibrate(pages=1 << 16, copies=1 << 10)
     assert c["ns_per_struct_page"] > 0 and c["ns_per_page_copy"] > 0
+
+
+@pytest.mark.filterwarnings("ignore")  # distributed's own start-up and shutdown warnings
+def test_sweep_on_a_local_dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    from memscan.studies.tradeoff import Case, tradeoff
+
+    cases = [Case("tiny", lambda: memscan.Machine.synthetic("1G", block_size="128M"))]
+    local = tradeoff(cases, levels=(0.0, 1.0))
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            remote = tradeoff(cases, levels=(0.0, 1.0), executor=client.get_executor())
+    # the same seed gives the same results wherever the sweep runs
+    assert [r["drmgr_pre"] for r in remote] == [r["drmgr_pre"] for r in local]
+    assert [r["offlineable_blocks"] for r in remote] == [r["offlineable_blocks"] for r in local]

@@ -68,6 +68,7 @@ def run_case(
         "confusion_pre": conf,
         "offlineable_blocks": sum(1 for o in pred.offline if o.ok),
     }
+    del m, pred  # one machine at a time: each client gets a fresh one
     rec["drmgr_pre"] = drmgr(fresh(), pre, request_blocks, cost, seed=seed).to_dict()
     rec["blind_post"] = blind(fresh(), post, request_blocks, cost, seed=seed).to_dict()
     rec["chmem_post"] = chmem_size(fresh(), post, request_blocks, cost).to_dict()

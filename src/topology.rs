@@ -124,6 +124,9 @@ pub struct Machine {
     /// Reserved hugetlb pages per hstate (`resv_huge_pages`): free pool pages promised to
     /// mappings, which `dissolve_free_huge_page()` may not take.
     pub hugetlb_resv: Vec<u64>,
+    /// `min_free_kbytes` in pages, as `init_per_zone_wmark_min()` last computed it (boot,
+    /// and after every online or offline).
+    pub min_free_pages: u64,
 }
 
 fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
@@ -408,6 +411,11 @@ impl Machine {
                 Vec::new()
             },
             hugetlb_resv,
+            min_free_pages: 0,
+        })
+        .map(|mut m| {
+            m.min_free_pages = crate::kernel::offline::compute_min_free_pages(&m);
+            m
         })
     }
 

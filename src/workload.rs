@@ -363,6 +363,7 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
     w.validate(m)?;
     if w.movable_node {
         apply_movable_node(m);
+        m.min_free_pages = crate::kernel::offline::compute_min_free_pages(m);
     }
     let g = m.geometry;
     let plan = w.plan(m);

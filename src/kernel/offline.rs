@@ -377,7 +377,7 @@ impl FreePool {
 
 /// `min_free_kbytes` as `init_per_zone_wmark_min()` sets it (v5.5: int_sqrt(lowmem_kbytes *
 /// 16), clamped to 128..65536), in pages: the min watermark migration targets must leave.
-pub fn min_free_pages(m: &Machine) -> u64 {
+pub fn compute_min_free_pages(m: &Machine) -> u64 {
     let g = m.geometry;
     let mut lowmem_pages = 0u64;
     for sec in 0..m.store.nr_sections() {
@@ -569,7 +569,7 @@ pub fn offline_block(
         .collect();
     let allowed = allowed_nodes(m, zone.0);
     // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
-    let reserve = min_free_pages(m);
+    let reserve = m.min_free_pages;
     let mut pool = FreePool::default();
     let (mut next_sec, mut chunk) = (0u64, 1u64);
     let (to_move, blocker) = loop {
@@ -784,6 +784,8 @@ fn commit_offline(m: &mut Machine, block: u64, moves: &[Move], isolated: &[u64],
     }
     m.blocks[block as usize] = BlockState::Offline;
     shrink_zone_spans(m, start, end);
+    // init_per_zone_wmark_min() runs again after an offline
+    m.min_free_pages = compute_min_free_pages(m);
 }
 
 /// Hands out free buddy blocks as migration targets: per zone class (Movable, kernel zones)

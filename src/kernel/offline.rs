@@ -839,6 +839,7 @@ impl TargetAllocator {
     fn scan(&mut self, m: &mut Machine, movable: bool, order: u32) -> Option<u64> {
         let g = m.geometry;
         let pps = g.pages_per_section();
+        let pbn = g.pageblock_nr_pages();
         let cursor = &mut self.cursors[usize::from(movable)][usize::from(order > 0)];
         let mut p = *cursor;
         while p < m.store.max_pfn {
@@ -848,11 +849,18 @@ impl TargetAllocator {
                 p = (p / pps + 1) * pps;
                 continue;
             }
+            // whole pageblocks of the wrong zone, isolated, or without a big enough free
+            // buddy head are passed over at once
+            let pb_end = (p / pbn + 1) * pbn;
+            if (m.store.pageblock_zone(p) == ZoneType::Movable) != movable
+                || m.store.migratetype(p) == MigrateType::Isolate
+                || !has_free_head(m.store.run(p, (pb_end - p) as usize), order)
+            {
+                p = pb_end;
+                continue;
+            }
             let b = m.store.page(p);
-            let usable = kind_of(b) == kind::BUDDY
-                && (m.store.pageblock_zone(p) == ZoneType::Movable) == movable
-                && m.store.migratetype(p) != MigrateType::Isolate;
-            if !usable {
+            if kind_of(b) != kind::BUDDY {
                 p += 1;
                 continue;
             }
@@ -872,6 +880,15 @@ impl TargetAllocator {
         }
         *cursor = p;
         None
+    }
+}
+
+/// Whether a run holds a free buddy head of at least `order` (branch-free over dense bytes).
+fn has_free_head(run: crate::sections::RunView<'_>, order: u32) -> bool {
+    let want = |b: u8| kind_of(b) == kind::BUDDY && u32::from(field_of(b)) >= order;
+    match run {
+        crate::sections::RunView::Dense(bytes) => bytes.iter().fold(false, |acc, &b| acc | want(b)),
+        v @ crate::sections::RunView::Compact { .. } => (0..v.len()).any(|i| want(v.get(i))),
     }
 }
 

@@ -86,11 +86,12 @@ def chmem_size(
     m: Any, kernel: str, n_blocks: int, cost: CostModel, patience_rounds: int = 1000
 ) -> ClientRun:
     run = ClientRun("chmem", kernel, n_blocks)
+    states = m.block_states()
     for b in sorted(m.blocks().tolist(), reverse=True):
         if run.offlined_blocks >= n_blocks:
             break
         run.kernel_ns += cost.ns_per_syscall  # read state (first 6 chars compared)
-        if m.block_state(b).sysfs != "online":
+        if states[b] != 1:  # not online (each block is tried at most once, so this stays exact)
             continue
         _attempt(run, m, b, cost, patience_rounds)
     run.met = run.offlined_blocks >= n_blocks
@@ -115,6 +116,7 @@ def drmgr(
     read_removable: bool = True,
 ) -> ClientRun:
     run = ClientRun(name, kernel, n_blocks)
+    states = m.block_states()
     lmbs = _shuffled_lmbs(m, seed)
     removable = {}
     if read_removable:
@@ -139,7 +141,7 @@ def drmgr(
             break
         if read_removable and not ballooning and not removable.get(b, False):
             continue
-        if m.block_state(b).sysfs != "online":
+        if states[b] != 1:  # not online (each block is tried at most once, so this stays exact)
             continue
         _attempt(
             run, m, b, cost, patience_rounds, extra_ns=cost.ns_per_syscall

@@ -3,12 +3,17 @@
 //! (drivers/base/memory.c: `phys_index` "%08lx", `state`, `online`, `removable`,
 //! `phys_device`, `valid_zones`, `nodeX` links both ways).
 
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use rayon::prelude::*;
+use rustix::fs::{
+    linkat, mkdirat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD,
+};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
@@ -26,102 +31,228 @@ fn io_err(path: &Path, e: &std::io::Error) -> Error {
     Error::Argument(format!("{}: {e}", path.display()))
 }
 
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(|e| io_err(path, &e))?;
-    f.write_all(text.as_bytes()).map_err(|e| io_err(path, &e))
+fn at_err(dir: &Path, name: &str, e: rustix::io::Errno) -> Error {
+    io_err(&dir.join(name), &std::io::Error::from(e))
+}
+
+/// A directory of the tree held open, so every entry is made relative to its fd
+/// (`mkdirat`, `linkat`, `symlinkat`, `openat`): one short lookup per call instead of a walk
+/// of the whole path from `/`.
+struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    fn open(path: &Path) -> Result<Dir> {
+        fs::create_dir_all(path).map_err(|e| io_err(path, &e))?;
+        let fd = openat(
+            CWD,
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(path, &e.into()))?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A directory entry that may already exist from an earlier export into the same root;
+    /// a symlink in its place is refused, so nothing is written outside the root.
+    fn mkdir(&self, name: &str) -> Result<()> {
+        match mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                let st = statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| at_err(&self.path, name, e))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    Ok(())
+                } else {
+                    Err(Error::Argument(format!(
+                        "{}: exists and is not a directory",
+                        self.path.join(name).display()
+                    )))
+                }
+            }
+            Err(e) => Err(at_err(&self.path, name, e)),
+        }
+    }
+
+    /// A regular file with `text`; an existing file is truncated, a symlink is not followed.
+    fn write(&self, name: &str, text: &str) -> Result<()> {
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| at_err(&self.path, name, e))?;
+        let n = rustix::io::write(&fd, text.as_bytes()).map_err(|e| at_err(&self.path, name, e))?;
+        if n == text.len() {
+            Ok(())
+        } else {
+            Err(Error::Argument(format!(
+                "{}: short write",
+                self.path.join(name).display()
+            )))
+        }
+    }
+
+    /// Hard link `src` (in `from`) as `name`, replacing an entry of an earlier export.
+    fn link(&self, from: &Dir, src: &str, name: &str) -> rustix::io::Result<()> {
+        match linkat(&from.fd, src, &self.fd, name, AtFlags::empty()) {
+            Err(Errno::EXIST) => {
+                unlinkat(&self.fd, name, AtFlags::empty())?;
+                linkat(&from.fd, src, &self.fd, name, AtFlags::empty())
+            }
+            r => r,
+        }
+    }
+
+    /// A symlink that an earlier export may already have made (same target).
+    fn symlink(&self, target: &str, name: &str) -> Result<()> {
+        match symlinkat(target, &self.fd, name) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(at_err(&self.path, name, e)),
+        }
+    }
 }
 
 /// Files whose content repeats across blocks (state, online, removable, phys_device,
 /// valid_zones) are hard links to one file per distinct value, kept in `root/.memscan-values`
-/// (outside `sys/`): one `link()` per attribute instead of create, write and close. Readers
-/// see ordinary files with the kernel's content.
+/// (outside `sys/`): one `linkat()` per attribute instead of create, write and close. Readers
+/// see ordinary files with the kernel's content. A file system's limit on links per inode
+/// (ext4: 65,000) starts a new file for that value when it is reached.
 struct Values {
-    dir: std::path::PathBuf,
-    made: std::sync::Mutex<std::collections::HashSet<String>>,
+    dir: Dir,
+    texts: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Per value: the file now being linked to, and how many files it has had.
+    current: Vec<RwLock<(String, u32)>>,
 }
 
 impl Values {
-    fn link(&self, text: &str, dest: &Path) -> Result<()> {
-        let name: String = text
-            .trim_end()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let src = self.dir.join(format!("v-{name}-{}", text.len()));
-        {
-            let mut made = self
-                .made
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if made.insert(src.display().to_string()) {
-                write_file(&src, text)?;
-            }
-        }
-        match fs::hard_link(&src, dest) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                fs::remove_file(dest).map_err(|e| io_err(dest, &e))?;
-                fs::hard_link(&src, dest).map_err(|e| io_err(dest, &e))
-            }
-            Err(e) => Err(io_err(dest, &e)),
+    fn new(dir: Dir) -> Values {
+        Values {
+            dir,
+            texts: Vec::new(),
+            index: HashMap::new(),
+            current: Vec::new(),
         }
     }
-}
 
-fn symlink_once(target: &str, link: &Path) -> Result<()> {
-    match symlink(target, link) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err(link, &e)),
+    /// A fresh inode holding `text`: files an earlier export linked to a value file of the
+    /// same name keep their content.
+    fn create(&self, name: &str, text: &str) -> Result<()> {
+        match unlinkat(&self.dir.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(at_err(&self.dir.path, name, e)),
+        }
+        self.dir.write(name, text)
+    }
+
+    /// The slot of the value file holding `text`, written on first use (serial part).
+    fn slot(&mut self, text: &str) -> Result<usize> {
+        if let Some(&k) = self.index.get(text) {
+            return Ok(k);
+        }
+        let k = self.texts.len();
+        let name = format!("v{k}");
+        self.create(&name, text)?;
+        self.texts.push(text.to_string());
+        self.index.insert(text.to_string(), k);
+        self.current.push(RwLock::new((name, 0)));
+        Ok(k)
+    }
+
+    /// Link value `k` as `name` in `dir` (parallel part).
+    fn link(&self, k: usize, dir: &Dir, name: &str) -> Result<()> {
+        loop {
+            let src = self.current[k]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+                .clone();
+            match dir.link(&self.dir, &src, name) {
+                Ok(()) => return Ok(()),
+                Err(Errno::MLINK) => {
+                    // The file system's limit on links per inode (ext4: 65,000): the first
+                    // thread to see it starts the next file for this value.
+                    let mut cur = self.current[k]
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if cur.0 == src {
+                        cur.1 += 1;
+                        let next = format!("v{k}-{}", cur.1);
+                        self.create(&next, &self.texts[k])?;
+                        cur.0 = next;
+                    }
+                }
+                Err(e) => return Err(at_err(&dir.path, name, e)),
+            }
+        }
     }
 }
 
 /// Write `root/sys/devices/system/memory` (and `node/`) for `blocks`.
+///
+/// Every block costs one `mkdirat`, one file written (`phys_index`, the only per-block
+/// content), one `linkat` per repeated attribute and two `symlinkat` per node; the value file
+/// names are resolved once per distinct value before the parallel part starts.
 pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result<()> {
-    let mem = root.join("sys/devices/system/memory");
-    let node = root.join("sys/devices/system/node");
-    let values = Values {
-        dir: root.join(".memscan-values"),
-        made: std::sync::Mutex::default(),
-    };
-    for d in [&mem, &node, &values.dir] {
-        fs::create_dir_all(d).map_err(|e| io_err(d, &e))?;
-    }
-    write_file(&mem.join("block_size_bytes"), &format!("{block_size:x}\n"))?;
+    let mem = Dir::open(&root.join("sys/devices/system/memory"))?;
+    let node_root = root.join("sys/devices/system/node");
+    let mut values = Values::new(Dir::open(&root.join(".memscan-values"))?);
+    mem.write("block_size_bytes", &format!("{block_size:x}\n"))?;
     let mut nids: Vec<u16> = blocks.iter().flat_map(|b| b.nids.iter().copied()).collect();
     nids.sort_unstable();
     nids.dedup();
+    let mut nodes: HashMap<u16, Dir> = HashMap::new();
     for n in nids {
-        let d = node.join(format!("node{n}"));
-        fs::create_dir_all(&d).map_err(|e| io_err(&d, &e))?;
+        nodes.insert(n, Dir::open(&node_root.join(format!("node{n}")))?);
     }
-    blocks.par_iter().try_for_each(|b| {
-        let d = mem.join(format!("memory{}", b.block));
-        match fs::create_dir(&d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(&d, &e)),
-        }
-        write_file(&d.join("phys_index"), &format!("{:08x}\n", b.block))?;
-        values.link(&format!("{}\n", b.state), &d.join("state"))?;
-        values.link(
-            if b.state == "online" { "1\n" } else { "0\n" },
-            &d.join("online"),
-        )?;
-        values.link("0\n", &d.join("phys_device"))?;
-        if let Some(r) = &b.removable {
-            values.link(&format!("{r}\n"), &d.join("removable"))?;
-        }
-        if let Some(z) = &b.valid_zones {
-            values.link(&format!("{z}\n"), &d.join("valid_zones"))?;
-        }
-        for n in &b.nids {
-            symlink_once(&format!("../../node/node{n}"), &d.join(format!("node{n}")))?;
-            symlink_once(
-                &format!("../../memory/memory{}", b.block),
-                &node.join(format!("node{n}/memory{}", b.block)),
-            )?;
-        }
-        Ok(())
-    })
+    let phys_device = values.slot("0\n")?;
+    let online = [values.slot("0\n")?, values.slot("1\n")?];
+    // Value slots per block, resolved serially (few distinct values; no lock later).
+    let mut slots: Vec<[Option<usize>; 3]> = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        slots.push([
+            Some(values.slot(&format!("{}\n", b.state))?),
+            b.removable
+                .as_ref()
+                .map(|r| values.slot(&format!("{r}\n")))
+                .transpose()?,
+            b.valid_zones
+                .as_ref()
+                .map(|z| values.slot(&format!("{z}\n")))
+                .transpose()?,
+        ]);
+    }
+    let values = &values;
+    blocks
+        .par_iter()
+        .zip(slots.par_iter())
+        .try_for_each(|(b, [state, removable, zones])| {
+            let d = format!("memory{}", b.block);
+            mem.mkdir(&d)?;
+            mem.write(&format!("{d}/phys_index"), &format!("{:08x}\n", b.block))?;
+            for (slot, attr) in [
+                (*state, "state"),
+                (Some(online[usize::from(b.state == "online")]), "online"),
+                (Some(phys_device), "phys_device"),
+                (*removable, "removable"),
+                (*zones, "valid_zones"),
+            ] {
+                if let Some(k) = slot {
+                    values.link(k, &mem, &format!("{d}/{attr}"))?;
+                }
+            }
+            for n in &b.nids {
+                mem.symlink(&format!("../../node/node{n}"), &format!("{d}/node{n}"))?;
+                nodes[n].symlink(&format!("../../memory/{d}"), &d)?;
+            }
+            Ok(())
+        })
 }

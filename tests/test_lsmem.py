@@ -226,3 +226,65 @@ def test_cli_export_then_lsmem(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["blocks"] == 96 and info["faulted"] == []
     assert [r["block"] for r in lsmem_json(tmp_path)] == ["0", "2-96"]
+
+
+def test_reexport_into_the_same_root_follows_the_model(tmp_path):
+    """A second export over the first rewrites every attribute (hard links are replaced, not
+    written through), so lsmem prints the new state and files left from the first export keep
+    their own content."""
+    m = memscan.Machine.seed()
+    m.export_sysfs(tmp_path, kernel="5.6")
+    before = lsmem(tmp_path, "-a", "-o", "BLOCK,STATE")
+    m.set_block_state(5, "offline")
+    m.export_sysfs(tmp_path, kernel="5.6")
+    after = lsmem_json(tmp_path, "-a")
+    assert [r["state"] for r in after if r["block"] == "5"] == ["offline"]
+    assert [r["state"] for r in after if r["block"] == "6"] == ["online"]
+    assert before != lsmem(tmp_path, "-a", "-o", "BLOCK,STATE")
+    mem = tmp_path / "sys/devices/system/memory"
+    assert (mem / "memory5/online").read_text() == "0\n"
+    assert (mem / "memory6/online").read_text() == "1\n"
+
+
+def test_export_never_writes_through_a_planted_symlink(tmp_path):
+    """Nothing outside the target directory is written: a symlink planted where an attribute
+    or a block directory goes is not followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("keep\n")
+    root = tmp_path / "root"
+    mem = root / "sys/devices/system/memory"
+    (mem / "memory0").mkdir(parents=True)
+    (mem / "memory0/phys_index").symlink_to(victim)
+    m = memscan.Machine.seed()
+    with pytest.raises(memscan.ArgumentError, match="phys_index"):
+        m.export_sysfs(root)
+    assert victim.read_text() == "keep\n"
+    (mem / "memory0/phys_index").unlink()
+    (mem / "memory0").rmdir()
+    (mem / "memory0").symlink_to(outside)
+    with pytest.raises(memscan.ArgumentError, match="not a directory"):
+        m.export_sysfs(root)
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+
+
+def test_export_past_the_file_systems_link_limit(tmp_path):
+    """ext4 allows 65,000 links per inode; a tree with more blocks than that starts a new
+    value file when a link fails with EMLINK (tmpfs has no such limit: nothing to test)."""
+    import os
+
+    limit = os.pathconf(tmp_path, "PC_LINK_MAX")
+    if limit > 100_000 or limit < 1000:  # tmpfs reports 127 but does not enforce it
+        pytest.skip(f"{tmp_path}: no enforced per-inode link limit ({limit})")
+    blocks = (limit // 4096 + 1) * 4096  # a few thousand past the limit, 256 MiB blocks
+    m = memscan.Machine.synthetic(f"{blocks // 4}G", block_size="256M")
+    info = m.export_sysfs(tmp_path, kernel="6.1")
+    assert info["blocks"] > limit
+    values = tmp_path / ".memscan-values"
+    assert len([p for p in values.iterdir() if p.read_text() == "online\n"]) >= 2
+    mem = tmp_path / "sys/devices/system/memory"
+    last = max(int(p.name[6:]) for p in mem.glob("memory*"))
+    assert (mem / f"memory{last}/state").read_text() == "online\n"
+    got = lsmem_json(tmp_path)
+    assert len(got) == 1 and got[0]["state"] == "online"

@@ -87,25 +87,27 @@ def export_sysfs(
     present = ((f2 & 1) != 0) & ((f2 & 8) == 0)
     lo = np.where(present, n2, 1 << 20).min(axis=1)
     hi = np.where(present, n2, -1).max(axis=1)
+    state_names = [BlockState(c).sysfs for c in range(len(BlockState))]
+    block_state = [state_names[c] for c in states[scan.block].tolist()]
+    single = (lo[scan.block] == hi[scan.block]).tolist()
+    lo_ids = lo[scan.block].tolist()
+    if imported is None:
+        rem_text = np.where(scan.value == 1, "1", "0").tolist()
+        fault_text = None if on_fault == "missing" else on_fault
+        at = {b: i for i, b in enumerate(ids)} if faulted else {}
+        for b in faulted:
+            rem_text[at[b]] = fault_text
     rows = []
     for i, b in enumerate(ids):
-        state = BlockState(int(states[b])).sysfs
         if imported is not None:
             src = imported[b]
             removable = None if src.removable is None else str(src.removable)
             zones = src.valid_zones
         else:
-            removable = (
-                (None if on_fault == "missing" else on_fault)
-                if b in faulted
-                else str(int(scan.value[i]))
-            )
+            removable = rem_text[i]
             zones = zones_of[i] if zones_of is not None else None
-        if lo[b] == hi[b]:
-            nids = [int(lo[b])]
-        else:
-            nids = sorted({int(n) for n in n2[b][present[b]]})
-        rows.append((b, state, removable, zones, nids))
+        nids = [lo_ids[i]] if single[i] else sorted({int(n) for n in n2[b][present[b]]})
+        rows.append((b, block_state[i], removable, zones, nids))
     machine._core.write_sysfs_tree(root, g.block_size, rows)
     written = [r[0] for r in rows]
     return {"root": root, "blocks": len(written), "faulted": sorted(faulted), "kernel": kernel}

@@ -185,3 +185,36 @@ def test_sweep_on_a_local_dask_cluster():
     # the same seed gives the same results wherever the sweep runs
     assert [r["drmgr_pre"] for r in remote] == [r["drmgr_pre"] for r in local]
     assert [r["offlineable_blocks"] for r in remote] == [r["offlineable_blocks"] for r in local]
+
+
+def test_pin_sweep_makes_removable_wrong_and_keys_the_break_even():
+    """Pinned LRU pages pass has_unmovable_pages, so removable says yes to blocks that then
+    fail to offline: precision falls from 1 as the pin density rises; recall stays 1 (a pin
+    never makes removable say no)."""
+    cases = [Case("tiny", lambda: memscan.Machine.synthetic("2G", block_size="128M"))]
+    recs = tradeoff(cases, levels=(0.0,), pins=(0.0, 1e-4), request_fraction=0.25)
+    assert [(r["pinned"], r["pin_sweep"]) for r in recs] == [(0.0, True), (1e-4, True)]
+    clean, pinned = recs
+    assert clean["removable_precision"] == 1.0 and clean["confusion_pre"]["fp"] == 0
+    assert pinned["confusion_pre"]["fp"] > 0 and pinned["removable_precision"] < 1.0
+    assert pinned["offlineable_blocks"] < clean["offlineable_blocks"]
+    assert pinned["removable_recall"] in (None, 1.0)
+    assert set(break_even(recs)) == {"tiny, pinned 0", "tiny, pinned 0.0001"}
+
+
+def test_cli_tradeoff_pins(tmp_path, capsys):
+    import json
+
+    from memscan.cli import main
+
+    png = tmp_path / "p.png"
+    argv = ["tradeoff", "--synthetic", "1G", "--levels", "0", "--pins", "0,1e-4"]
+    assert main([*argv, "--json", "--plot", str(png)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert sorted({(r["machine"], r["pinned"]) for r in d["records"]}) == [
+        ("seed", 0.0),
+        ("seed", 1e-4),
+        ("synthetic 1G/128M", 0.0),
+        ("synthetic 1G/128M", 1e-4),
+    ]
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -162,8 +162,14 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
             )
         )
     levels = [float(x) for x in args.levels.split(",")]
+    pins = [float(x) for x in args.pins.split(",")] if args.pins else None
     recs = tradeoff(
-        cases, levels=levels, request_fraction=args.request, pre=args.kernel, post=args.post_kernel
+        cases,
+        levels=levels,
+        request_fraction=args.request,
+        pre=args.kernel,
+        post=args.post_kernel,
+        pins=pins,
     )
     be = break_even(recs)
     if args.plot:
@@ -173,7 +179,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     hdr = (
-        f"{'MACHINE':<26} {'FRAG':>4} {'OK BLKS':>7} {'PREC':>5} {'RECALL':>6} {'LSMEM PRE ms':>12} "
+        f"{'MACHINE':<26} {'FRAG':>4} {'PINNED':>7} {'OK BLKS':>7} {'PREC':>5} {'RECALL':>6} {'LSMEM PRE ms':>12} "
         f"{'DRMGR+HINT ms':>13} {'BLIND ms':>9} {'CHMEM ms':>9} {'SAVED ms':>9}  MET hint/blind/chmem"
     )
     print(hdr)
@@ -181,7 +187,8 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         d, b, c = r["drmgr_pre"], r["blind_post"], r["chmem_post"]
         print(
-            f"{r['machine']:<26} {r['fragmentation']:>4.2f} {r['offlineable_blocks']:>7} "
+            f"{r['machine']:<26} {r['fragmentation']:>4.2f} {r['pinned']:>7.1e} "
+            f"{r['offlineable_blocks']:>7} "
             f"{f(r['removable_precision']):>5} {f(r['removable_recall']):>6} "
             f"{r['lsmem_pre']['kernel_ns'] / 1e6:>12.2f} {d['kernel_ns'] / 1e6:>13.2f} {b['kernel_ns'] / 1e6:>9.2f} "
             f"{c['kernel_ns'] / 1e6:>9.2f} {r['hint_saves_ns'] / 1e6:>9.2f}  "
@@ -249,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--levels", default="0,0.25,0.5,0.75,1", help="fragmentation levels")
     tr.add_argument(
         "--request", type=float, default=0.25, help="unplug request as a share of blocks"
+    )
+    tr.add_argument(
+        "--pins",
+        metavar="P,P,...",
+        help="sweep the share of long-term pinned LRU pages too (e.g. 0,1e-5,1e-4); "
+        "default: each level's own (2e-6 x level)",
     )
     tr.add_argument("--kernel", default="5.5", help="pre-patch kernel (default 5.5)")
     tr.add_argument("--post-kernel", default="5.6")

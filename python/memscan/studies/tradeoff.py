@@ -18,8 +18,11 @@ from .clients import blind, chmem_size, drmgr, lsmem
 from .cost import CostModel
 
 
-def fragmentation_workload(level: float) -> Workload:
-    """The workload at a fragmentation level in [0, 1]."""
+def fragmentation_workload(level: float, pinned: Optional[float] = None) -> Workload:
+    """The workload at a fragmentation level in [0, 1]. ``pinned`` (share of LRU pages with a
+    long-term pin) overrides the level's own pin density (2e-6 x level): pinned LRU pages pass
+    has_unmovable_pages, so they are what makes ``removable`` say yes to a block that then
+    fails to offline."""
     level = min(max(float(level), 0.0), 1.0)
     return Workload(
         free=0.3,
@@ -29,7 +32,7 @@ def fragmentation_workload(level: float) -> Workload:
         polluted_pageblocks=0.01 * level,
         movable=0.02,
         thp=0.1,
-        pinned=2e-6 * level,
+        pinned=2e-6 * level if pinned is None else float(pinned),
         unmovable_spread=level,
     )
 
@@ -43,13 +46,21 @@ class Case:
 
 
 def run_case(
-    case: Case, level: float, request_blocks: int, pre: str, post: str, seed: int, cost: CostModel
+    case: Case,
+    level: float,
+    request_blocks: int,
+    pre: str,
+    post: str,
+    seed: int,
+    cost: CostModel,
+    pinned: Optional[float] = None,
 ) -> Dict[str, Any]:
-    """Every number of the trade-off for one (machine, fragmentation level)."""
+    """Every number of the trade-off for one (machine, fragmentation level, pin density)."""
+    workload = fragmentation_workload(level, pinned)
 
     def fresh() -> Any:
         m = case.build()
-        m.populate(fragmentation_workload(level), seed=seed)
+        m.populate(workload, seed=seed)
         return m
 
     m = fresh()
@@ -59,6 +70,8 @@ def run_case(
     rec: Dict[str, Any] = {
         "machine": case.name,
         "fragmentation": level,
+        "pinned": workload.pinned,
+        "pin_sweep": pinned is not None,
         "blocks": len(pred.block),
         "request_blocks": request_blocks,
         "lsmem_pre": lsmem(m, pre, cost),
@@ -86,9 +99,11 @@ def tradeoff(
     seed: int = 1,
     cost: Optional[CostModel] = None,
     executor: Optional[cf.Executor] = None,
+    pins: Optional[Iterable[float]] = None,
 ) -> List[Dict[str, Any]]:
-    """The trade-off table: one record per (case, level). Runs on ``executor`` (threads by
-    default: the Rust core releases the GIL)."""
+    """The trade-off table: one record per (case, level[, pin density]). ``pins`` sweeps the
+    share of long-term pinned LRU pages (what makes ``removable`` wrong); without it each level
+    keeps its own. Runs on ``executor`` (threads by default: the Rust core releases the GIL)."""
     cost = cost or CostModel()
     jobs = []
     own = executor is None
@@ -97,59 +112,127 @@ def tradeoff(
         for case in cases:
             n = max(1, int(len(case.build().blocks()) * request_fraction))
             for lv in levels:
-                jobs.append(ex.submit(run_case, case, lv, n, pre, post, seed, cost))
+                for p in list(pins) if pins is not None else [None]:
+                    jobs.append(ex.submit(run_case, case, lv, n, pre, post, seed, cost, p))
         return [j.result() for j in jobs]
     finally:
         if own:
             ex.shutdown()
 
 
+def series(r: Dict[str, Any]) -> str:
+    """The line a record belongs to: its machine, and its pin density when pins were swept."""
+    return f"{r['machine']}, pinned {r['pinned']:g}" if r.get("pin_sweep") else r["machine"]
+
+
 def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
-    """Per machine, the lowest fragmentation level at which the pre-patch hint pays for itself
-    (drmgr with the hint spends less kernel time than the blind agent), or None."""
+    """Per series (machine, and pin density when swept), the lowest fragmentation level at
+    which the pre-patch hint pays for itself (drmgr with the hint spends less kernel time than
+    the blind agent), or None."""
     out: Dict[str, Optional[float]] = {}
-    for r in sorted(records, key=lambda r: (r["machine"], r["fragmentation"])):
-        out.setdefault(r["machine"], None)
+    for r in sorted(records, key=lambda r: (series(r), r["fragmentation"])):
+        key = series(r)
+        out.setdefault(key, None)
         killed = (r["drmgr_pre"]["message"] or "").startswith("killed")  # saved nothing: it died
-        if out[r["machine"]] is None and r["hint_saves_ns"] > 0 and not killed:
-            out[r["machine"]] = r["fragmentation"]
+        if out[key] is None and r["hint_saves_ns"] > 0 and not killed:
+            out[key] = r["fragmentation"]
     return out
 
 
+CLIENT_STYLES = (
+    ("drmgr_pre", "drmgr with the pre-patch hint", "-", "o"),
+    ("blind_post", "blind agent (post-patch)", "--", "s"),
+    ("chmem_post", "chmem SIZE mode", ":", "^"),
+)
+
+
+def _killed(r: Dict[str, Any]) -> bool:
+    return (r["drmgr_pre"]["message"] or "").startswith("killed")
+
+
 def plot(records: List[Dict[str, Any]], path: str) -> None:
-    """Kernel time with and without the hint against fragmentation, one line per client and
-    machine, the break-even marked."""
+    """Left: kernel time of the unplug request with and without the hint against
+    fragmentation; colour = machine (and pin density), line style = client; drmgr runs killed
+    by a faulting ``removable`` read are hollow; the break-even is marked. Right: how wrong the
+    hint is, precision (solid) and recall (dashed) of the pre-patch ``removable`` against the
+    offline outcome, against pin density when pins were swept, else against fragmentation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, aq) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     be = break_even(records)
-    for name in sorted({r["machine"] for r in records}):
-        rs = sorted((r for r in records if r["machine"] == name), key=lambda r: r["fragmentation"])
+    order = {series(r): (r["machine"], r["pinned"]) for r in records}
+    names = sorted(order, key=order.__getitem__)
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    for name in names:
+        rs = sorted((r for r in records if series(r) == name), key=lambda r: r["fragmentation"])
         x = [r["fragmentation"] for r in rs]
-        for key, label, style in (
-            ("drmgr_pre", "drmgr, pre-patch hint", "-o"),
-            ("blind_post", "blind (post-patch)", "--s"),
-            ("chmem_post", "chmem SIZE", ":^"),
-        ):
-            ax.plot(x, [r[key]["kernel_ns"] / 1e6 for r in rs], style, label=f"{name}: {label}")
+        col = colours[name]
+        for key, _, ls, mk in CLIENT_STYLES:
+            ax.plot(x, [r[key]["kernel_ns"] / 1e6 for r in rs], ls=ls, color=col, lw=1.2)
+            for r in rs:
+                hollow = key == "drmgr_pre" and _killed(r)
+                ax.plot(
+                    r["fragmentation"],
+                    r[key]["kernel_ns"] / 1e6,
+                    marker=mk,
+                    color=col,
+                    mfc="none" if hollow else col,
+                    ls="none",
+                )
         if be.get(name) is not None:
-            ax.axvline(be[name], color="grey", lw=0.8)
-            ax.annotate(
-                f"break-even: {name}",
-                (be[name], 0.5),
-                xycoords=("data", "axes fraction"),
-                rotation=90,
-                fontsize=7,
-                ha="right",
-            )
+            ax.axvline(be[name], color=col, lw=0.8, ls="-.")
     ax.set_yscale("log")
     ax.set_xlabel("fragmentation level")
-    ax.set_ylabel("modeled kernel time (ms)")
-    ax.set_title("removable hint (53cdc1cb29e8): kernel time of an unplug request")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("modeled kernel time of the request (ms)")
+    ax.set_title("removable hint (53cdc1cb29e8): kernel time of an unplug request", fontsize=9)
+    by_client = [
+        Line2D([], [], color="black", ls=ls, marker=mk, label=label)
+        for _, label, ls, mk in CLIENT_STYLES
+    ]
+    by_client.append(
+        Line2D([], [], color="black", ls="none", marker="o", mfc="none", label="drmgr killed")
+    )
+    by_client.append(Line2D([], [], color="black", ls="-.", label="break-even"))
+    first = ax.legend(handles=by_client, fontsize=7, loc="upper right")
+    ax.add_artist(first)
+    ax.legend(
+        handles=[Line2D([], [], color=colours[n], lw=3, label=n) for n in names],
+        fontsize=6,
+        loc="lower left",
+    )
+
+    swept = any(r.get("pin_sweep") for r in records)
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in records:
+        key = f"{r['machine']}, frag {r['fragmentation']:g}" if swept else r["machine"]
+        groups.setdefault(key, []).append(r)
+    for i, (key, rs) in enumerate(
+        sorted(groups.items(), key=lambda kv: (kv[1][0]["machine"], kv[1][0]["fragmentation"]))
+    ):
+        rs.sort(key=lambda r: r["pinned"] if swept else r["fragmentation"])
+        col = plt.get_cmap("tab10")(i % 10)
+        for metric, ls in (("removable_precision", "-"), ("removable_recall", "--")):
+            pts = [
+                (r["pinned"] if swept else r["fragmentation"], r[metric])
+                for r in rs
+                if r[metric] is not None
+            ]
+            if pts:
+                aq.plot(*zip(*pts), ls=ls, marker="o", color=col, ms=4)
+        aq.plot([], [], color=col, lw=3, label=key)
+    if swept:
+        aq.set_xscale("symlog", linthresh=1e-6)
+        aq.set_xlabel("share of LRU pages long-term pinned")
+    else:
+        aq.set_xlabel("fragmentation level")
+    aq.set_ylim(-0.05, 1.05)
+    aq.set_ylabel("pre-patch removable vs offline outcome")
+    aq.set_title("how often the hint is right: precision (solid), recall (dashed)", fontsize=9)
+    aq.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

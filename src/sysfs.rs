@@ -256,3 +256,21 @@ pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result
             Ok(())
         })
 }
+
+/// Nanoseconds per read of one attribute file as a user-space client reads it: `openat`,
+/// one `read` of up to a page, `close` (the syscalls lsmem and drmgr make per attribute).
+/// Read-only (`O_RDONLY`); best of five rounds of `reads` reads.
+pub fn time_attribute_reads(path: &Path, reads: u32) -> Result<f64> {
+    let mut buf = [0u8; 4096];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        for _ in 0..reads.max(1) {
+            let fd = openat(CWD, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| io_err(path, &e.into()))?;
+            rustix::io::read(&fd, &mut buf).map_err(|e| io_err(path, &e.into()))?;
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e9 / f64::from(reads.max(1)));
+    }
+    Ok(best)
+}

@@ -166,8 +166,16 @@ def test_cli_tradeoff_json_and_plot(tmp_path, capsys):
 def test_calibrate_measures_positive_constants():
     from memscan.studies import calibrate
 
-    c = calibrate(pages=1 << 16, copies=1 << 10)
+    c = calibrate(pages=1 << 16, copies=1 << 10, reads=100)
     assert c["ns_per_struct_page"] > 0 and c["ns_per_page_copy"] > 0
+    assert c["ns_per_syscall"] > 0 and c["syscall_probe"].startswith(("/sys/", "/proc/"))
+
+
+def test_attribute_read_timer_names_a_missing_file(tmp_path):
+    from memscan._core import CoreMachine
+
+    with pytest.raises(memscan.ArgumentError, match="nope"):
+        CoreMachine.time_attribute_reads(str(tmp_path / "nope"), 10)
 
 
 @pytest.mark.filterwarnings("ignore")  # distributed's own start-up and shutdown warnings
@@ -218,3 +226,30 @@ def test_cli_tradeoff_pins(tmp_path, capsys):
         ("synthetic 1G/128M", 1e-4),
     ]
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_break_even_by_block_count_counts_by_hand():
+    from memscan.studies import break_even_blocks
+
+    def rec(machine, blocks, level, saves, pinned=0.0, msg=None):
+        return {
+            "machine": machine,
+            "blocks": blocks,
+            "fragmentation": level,
+            "pinned": pinned,
+            "hint_saves_ns": saves,
+            "drmgr_pre": {"message": msg},
+        }
+
+    recs = [
+        rec("a", 32, 0.0, -1.0),
+        rec("b", 128, 0.0, -2.0),
+        rec("a", 32, 0.5, -1.0),
+        rec("b", 128, 0.5, 3.0),
+        rec("c", 512, 0.5, 9.0),
+        rec("s", 16, 0.5, 7.0, msg="killed reading memory9/removable (oops)"),
+        rec("a", 32, 1.0, 1.0, pinned=1e-4),  # not the lowest pin density of the level
+        rec("a", 32, 1.0, -1.0),
+        rec("b", 128, 1.0, 2.0),
+    ]
+    assert break_even_blocks(recs) == {0.0: None, 0.5: 128, 1.0: 128}

@@ -146,12 +146,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"  ns per 4 KiB page copy:                                 {c['ns_per_page_copy']:.1f}"
             f"  (default {d.ns_per_page_copy})"
         )
+        if c["ns_per_syscall"] is not None:
+            print(
+                f"  ns per sysfs attribute read ({c['syscall_probe']}):"
+                f"  {c['ns_per_syscall']:.0f}  (default {d.ns_per_syscall})"
+            )
         print(f"  defaults measured on: {d.source}; {c['note']}")
     return 0
 
 
 def cmd_tradeoff(args: argparse.Namespace) -> int:
-    from .studies.tradeoff import Case, break_even, plot, tradeoff
+    from .studies.tradeoff import Case, break_even, break_even_blocks, plot, tradeoff
 
     cases = [Case("seed", Machine.seed)]
     for size in args.synthetic or ["16G"]:
@@ -172,10 +177,19 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         pins=pins,
     )
     be = break_even(recs)
+    be_blocks = break_even_blocks(recs)
     if args.plot:
         plot(recs, args.plot)
     if args.json:
-        json.dump({"records": recs, "break_even": be}, sys.stdout, indent=1)
+        json.dump(
+            {
+                "records": recs,
+                "break_even": be,
+                "break_even_blocks": {str(k): v for k, v in be_blocks.items()},
+            },
+            sys.stdout,
+            indent=1,
+        )
         sys.stdout.write("\n")
         return 0
     hdr = (
@@ -198,6 +212,9 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     print("\nbreak-even (lowest fragmentation where the hint saves kernel time):")
     for k, v in be.items():
         print(f"  {k}: {'never in this sweep' if v is None else v}")
+    print("smallest machine (memory blocks) where the hint saves kernel time, per level:")
+    for k, v in be_blocks.items():
+        print(f"  fragmentation {k:g}: {'none in this sweep' if v is None else v}")
     print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time.")
     return 0
 

@@ -2,7 +2,7 @@
 
 from .clients import ClientRun, blind, chmem_size, drmgr, lsmem
 from .cost import CostModel, calibrate
-from .tradeoff import Case, break_even, fragmentation_workload, plot, tradeoff
+from .tradeoff import Case, break_even, break_even_blocks, fragmentation_workload, plot, tradeoff
 
 __all__ = [
     "Case",
@@ -10,6 +10,7 @@ __all__ = [
     "CostModel",
     "blind",
     "break_even",
+    "break_even_blocks",
     "calibrate",
     "chmem_size",
     "drmgr",

@@ -133,9 +133,30 @@ def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
     for r in sorted(records, key=lambda r: (series(r), r["fragmentation"])):
         key = series(r)
         out.setdefault(key, None)
-        killed = (r["drmgr_pre"]["message"] or "").startswith("killed")  # saved nothing: it died
-        if out[key] is None and r["hint_saves_ns"] > 0 and not killed:
+        # a drmgr killed by a faulting read saved nothing: it died
+        if out[key] is None and r["hint_saves_ns"] > 0 and not _killed(r):
             out[key] = r["fragmentation"]
+    return out
+
+
+def _killed(r: Dict[str, Any]) -> bool:
+    return (r["drmgr_pre"]["message"] or "").startswith("killed")
+
+
+def break_even_blocks(records: List[Dict[str, Any]]) -> Dict[float, Optional[int]]:
+    """Per fragmentation level, the smallest machine (in memory blocks) on which the pre-patch
+    hint pays for itself, among the machines swept (drmgr killed by a faulting read never
+    pays), or None. With pins swept, the lowest pin density of each level is used."""
+    out: Dict[float, Optional[int]] = {}
+    for r in sorted(records, key=lambda r: (r["fragmentation"], r["pinned"], r["blocks"])):
+        lv = r["fragmentation"]
+        if lv not in out:
+            out[lv] = None
+            lowest = r["pinned"]
+        if r["pinned"] != lowest or out[lv] is not None:
+            continue
+        if r["hint_saves_ns"] > 0 and not _killed(r):
+            out[lv] = r["blocks"]
     return out
 
 
@@ -144,10 +165,6 @@ CLIENT_STYLES = (
     ("blind_post", "blind agent (post-patch)", "--", "s"),
     ("chmem_post", "chmem SIZE mode", ":", "^"),
 )
-
-
-def _killed(r: Dict[str, Any]) -> bool:
-    return (r["drmgr_pre"]["message"] or "").startswith("killed")
 
 
 def plot(records: List[Dict[str, Any]], path: str) -> None:

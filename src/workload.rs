@@ -110,20 +110,23 @@ fn check_fraction(name: &str, v: f64) -> Result<()> {
 }
 
 /// Per-pageblock class probabilities derived from the knobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Plan {
     p_free: f64,
     p_unmov: f64,
     p_thp: f64,
     p_huge: f64,
-    /// In mixed pageblocks: share of pages that are free fragments.
-    frag: f64,
     /// In mixed pageblocks: unmovable pages per polluted pageblock (mean) and pollution chance.
     pollute_p: f64,
     pollute_n: f64,
     movable: f64,
     pinned: f64,
     hugetlb_free: f64,
+    /// Fragment orders (mixed pageblocks, where free fragments are a share `frag` of the
+    /// pages): cumulative weights of `free_orders` below the pageblock order (empty
+    /// when they sum to 0), and per order the chance a slot of that order is free.
+    order_cum: Vec<f64>,
+    free_chance: Vec<f64>,
 }
 
 /// Fraction of pages in an unmovable pageblock that are unmovable (the rest are fragments).
@@ -197,17 +200,41 @@ impl Workload {
         } else {
             0.0
         };
+        let n = (pb_order as usize).min(self.free_orders.len());
+        let mut order_cum: Vec<f64> = self.free_orders[..n]
+            .iter()
+            .scan(0.0, |acc, w| {
+                *acc += w;
+                Some(*acc)
+            })
+            .collect();
+        if order_cum.last().is_none_or(|&t| t <= 0.0) {
+            order_cum.clear();
+        }
+        let frag = (frag_total / p_mixed).min(1.0);
+        // A slot is free with chance q / (q + (1-q) 2^order): free pages are a share q of
+        // each slot's pages on average.
+        let free_chance = (0..=pb_order)
+            .map(|o| {
+                if frag > 0.0 {
+                    frag / (frag + (1.0 - frag) * f64::from(1u32 << o))
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         Plan {
             p_free,
             p_unmov,
             p_thp,
             p_huge,
-            frag: (frag_total / p_mixed).min(1.0),
             pollute_p,
             pollute_n,
             movable: self.movable,
             pinned: self.pinned,
             hugetlb_free: self.hugetlb_free,
+            order_cum,
+            free_chance,
         }
     }
 }
@@ -226,20 +253,14 @@ pub fn is_ram_page(b: u8) -> bool {
     kind_of(b) < kind::RESERVED
 }
 
-fn sample_order(rng: &mut Rng, weights: &[f64], max: u32) -> u32 {
-    let n = (max as usize).min(weights.len());
-    let total: f64 = weights[..n].iter().sum();
-    if total <= 0.0 {
+/// A fragment order drawn by the weights whose running sums are `cum` (0 without weights).
+#[inline]
+fn sample_order(rng: &mut Rng, cum: &[f64]) -> u32 {
+    let Some(&total) = cum.last() else {
         return 0;
-    }
-    let mut r = rng.f64() * total;
-    for (o, w) in weights[..n].iter().enumerate() {
-        if r < *w {
-            return o as u32;
-        }
-        r -= w;
-    }
-    (n - 1) as u32
+    };
+    let r = rng.f64() * total;
+    cum.iter().position(|&c| r < c).unwrap_or(cum.len() - 1) as u32
 }
 
 fn write_buddy(bytes: &mut [u8], pos: usize, order: u32) {
@@ -316,21 +337,14 @@ fn fill_pageblock(
     // Mixed movable pageblock: fragments and user pages.
     let mut pos = 0usize;
     while pos < nr {
-        // A slot is a free fragment of 2^order pages or one used page. Free with chance
-        // q / (q + (1-q) 2^order), so free pages are a share q of each slot's pages on average.
+        // A slot is a free fragment of 2^order pages or one used page.
         let align = if pos == 0 {
             pb_order
         } else {
             pos.trailing_zeros()
         };
-        let order = sample_order(rng, &w.free_orders, pb_order).min(align);
-        let q = plan.frag;
-        let x = if q > 0.0 {
-            q / (q + (1.0 - q) * f64::from(1u32 << order))
-        } else {
-            0.0
-        };
-        if rng.f64() < x {
+        let order = sample_order(rng, &plan.order_cum).min(align);
+        if rng.f64() < plan.free_chance[order as usize] {
             write_buddy(bytes, pos, order);
             pos += 1 << order;
             continue;

@@ -253,3 +253,20 @@ def test_break_even_by_block_count_counts_by_hand():
         rec("b", 128, 1.0, 2.0),
     ]
     assert break_even_blocks(recs) == {0.0: None, 0.5: 128, 1.0: 128}
+
+
+def test_predict_and_lsmem_leave_the_machine_as_drmgr_would_find_it():
+    """run_case hands the machine predict() and lsmem used to drmgr: they must only read."""
+    from memscan.studies.tradeoff import fragmentation_workload
+
+    def fresh():
+        m = memscan.Machine.synthetic("2G", block_size="128M")
+        m.populate(fragmentation_workload(0.75, pinned=1e-4), seed=3)
+        return m
+
+    used = fresh()
+    used.predict("5.5", post_kernel="5.6", offline_kernel="5.5")
+    lsmem(used, "5.5", COST)
+    a = drmgr(used, "5.5", 4, COST, seed=3).to_dict()
+    b = drmgr(fresh(), "5.5", 4, COST, seed=3).to_dict()
+    assert a == b and a["attempts"] > 0

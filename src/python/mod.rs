@@ -679,10 +679,8 @@ impl CoreMachine {
     /// ns per open + read + close of one attribute file (read-only; see memscan calibrate).
     #[staticmethod]
     fn time_attribute_reads(py: Python<'_>, path: String, reads: u32) -> PyResult<f64> {
-        py.detach(|| {
-            guard_nopy(|| sysfs::time_attribute_reads(std::path::Path::new(&path), reads))
-        })
-        .map_err(|e| e.into_py(py))
+        py.detach(|| guard_nopy(|| sysfs::time_attribute_reads(std::path::Path::new(&path), reads)))
+            .map_err(|e| e.into_py(py))
     }
 
     /// /proc/kpageflags words for `count` pfns from `start` (6.1 semantics).

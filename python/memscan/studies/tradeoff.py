@@ -81,8 +81,11 @@ def run_case(
         "confusion_pre": conf,
         "offlineable_blocks": sum(1 for o in pred.offline if o.ok),
     }
-    del m, pred  # one machine at a time: each client gets a fresh one
-    rec["drmgr_pre"] = drmgr(fresh(), pre, request_blocks, cost, seed=seed).to_dict()
+    del pred
+    # One machine at a time, each client on a freshly populated one: predict() and lsmem only
+    # read (dry-run offlines), so the first client takes this machine as it is.
+    rec["drmgr_pre"] = drmgr(m, pre, request_blocks, cost, seed=seed).to_dict()
+    del m
     rec["blind_post"] = blind(fresh(), post, request_blocks, cost, seed=seed).to_dict()
     rec["chmem_post"] = chmem_size(fresh(), post, request_blocks, cost).to_dict()
     d, b = rec["drmgr_pre"], rec["blind_post"]

@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print the snapshot's meta record as JSON")
     cp.set_defaults(func=cmd_capture)
     ca = sub.add_parser(
-        "calibrate", help="measure the cost model's struct-page and page-copy constants here"
+        "calibrate",
+        help="measure the cost model's struct-page, page-copy and sysfs-read constants here (read-only)",
     )
     ca.add_argument("--json", action="store_true")
     ca.set_defaults(func=cmd_calibrate)

@@ -14,7 +14,7 @@ from memscan.studies import Case, tradeoff
 def main(level: str = "0.5") -> None:
     case = Case("synthetic 32T/256M", lambda: memscan.Machine.synthetic("32T", block_size="256M"))
     t = time.perf_counter()
-    (r,) = tradeoff([case], levels=(float(level),), request_fraction=0.001)
+    (r,) = tradeoff([case], levels=(float(level),), request_fraction=0.001, progress=None)
     dt = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
     print(f"32T level {level}: memscan run time {dt:.1f}s, peak RSS {rss:.1f} GiB")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import memscan
@@ -270,3 +271,37 @@ def test_predict_and_lsmem_leave_the_machine_as_drmgr_would_find_it():
     a = drmgr(used, "5.5", 4, COST, seed=3).to_dict()
     b = drmgr(fresh(), "5.5", 4, COST, seed=3).to_dict()
     assert a == b and a["attempts"] > 0
+
+
+def test_records_as_a_structured_array():
+    from memscan.studies import as_array
+
+    cases = [Case("tiny", lambda: memscan.Machine.synthetic("2G", block_size="128M"))]
+    recs = tradeoff(cases, levels=(0.0, 1.0), pins=(0.0, 1e-3), request_fraction=0.25)
+    a = as_array(recs)
+    assert a.shape == (4,) and list(a["machine"]) == ["tiny"] * 4
+    for row, r in zip(a, recs):
+        assert row["pinned"] == r["pinned"] and row["blocks"] == r["blocks"]
+        assert row["drmgr_pre_kernel_ns"] == r["drmgr_pre"]["kernel_ns"]
+        assert row["blind_post_met"] == r["blind_post"]["met"]
+        assert row["lsmem_pre_struct_pages_read"] == r["lsmem_pre"]["struct_pages_read"]
+        p = r["removable_precision"]
+        assert (np.isnan(row["removable_precision"]) and p is None) or row[
+            "removable_precision"
+        ] == p
+        assert r["memscan_seconds"] > 0 and row["memscan_seconds"] == r["memscan_seconds"]
+
+
+def test_progress_bar_counts_records():
+    import io
+    from unittest import mock
+
+    cases = [Case("tiny", lambda: memscan.Machine.synthetic("1G", block_size="128M"))]
+    err = io.StringIO()
+    with mock.patch("sys.stderr", err):
+        tradeoff(cases, levels=(0.0, 1.0), progress=True)
+    assert "tradeoff [" in err.getvalue() and err.getvalue().rstrip().endswith("2/2")
+    err = io.StringIO()
+    with mock.patch("sys.stderr", err):
+        tradeoff(cases, levels=(0.0,), progress=None)  # not a terminal: quiet
+    assert err.getvalue() == ""

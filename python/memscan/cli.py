@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import List, Optional
 
 from .errors import MemscanError
@@ -168,6 +169,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         )
     levels = [float(x) for x in args.levels.split(",")]
     pins = [float(x) for x in args.pins.split(",")] if args.pins else None
+    started = time.perf_counter()
     recs = tradeoff(
         cases,
         levels=levels,
@@ -175,7 +177,9 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         pre=args.kernel,
         post=args.post_kernel,
         pins=pins,
+        progress=False if args.json or not sys.stderr.isatty() else None,
     )
+    wall = time.perf_counter() - started
     be = break_even(recs)
     be_blocks = break_even_blocks(recs)
     if args.plot:
@@ -186,6 +190,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
                 "records": recs,
                 "break_even": be,
                 "break_even_blocks": {str(k): v for k, v in be_blocks.items()},
+                "memscan_seconds": wall,
             },
             sys.stdout,
             indent=1,
@@ -216,6 +221,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     for k, v in be_blocks.items():
         print(f"  fragmentation {k:g}: {'none in this sweep' if v is None else v}")
     print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time.")
+    print(f"memscan's own run time for this sweep: {wall:.1f} s")
     return 0
 
 

@@ -2,11 +2,22 @@
 
 from .clients import ClientRun, blind, chmem_size, drmgr, lsmem
 from .cost import CostModel, calibrate
-from .tradeoff import Case, break_even, break_even_blocks, fragmentation_workload, plot, tradeoff
+from .tradeoff import (
+    Case,
+    as_array,
+    as_dataframe,
+    break_even,
+    break_even_blocks,
+    fragmentation_workload,
+    plot,
+    tradeoff,
+)
 
 __all__ = [
     "Case",
     "ClientRun",
+    "as_array",
+    "as_dataframe",
     "CostModel",
     "blind",
     "break_even",

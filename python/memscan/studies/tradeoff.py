@@ -10,9 +10,13 @@ pages are long-term pinned.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from ..progress import Progress
 from ..workload import Workload
 from .clients import blind, chmem_size, drmgr, lsmem
 from .cost import CostModel
@@ -55,7 +59,10 @@ def run_case(
     cost: CostModel,
     pinned: Optional[float] = None,
 ) -> Dict[str, Any]:
-    """Every number of the trade-off for one (machine, fragmentation level, pin density)."""
+    """Every number of the trade-off for one (machine, fragmentation level, pin density).
+    ``memscan_seconds`` is memscan's own run time for the record, never part of a kernel
+    time."""
+    started = time.perf_counter()
     workload = fragmentation_workload(level, pinned)
 
     def fresh() -> Any:
@@ -90,6 +97,7 @@ def run_case(
     rec["chmem_post"] = chmem_size(fresh(), post, request_blocks, cost).to_dict()
     d, b = rec["drmgr_pre"], rec["blind_post"]
     rec["hint_saves_ns"] = b["kernel_ns"] - d["kernel_ns"]
+    rec["memscan_seconds"] = time.perf_counter() - started
     return rec
 
 
@@ -103,10 +111,12 @@ def tradeoff(
     cost: Optional[CostModel] = None,
     executor: Optional[cf.Executor] = None,
     pins: Optional[Iterable[float]] = None,
+    progress: Optional[bool] = False,
 ) -> List[Dict[str, Any]]:
     """The trade-off table: one record per (case, level[, pin density]). ``pins`` sweeps the
     share of long-term pinned LRU pages (what makes ``removable`` wrong); without it each level
-    keeps its own. Runs on ``executor`` (threads by default: the Rust core releases the GIL)."""
+    keeps its own. Runs on ``executor`` (threads by default: the Rust core releases the GIL).
+    ``progress``: a bar of finished records on stderr (None: only on a terminal)."""
     cost = cost or CostModel()
     jobs = []
     own = executor is None
@@ -117,10 +127,77 @@ def tradeoff(
             for lv in levels:
                 for p in list(pins) if pins is not None else [None]:
                     jobs.append(ex.submit(run_case, case, lv, n, pre, post, seed, cost, p))
+        bar = Progress(len(jobs), "tradeoff", enabled=progress)
+        for _ in cf.as_completed(jobs):
+            bar.update(1)
+        bar.close()
         return [j.result() for j in jobs]
     finally:
         if own:
             ex.shutdown()
+
+
+CLIENTS = ("drmgr_pre", "blind_post", "chmem_post")
+CLIENT_FIELDS = (
+    ("attempts", "i8"),
+    ("offlined_blocks", "i8"),
+    ("removable_reads", "i8"),
+    ("wasted_pages_migrated", "i8"),
+    ("kernel_ns", "f8"),
+    ("met", "?"),
+)
+
+
+def as_array(records: List[Dict[str, Any]]) -> np.ndarray:
+    """The table as a numpy structured array, one row per record, nested client figures
+    flattened to ``<client>_<field>`` (failures by reason stay in the records); a precision or
+    recall with no denominator is NaN."""
+    cols: List[Tuple[str, Any]] = [
+        ("machine", f"U{max([len(r['machine']) for r in records] + [1])}"),
+        ("fragmentation", "f8"),
+        ("pinned", "f8"),
+        ("blocks", "i8"),
+        ("request_blocks", "i8"),
+        ("offlineable_blocks", "i8"),
+        ("removable_precision", "f8"),
+        ("removable_recall", "f8"),
+        ("lsmem_pre_struct_pages_read", "i8"),
+        ("lsmem_pre_kernel_ns", "f8"),
+        ("lsmem_post_kernel_ns", "f8"),
+    ]
+    cols += [(f"{c}_{f}", t) for c in CLIENTS for f, t in CLIENT_FIELDS]
+    cols += [("hint_saves_ns", "f8"), ("memscan_seconds", "f8")]
+    nested = {
+        "lsmem_pre_struct_pages_read": ("lsmem_pre", "struct_pages_read"),
+        "lsmem_pre_kernel_ns": ("lsmem_pre", "kernel_ns"),
+        "lsmem_post_kernel_ns": ("lsmem_post", "kernel_ns"),
+    }
+    nested.update({f"{c}_{f}": (c, f) for c in CLIENTS for f, _ in CLIENT_FIELDS})
+    out = np.zeros(len(records), dtype=cols)
+    for i, r in enumerate(records):
+        for name, _ in cols:
+            if name in nested:
+                outer, inner = nested[name]
+                out[name][i] = r[outer][inner]
+            else:
+                v = r.get(name)
+                out[name][i] = np.nan if v is None else v
+    return out
+
+
+def as_dataframe(records: List[Dict[str, Any]]) -> Any:
+    """The table as a pandas DataFrame (the columns of ``as_array``).
+
+    Raises:
+        ImportError: pandas is not installed (it is optional; ``as_array`` needs only numpy).
+    """
+    try:
+        import pandas as pd
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "as_dataframe needs pandas (pip install pandas); as_array does not"
+        ) from e
+    return pd.DataFrame(as_array(records))
 
 
 def series(r: Dict[str, Any]) -> str:

@@ -44,19 +44,36 @@ struct Dir {
 }
 
 impl Dir {
-    fn open(path: &Path) -> Result<Dir> {
-        fs::create_dir_all(path).map_err(|e| io_err(path, &e))?;
-        let fd = openat(
-            CWD,
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io_err(path, &e.into()))?;
-        Ok(Dir {
-            fd,
-            path: path.to_path_buf(),
-        })
+    /// Create (if need be) and open `root/rel` one component at a time, each made and
+    /// opened relative to its parent without following symlinks: a symlink planted in the
+    /// tree (say `sys` pointing elsewhere) is refused before anything is written through it.
+    fn open(root: &Path, rel: &str) -> Result<Dir> {
+        fs::create_dir_all(root).map_err(|e| io_err(root, &e))?;
+        let mut dir = Dir {
+            fd: openat(
+                CWD,
+                root,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err(root, &e.into()))?,
+            path: root.to_path_buf(),
+        };
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            dir.mkdir(comp)?;
+            let fd = openat(
+                &dir.fd,
+                comp,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| at_err(&dir.path, comp, e))?;
+            dir = Dir {
+                fd,
+                path: dir.path.join(comp),
+            };
+        }
+        Ok(dir)
     }
 
     /// A directory entry that may already exist from an earlier export into the same root;
@@ -202,16 +219,18 @@ impl Values {
 /// content), one `linkat` per repeated attribute and two `symlinkat` per node; the value file
 /// names are resolved once per distinct value before the parallel part starts.
 pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result<()> {
-    let mem = Dir::open(&root.join("sys/devices/system/memory"))?;
-    let node_root = root.join("sys/devices/system/node");
-    let mut values = Values::new(Dir::open(&root.join(".memscan-values"))?);
+    let mem = Dir::open(root, "sys/devices/system/memory")?;
+    let mut values = Values::new(Dir::open(root, ".memscan-values")?);
     mem.write("block_size_bytes", &format!("{block_size:x}\n"))?;
     let mut nids: Vec<u16> = blocks.iter().flat_map(|b| b.nids.iter().copied()).collect();
     nids.sort_unstable();
     nids.dedup();
     let mut nodes: HashMap<u16, Dir> = HashMap::new();
     for n in nids {
-        nodes.insert(n, Dir::open(&node_root.join(format!("node{n}")))?);
+        nodes.insert(
+            n,
+            Dir::open(root, &format!("sys/devices/system/node/node{n}"))?,
+        );
     }
     let phys_device = values.slot("0\n")?;
     let online = [values.slot("0\n")?, values.slot("1\n")?];

@@ -267,6 +267,12 @@ def test_export_never_writes_through_a_planted_symlink(tmp_path):
     with pytest.raises(memscan.ArgumentError, match="not a directory"):
         m.export_sysfs(root)
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sys").symlink_to(outside)  # a planted directory on the way to memory/
+    with pytest.raises(memscan.ArgumentError, match="sys: exists and is not a directory"):
+        m.export_sysfs(other)
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
 
 
 def test_export_past_the_file_systems_link_limit(tmp_path):

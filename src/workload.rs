@@ -122,11 +122,12 @@ struct Plan {
     movable: f64,
     pinned: f64,
     hugetlb_free: f64,
-    /// Fragment orders (mixed pageblocks, where free fragments are a share `frag` of the
-    /// pages): cumulative weights of `free_orders` below the pageblock order (empty
-    /// when they sum to 0), and per order the chance a slot of that order is free.
-    order_cum: Vec<f64>,
-    free_chance: Vec<f64>,
+    /// Mixed pageblocks, per alignment `a` of the next slot (trailing zero bits of its
+    /// position, capped at the pageblock order): running sums over the fragment orders `o` of
+    /// P(order o is drawn) x P(a slot of order min(o, a) is free). The last sum is the chance
+    /// the slot is a free fragment; one uniform draw decides free or used, the order of a
+    /// free slot, and (rescaled) the kind of a used page.
+    slot_cum: Vec<Vec<f64>>,
 }
 
 /// Fraction of pages in an unmovable pageblock that are unmovable (the rest are fragments).
@@ -201,26 +202,33 @@ impl Workload {
             0.0
         };
         let n = (pb_order as usize).min(self.free_orders.len());
-        let mut order_cum: Vec<f64> = self.free_orders[..n]
-            .iter()
-            .scan(0.0, |acc, w| {
-                *acc += w;
-                Some(*acc)
-            })
-            .collect();
-        if order_cum.last().is_none_or(|&t| t <= 0.0) {
-            order_cum.clear();
-        }
+        let total: f64 = self.free_orders[..n].iter().sum();
+        // order weights, normalised (no weights: every fragment is order 0)
+        let weights: Vec<f64> = if total > 0.0 {
+            self.free_orders[..n].iter().map(|w| w / total).collect()
+        } else {
+            vec![1.0]
+        };
         let frag = (frag_total / p_mixed).min(1.0);
-        // A slot is free with chance q / (q + (1-q) 2^order): free pages are a share q of
-        // each slot's pages on average.
-        let free_chance = (0..=pb_order)
-            .map(|o| {
-                if frag > 0.0 {
-                    frag / (frag + (1.0 - frag) * f64::from(1u32 << o))
-                } else {
-                    0.0
-                }
+        // A slot of order o is free with chance q / (q + (1-q) 2^o): free pages are a share q
+        // of each slot's pages on average.
+        let free_chance = |o: u32| {
+            if frag > 0.0 {
+                frag / (frag + (1.0 - frag) * f64::from(1u32 << o))
+            } else {
+                0.0
+            }
+        };
+        let slot_cum = (0..=pb_order)
+            .map(|align| {
+                weights
+                    .iter()
+                    .enumerate()
+                    .scan(0.0, |acc, (o, p)| {
+                        *acc += p * free_chance((o as u32).min(align));
+                        Some(*acc)
+                    })
+                    .collect()
             })
             .collect();
         Plan {
@@ -233,8 +241,7 @@ impl Workload {
             movable: self.movable,
             pinned: self.pinned,
             hugetlb_free: self.hugetlb_free,
-            order_cum,
-            free_chance,
+            slot_cum,
         }
     }
 }
@@ -251,16 +258,6 @@ fn is_allocated_base_page(b: u8) -> bool {
 #[inline]
 pub fn is_ram_page(b: u8) -> bool {
     kind_of(b) < kind::RESERVED
-}
-
-/// A fragment order drawn by the weights whose running sums are `cum` (0 without weights).
-#[inline]
-fn sample_order(rng: &mut Rng, cum: &[f64]) -> u32 {
-    let Some(&total) = cum.last() else {
-        return 0;
-    };
-    let r = rng.f64() * total;
-    cum.iter().position(|&c| r < c).unwrap_or(cum.len() - 1) as u32
 }
 
 fn write_buddy(bytes: &mut [u8], pos: usize, order: u32) {
@@ -343,15 +340,21 @@ fn fill_pageblock(
         } else {
             pos.trailing_zeros()
         };
-        let order = sample_order(rng, &plan.order_cum).min(align);
-        if rng.f64() < plan.free_chance[order as usize] {
+        let cum = &plan.slot_cum[align as usize];
+        let p_free = cum[cum.len() - 1];
+        let r = rng.f64();
+        if r < p_free {
+            let o = cum.iter().position(|&c| r < c).unwrap_or(cum.len() - 1) as u32;
+            let order = o.min(align);
             write_buddy(bytes, pos, order);
             pos += 1 << order;
             continue;
         }
-        bytes[pos] = if plan.movable > 0.0 && rng.f64() < plan.movable {
+        // a used page: the rest of the draw, rescaled to [0, 1), picks its kind
+        let u = (r - p_free) / (1.0 - p_free);
+        bytes[pos] = if u < plan.movable {
             kind::MOVABLE
-        } else if plan.pinned > 0.0 && rng.f64() < plan.pinned {
+        } else if u < plan.movable + (1.0 - plan.movable) * plan.pinned {
             kind::PINNED
         } else {
             kind::LRU

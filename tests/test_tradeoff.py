@@ -262,7 +262,7 @@ def test_predict_and_lsmem_leave_the_machine_as_drmgr_would_find_it():
 
     def fresh():
         m = memscan.Machine.synthetic("2G", block_size="128M")
-        m.populate(fragmentation_workload(0.75, pinned=1e-4), seed=3)
+        m.populate(fragmentation_workload(0.25, pinned=3e-5), seed=3)
         return m
 
     used = fresh()
@@ -270,7 +270,7 @@ def test_predict_and_lsmem_leave_the_machine_as_drmgr_would_find_it():
     lsmem(used, "5.5", COST)
     a = drmgr(used, "5.5", 4, COST, seed=3).to_dict()
     b = drmgr(fresh(), "5.5", 4, COST, seed=3).to_dict()
-    assert a == b and a["attempts"] > 0
+    assert a == b and a["attempts"] > a["offlined_blocks"] > 0  # successes and failures
 
 
 def test_records_as_a_structured_array():

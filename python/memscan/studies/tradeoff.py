@@ -210,7 +210,9 @@ def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
     which the pre-patch hint pays for itself (drmgr with the hint spends less kernel time than
     the blind agent), or None."""
     out: Dict[str, Optional[float]] = {}
-    for r in sorted(records, key=lambda r: (series(r), r["fragmentation"])):
+    for r in sorted(
+        records, key=lambda r: (r["machine"], r.get("pinned", 0.0), r["fragmentation"])
+    ):
         key = series(r)
         out.setdefault(key, None)
         # a drmgr killed by a faulting read saved nothing: it died

@@ -2,7 +2,8 @@
 
 Normal test runs execute each once as a smoke test (--benchmark-disable); measure with
 ``pytest benches --benchmark-enable``. Ratios for the closing notes come from one run:
-worst-case scan vs numpy.count_nonzero over the same bytes; core vs reference model.
+worst-case scan vs numpy.count_nonzero over the same bytes; core vs reference model; the
+worst-case scan serial vs parallel (rayon).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def test_scan_worst_case(benchmark, worst):
     s = benchmark(m.scan, "5.5", None, False, False)
     assert (s.value == 1).all()
     assert s.total() >= 1 << log_pages
+
+
+def test_scan_worst_case_parallel(benchmark, worst):
+    """The same scan split over rayon's threads (2**28 pages is the 1 TiB worst case)."""
+    log_pages, m = worst
+    benchmark.group = f"worst-case 2**{log_pages} pages"
+    s = benchmark(m.scan, "5.5", None, True, False)
+    serial = m.scan("5.5", None, False, False)
+    assert (s.value == serial.value).all() and s.total() == serial.total()
 
 
 def test_count_nonzero_same_bytes(benchmark, worst):

@@ -305,3 +305,18 @@ def test_progress_bar_counts_records():
     with mock.patch("sys.stderr", err):
         tradeoff(cases, levels=(0.0,), progress=None)  # not a terminal: quiet
     assert err.getvalue() == ""
+
+
+def test_dataframe_when_pandas_is_installed_else_a_clear_error():
+    import importlib.util
+
+    from memscan.studies import as_array, as_dataframe
+
+    cases = [Case("tiny", lambda: memscan.Machine.synthetic("1G", block_size="128M"))]
+    recs = tradeoff(cases, levels=(0.0,))
+    if importlib.util.find_spec("pandas") is None:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            as_dataframe(recs)
+    else:
+        df = as_dataframe(recs)
+        assert list(df.columns) == list(as_array(recs).dtype.names) and len(df) == 1

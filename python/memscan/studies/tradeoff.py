@@ -193,7 +193,7 @@ def as_dataframe(records: List[Dict[str, Any]]) -> Any:
     """
     try:
         import pandas as pd
-    except ImportError as e:  # pragma: no cover - depends on the environment
+    except ImportError as e:
         raise ImportError(
             "as_dataframe needs pandas (pip install pandas); as_array does not"
         ) from e

@@ -25,6 +25,8 @@ pub struct BlockFiles {
     pub removable: Option<String>,
     pub valid_zones: Option<String>,
     pub nids: Vec<u16>,
+    /// `phys_device` ("%d"): 0 but on s390x, where it is the storage increment number.
+    pub phys_device: u64,
 }
 
 fn io_err(path: &Path, e: &std::io::Error) -> Error {
@@ -257,10 +259,13 @@ pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result
             let d = format!("memory{}", b.block);
             mem.mkdir(&d)?;
             mem.write(&format!("{d}/phys_index"), &format!("{:08x}\n", b.block))?;
+            if b.phys_device != 0 {
+                mem.write(&format!("{d}/phys_device"), &format!("{}\n", b.phys_device))?;
+            }
             for (slot, attr) in [
                 (*state, "state"),
                 (Some(online[usize::from(b.state == "online")]), "online"),
-                (Some(phys_device), "phys_device"),
+                ((b.phys_device == 0).then_some(phys_device), "phys_device"),
                 (*removable, "removable"),
                 (*zones, "valid_zones"),
             ] {

@@ -285,12 +285,15 @@ def test_export_past_the_file_systems_link_limit(tmp_path):
         pytest.skip(f"{tmp_path}: no enforced per-inode link limit ({limit})")
     blocks = (limit // 4096 + 1) * 4096  # a few thousand past the limit, 256 MiB blocks
     m = memscan.Machine.synthetic(f"{blocks // 4}G", block_size="256M")
-    info = m.export_sysfs(tmp_path, kernel="6.1")
-    assert info["blocks"] > limit
-    values = tmp_path / ".memscan-values"
-    assert len([p for p in values.iterdir() if p.read_text() == "online\n"]) >= 2
-    mem = tmp_path / "sys/devices/system/memory"
-    last = max(int(p.name[6:]) for p in mem.glob("memory*"))
-    assert (mem / f"memory{last}/state").read_text() == "online\n"
-    got = lsmem_json(tmp_path)
-    assert len(got) == 1 and got[0]["state"] == "online"
+    try:
+        info = m.export_sysfs(tmp_path, kernel="6.1")
+        assert info["blocks"] > limit
+        values = tmp_path / ".memscan-values"
+        assert len([p for p in values.iterdir() if p.read_text() == "online\n"]) >= 2
+        mem = tmp_path / "sys/devices/system/memory"
+        last = max(int(p.name[6:]) for p in mem.glob("memory*"))
+        assert (mem / f"memory{last}/state").read_text() == "online\n"
+        got = lsmem_json(tmp_path)
+        assert len(got) == 1 and got[0]["state"] == "online"
+    finally:  # 70,000 directories: do not leave them to pytest's tmp_path rotation
+        shutil.rmtree(tmp_path / "sys", ignore_errors=True)

@@ -133,3 +133,20 @@ def test_import_keeps_the_kernels_own_values(dump):
     spb = m.geometry.sections_per_block
     for b, nid in node.items():
         assert {int(n) for n in secs["nid"][b * spb : (b + 1) * spb]} == {nid}, b
+
+
+def test_s390_phys_device_is_the_storage_increment(dump, tmp_path):
+    """s390x phys_device = start address / storage increment (arch_get_memory_phys_device):
+    from_sysfs infers the increment from the dump, and the model's own export (values="model")
+    writes the same phys_device as the original for every block; x86_64 reads 0 everywhere."""
+    name, tarball, original, _, m = dump
+    mem = original / "sys/devices/system/memory"
+    want = {int(p.name[6:]): int((p / "phys_device").read_text()) for p in mem.glob("memory*")}
+    if name.startswith("s390"):
+        assert m.storage_increment == 8 << 20  # 256 MiB blocks; memory1 reads 32
+    else:
+        assert m.storage_increment is None and set(want.values()) == {0}
+    m.export_sysfs(tmp_path, kernel="5.6", values="model")
+    out = tmp_path / "sys/devices/system/memory"
+    got = {b: int((out / f"memory{b}/phys_device").read_text()) for b in want}
+    assert got == want

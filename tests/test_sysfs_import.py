@@ -144,3 +144,21 @@ def test_json_summary_of_export(tmp_path):
     m = memscan.Machine.synthetic("1G")
     info = m.export_sysfs(tmp_path, kernel="6.1")
     assert json.loads(json.dumps(info))["blocks"] == 8
+
+
+def test_inconsistent_s390_phys_device_is_refused(tmp_path):
+    m = memscan.Machine.synthetic("2G", block_size="256M", arch="s390x")
+    m.export_sysfs(tmp_path, kernel="5.6")
+    mem = tmp_path / "sys/devices/system/memory"
+    for p in mem.glob("memory*"):
+        b = int(p.name[6:])
+        (p / "phys_device").unlink()
+        (p / "phys_device").write_text(f"{b * 32}\n")  # 8 MiB increments
+    (mem / "memory3/phys_device").unlink()
+    (mem / "memory3/phys_device").write_text("95\n")
+    with pytest.raises(memscan.ParseError, match="memory3/phys_device 95"):
+        memscan.Machine.from_sysfs(tmp_path, arch="s390x")
+    (mem / "memory3/phys_device").unlink()
+    (mem / "memory3/phys_device").write_text("x\n")
+    with pytest.raises(memscan.ParseError, match="phys_device reads 'x'"):
+        memscan.Machine.from_sysfs(tmp_path, arch="s390x")

@@ -52,7 +52,7 @@ class CoreMachine:
     def write_sysfs_tree(
         root: str,
         block_size: int,
-        blocks: List[Tuple[int, str, Optional[str], Optional[str], List[int]]],
+        blocks: List[Tuple[int, str, Optional[str], Optional[str], List[int], int]],
     ) -> None: ...
     @staticmethod
     def time_attribute_reads(path: str, reads: int) -> float: ...

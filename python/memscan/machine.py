@@ -191,6 +191,10 @@ class Machine:
         self.sysfs_tree: Any = None
         #: for machines from a snapshot: what was known, missing and uncertain
         self.snapshot_info: Optional[Dict[str, Any]] = None
+        #: s390x only: the SCLP storage increment (rzm) in bytes. ``phys_device`` of a block is
+        #: its start address / rzm on s390x (arch_get_memory_phys_device, sclp_cmd.c since
+        #: 57b552ba0b2f, 2010; still in 6.1), 0 when rzm is unknown, and 0 on every other arch.
+        self.storage_increment: Optional[int] = None
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
@@ -289,13 +293,19 @@ class Machine:
             ParseError: missing files, unparsable values, duplicate blocks, a block size that is
                 not a power of two, tar members outside the archive root (named in the message).
         """
-        from .sources.sysfs_tree import layout_from_sysfs, read_sysfs_tree
+        from .sources.sysfs_tree import (
+            layout_from_sysfs,
+            read_sysfs_tree,
+            storage_increment_from_sysfs,
+        )
 
         tree = read_sysfs_tree(src)
         layout, removable = layout_from_sysfs(tree, arch)
         m = cls.from_layout_object(layout)
         m.sysfs_removable = removable
         m.sysfs_tree = tree
+        if layout.arch == "s390x":
+            m.storage_increment = storage_increment_from_sysfs(tree)
         for b in tree.blocks:
             if b.state == "going-offline":
                 m.set_block_state(b.block, "going-offline")

@@ -2,8 +2,9 @@
 
 Formats follow drivers/base/memory.c (kernel-semantics.md section 8): ``block_size_bytes``
 is ``%lx`` without 0x; ``memoryN/phys_index`` is ``%08lx``; ``state`` is online / offline /
-going-offline; ``online`` is 1/0; ``removable`` is the profile's answer; ``phys_device`` is 0
-(s390: the storage-increment number is not modeled, 0 too); ``valid_zones`` exists only with
+going-offline; ``online`` is 1/0; ``removable`` is the profile's answer; ``phys_device`` is 0,
+except on s390x with a known storage increment (``Machine.storage_increment``, inferred by
+``from_sysfs``): start address / increment; ``valid_zones`` exists only with
 CONFIG_MEMORY_HOTREMOVE. ``memoryN/nodeX`` links to ``../../node/nodeX`` and
 ``node/nodeX/memoryN`` back, for the node of each block's sections. Blocks exist only where
 the kernel creates a directory.
@@ -97,17 +98,23 @@ def export_sysfs(
         at = {b: i for i, b in enumerate(ids)} if faulted else {}
         for b in faulted:
             rem_text[at[b]] = fault_text
+    # phys_device (arch_get_memory_phys_device): start / rzm on s390x when the storage
+    # increment is known, 0 everywhere else
+    rzm = getattr(machine, "storage_increment", None) if g.arch == "s390x" else None
     rows = []
     for i, b in enumerate(ids):
+        phys_device = (b * g.block_size) // rzm if rzm else 0
         if imported is not None:
             src = imported[b]
             removable = None if src.removable is None else str(src.removable)
             zones = src.valid_zones
+            if src.phys_device is not None:
+                phys_device = src.phys_device
         else:
             removable = rem_text[i]
             zones = zones_of[i] if zones_of is not None else None
         nids = [lo_ids[i]] if single[i] else sorted({int(n) for n in n2[b][present[b]]})
-        rows.append((b, block_state[i], removable, zones, nids))
+        rows.append((b, block_state[i], removable, zones, nids, phys_device))
     machine._core.write_sysfs_tree(root, g.block_size, rows)
     written = [r[0] for r in rows]
     return {"root": root, "blocks": len(written), "faulted": sorted(faulted), "kernel": kernel}

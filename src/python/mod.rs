@@ -109,7 +109,7 @@ fn scan_dict<'py>(py: Python<'py>, g: &Geometry, s: &BlockScan) -> PyResult<Boun
 }
 
 /// (block, state, removable, valid_zones, nids) as Python passes them.
-type BlockFilesTuple = (u64, String, Option<String>, Option<String>, Vec<u16>);
+type BlockFilesTuple = (u64, String, Option<String>, Option<String>, Vec<u16>, u64);
 
 /// The native model. Use `memscan.Machine`, which wraps it.
 #[pyclass(frozen, module = "memscan._core", name = "CoreMachine")]
@@ -661,12 +661,13 @@ impl CoreMachine {
         let files: Vec<sysfs::BlockFiles> = blocks
             .into_iter()
             .map(
-                |(block, state, removable, valid_zones, nids)| sysfs::BlockFiles {
+                |(block, state, removable, valid_zones, nids, phys_device)| sysfs::BlockFiles {
                     block,
                     state,
                     removable,
                     valid_zones,
                     nids,
+                    phys_device,
                 },
             )
             .collect();

@@ -35,6 +35,7 @@ class SysfsBlock:
     nid: Optional[int]
     valid_zones: Optional[str]
     removable: Optional[int]
+    phys_device: Optional[int] = None
 
 
 @dataclass
@@ -182,11 +183,42 @@ def _read_tree(r: _Reader, src: str) -> SysfsTree:
             if rem_text.strip() not in ("0", "1"):
                 raise ParseError(f"{where}/removable reads {rem_text.strip()!r} (want 0 or 1)")
             rem = int(rem_text.strip())
-        tree.blocks.append(SysfsBlock(n, state, nids[0] if nids else None, vz, rem))
+        pd_text = r.read(os.path.join(d, "phys_device"))
+        pd: Optional[int] = None
+        if pd_text is not None:
+            if not pd_text.strip().isdigit():
+                raise ParseError(
+                    f"{where}/phys_device reads {pd_text.strip()!r} (want a decimal number)"
+                )
+            pd = int(pd_text.strip())
+        tree.blocks.append(SysfsBlock(n, state, nids[0] if nids else None, vz, rem, pd))
     if not tree.blocks:
         raise ParseError(f"{src}: {MEMORY_DIR} has no memoryN directories")
     tree.blocks.sort(key=lambda b: b.block)
     return tree
+
+
+def storage_increment_from_sysfs(tree: SysfsTree) -> Optional[int]:
+    """s390x: the storage increment (rzm) implied by ``phys_device`` = start / rzm, or None
+    when every block reads 0 (rzm unknown to the kernel).
+
+    Raises:
+        ParseError: blocks whose phys_device values imply different increments.
+    """
+    rzm: Optional[int] = None
+    first = None
+    for b in tree.blocks:
+        if not b.phys_device:
+            continue
+        start = b.block * tree.block_size
+        this = start // b.phys_device
+        if this * b.phys_device != start or (rzm is not None and this != rzm):
+            raise ParseError(
+                f"{tree.source}: memory{b.block}/phys_device {b.phys_device} does not fit one "
+                f"storage increment with memory{first} (start / phys_device)"
+            )
+        rzm, first = this, b.block if first is None else first
+    return rzm
 
 
 def layout_from_sysfs(

@@ -162,3 +162,25 @@ def test_inconsistent_s390_phys_device_is_refused(tmp_path):
     (mem / "memory3/phys_device").write_text("x\n")
     with pytest.raises(memscan.ParseError, match="phys_device reads 'x'"):
         memscan.Machine.from_sysfs(tmp_path, arch="s390x")
+
+
+@needs_lsmem
+def test_arm64_16k_tree_round_trips_with_its_page_size(tmp_path):
+    """sysfs does not say the page size: an arm64 16K tree (the layout of util-linux's
+    aarch64_16K dump) imports with page_size="16K", keeps 16 KiB pages, and re-exports to a
+    tree lsmem prints the same on."""
+    src = memscan.Machine.synthetic("16G", arch="arm64", page_size="16K")
+    src.set_block_state(int(src.blocks()[-1]), "offline")
+    orig = tmp_path / "orig"
+    src.export_sysfs(orig, kernel="6.1")
+    m = memscan.Machine.from_sysfs(orig, arch="arm64", page_size="16K")
+    assert m.geometry.page_size == 16 << 10
+    assert m.geometry.block_size == src.geometry.block_size
+    assert m.blocks().tolist() == src.blocks().tolist()
+    assert m.memory_bytes() > 0
+    again = tmp_path / "again"
+    m.export_sysfs(again, kernel="6.1", values="sysfs")
+    for opts in ([], ["-a", "-o", ALL_COLS], ["-J"]):
+        assert lsmem(again, *opts) == lsmem(orig, *opts)
+    with pytest.raises(memscan.ArgumentError, match="page_size '8K'"):
+        memscan.Machine.from_sysfs(orig, arch="arm64", page_size="8K")

@@ -284,10 +284,16 @@ class Machine:
             return cls.from_snapshot(out, progress)
 
     @classmethod
-    def from_sysfs(cls, src: Union[str, os.PathLike[str]] = "/", arch: str = "x86_64") -> Machine:
+    def from_sysfs(
+        cls,
+        src: Union[str, os.PathLike[str]] = "/",
+        arch: str = "x86_64",
+        page_size: Optional[str] = None,
+    ) -> Machine:
         """From a memory sysfs tree: ``"/"`` reads the live ``/sys`` (read-only), a directory
         holding ``sys/devices/system/memory``, or a tarball of one. The kernel's own
         ``removable`` answers are kept in ``machine.sysfs_removable`` (block -> 0/1/None).
+        ``page_size`` ("4K", "16K", "64K"): sysfs does not say it; the arch's default otherwise.
 
         Raises:
             ParseError: missing files, unparsable values, duplicate blocks, a block size that is
@@ -300,7 +306,7 @@ class Machine:
         )
 
         tree = read_sysfs_tree(src)
-        layout, removable = layout_from_sysfs(tree, arch)
+        layout, removable = layout_from_sysfs(tree, arch, page_size)
         m = cls.from_layout_object(layout)
         m.sysfs_removable = removable
         m.sysfs_tree = tree

@@ -48,6 +48,16 @@ ARCH_ALIASES = {
 PAGE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
 
 
+def page_shift_of(page_size: str) -> int:
+    """log2 of a page size given as "4K", "16K" or "64K" (ArgumentError otherwise)."""
+    try:
+        return PAGE_SHIFTS[str(page_size).upper()]
+    except KeyError:
+        from ..errors import ArgumentError
+
+        raise ArgumentError(f"page_size {page_size!r} is not 4K, 16K or 64K") from None
+
+
 def canonical_arch(arch: str) -> str:
     try:
         return ARCH_ALIASES[arch.lower()]

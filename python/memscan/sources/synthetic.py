@@ -11,7 +11,7 @@ from typing import Optional
 
 from ..errors import ArgumentError
 from ..sizes import SizeLike, parse_size
-from .layout import Layout, Range, canonical_arch
+from .layout import Layout, Range, canonical_arch, page_shift_of
 
 RAM_START = {"x86_64": 4 << 30, "arm64": 1 << 30, "ppc64": 0, "s390x": 0}
 
@@ -33,10 +33,7 @@ def synthetic_layout(
         raise ArgumentError(f"nodes: need at least one node, got {nodes}")
     geometry = {}
     if page_size is not None:
-        shifts = {"4K": 12, "16K": 14, "64K": 16}
-        if page_size.upper() not in shifts:
-            raise ArgumentError(f"page_size {page_size!r} is not 4K, 16K or 64K")
-        geometry["page_shift"] = shifts[page_size.upper()]
+        geometry["page_shift"] = page_shift_of(page_size)
     start = RAM_START[arch]
     unit = bs or (128 << 20)
     per = (size // nodes) // unit * unit

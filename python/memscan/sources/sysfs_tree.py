@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import LayoutError, ParseError
-from .layout import ZONE_LIMITS, Layout, Range, canonical_arch
+from .layout import ZONE_LIMITS, Layout, Range, canonical_arch, page_shift_of
 
 MEMORY_DIR = os.path.join("sys", "devices", "system", "memory")
 _BLOCK = re.compile(r"^memory(\d+)$")
@@ -222,12 +222,17 @@ def storage_increment_from_sysfs(tree: SysfsTree) -> Optional[int]:
 
 
 def layout_from_sysfs(
-    tree: SysfsTree, arch: str = "x86_64"
+    tree: SysfsTree, arch: str = "x86_64", page_size: Optional[str] = None
 ) -> Tuple[Layout, Dict[int, Optional[int]]]:
-    """A Layout from a parsed tree, and the kernel's removable answers by block."""
+    """A Layout from a parsed tree, and the kernel's removable answers by block. sysfs does
+    not say the page size: ``page_size`` ("4K", "16K", "64K") gives it where the arch's
+    default is wrong (arm64 16K, as util-linux's aarch64_16K dump)."""
     arch = canonical_arch(arch)
     bs = tree.block_size
-    page_shift = 16 if arch == "ppc64" else 12
+    geometry: Dict[str, int] = {}
+    if page_size is not None:
+        geometry["page_shift"] = page_shift_of(page_size)
+    page_shift = geometry.get("page_shift", 16 if arch == "ppc64" else 12)
     ranges: List[Range] = []
     zones: Dict[Tuple[int, str], List[int]] = {}
     limits = ZONE_LIMITS[arch]
@@ -281,6 +286,7 @@ def layout_from_sysfs(
         arch=arch,
         ranges=merged,
         block_size=bs,
+        geometry=geometry,
         zones=fixed,
         offline_blocks=[b.block for b in tree.blocks if b.state == "offline"],
         name=f"sysfs {tree.source}",

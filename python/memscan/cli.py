@@ -160,7 +160,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     from .studies.tradeoff import Case, break_even, break_even_blocks, plot, tradeoff
 
     cases = [Case("seed", Machine.seed)]
-    for size in args.synthetic or ["16G"]:
+    for size in args.synthetic or ["4G", "16G", "64G"]:
         cases.append(
             Case(
                 f"synthetic {size}/{args.block_size}",
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--synthetic",
         action="append",
         metavar="SIZE",
-        help="synthetic machines to sweep (default 16G)",
+        help="synthetic machines to sweep, repeatable (default 4G, 16G and 64G)",
     )
     tr.add_argument("--block-size", default="128M")
     tr.add_argument("--levels", default="0,0.25,0.5,0.75,1", help="fragmentation levels")

@@ -211,7 +211,8 @@ def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
     the blind agent), or None."""
     out: Dict[str, Optional[float]] = {}
     for r in sorted(
-        records, key=lambda r: (r["machine"], r.get("pinned", 0.0), r["fragmentation"])
+        records,
+        key=lambda r: (r.get("blocks", 0), r["machine"], r.get("pinned", 0.0), r["fragmentation"]),
     ):
         key = series(r)
         out.setdefault(key, None)
@@ -263,7 +264,7 @@ def plot(records: List[Dict[str, Any]], path: str) -> None:
 
     fig, (ax, aq) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     be = break_even(records)
-    order = {series(r): (r["machine"], r["pinned"]) for r in records}
+    order = {series(r): (r["blocks"], r["machine"], r["pinned"]) for r in records}
     names = sorted(order, key=order.__getitem__)
     colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
     for name in names:

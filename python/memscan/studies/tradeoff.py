@@ -311,10 +311,14 @@ def plot(records: List[Dict[str, Any]], path: str) -> None:
         key = f"{r['machine']}, frag {r['fragmentation']:g}" if swept else r["machine"]
         groups.setdefault(key, []).append(r)
     for i, (key, rs) in enumerate(
-        sorted(groups.items(), key=lambda kv: (kv[1][0]["machine"], kv[1][0]["fragmentation"]))
+        sorted(
+            groups.items(),
+            key=lambda kv: (kv[1][0]["blocks"], kv[1][0]["machine"], kv[1][0]["fragmentation"]),
+        )
     ):
         rs.sort(key=lambda r: r["pinned"] if swept else r["fragmentation"])
-        col = plt.get_cmap("tab10")(i % 10)
+        # without a pin sweep a group is a machine: the colour it has on the left
+        col = plt.get_cmap("tab10")(i % 10) if swept else colours[key]
         for metric, ls in (("removable_precision", "-"), ("removable_recall", "--")):
             pts = [
                 (r["pinned"] if swept else r["fragmentation"], r[metric])

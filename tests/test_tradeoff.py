@@ -320,3 +320,13 @@ def test_dataframe_when_pandas_is_installed_else_a_clear_error():
     else:
         df = as_dataframe(recs)
         assert list(df.columns) == list(as_array(recs).dtype.names) and len(df) == 1
+
+
+def test_pins_and_levels_may_be_one_shot_iterables():
+    build = lambda: memscan.Machine.synthetic("1G", block_size="128M")  # noqa: E731
+    cases = [Case("a", build), Case("b", build)]
+    recs = tradeoff(cases, levels=iter((0.0, 1.0)), pins=(p for p in (0.0, 1e-4)))
+    want = [(lv, p) for lv in (0.0, 1.0) for p in (0.0, 1e-4)]
+    assert [(r["machine"], r["fragmentation"], r["pinned"]) for r in recs] == [
+        (c, lv, p) for c in "ab" for lv, p in want
+    ]

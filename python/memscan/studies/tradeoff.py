@@ -122,10 +122,12 @@ def tradeoff(
     own = executor is None
     ex = executor or cf.ThreadPoolExecutor()
     try:
+        densities: List[Optional[float]] = list(pins) if pins is not None else [None]
+        level_list = list(levels)
         for case in cases:
             n = max(1, int(len(case.build().blocks()) * request_fraction))
-            for lv in levels:
-                for p in list(pins) if pins is not None else [None]:
+            for lv in level_list:
+                for p in densities:
                     jobs.append(ex.submit(run_case, case, lv, n, pre, post, seed, cost, p))
         bar = Progress(len(jobs), "tradeoff", enabled=progress)
         for _ in cf.as_completed(jobs):

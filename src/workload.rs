@@ -119,15 +119,23 @@ struct Plan {
     /// In mixed pageblocks: unmovable pages per polluted pageblock (mean) and pollution chance.
     pollute_p: f64,
     pollute_n: f64,
-    movable: f64,
-    pinned: f64,
     hugetlb_free: f64,
-    /// Mixed pageblocks, per alignment `a` of the next slot (trailing zero bits of its
-    /// position, capped at the pageblock order): running sums over the fragment orders `o` of
-    /// P(order o is drawn) x P(a slot of order min(o, a) is free). The last sum is the chance
-    /// the slot is a free fragment; one uniform draw decides free or used, the order of a
-    /// free slot, and (rescaled) the kind of a used page.
-    slot_cum: Vec<Vec<f64>>,
+    /// Mixed pageblocks, per alignment of the next slot (trailing zero bits of its position,
+    /// capped at the pageblock order): see [`Slot`].
+    slots: Vec<Slot>,
+}
+
+/// One uniform draw `r` per slot of a mixed pageblock decides everything about it:
+/// `r < cum[o]` for the first order `o` makes it a free fragment of order min(o, align);
+/// otherwise it is one used page, MOVABLE below `movable_below`, PINNED below `pinned_below`,
+/// else LRU (the used share of [0, 1) split in the knobs' proportions).
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Running sums over fragment orders `o` of P(order o drawn) x P(a slot of order
+    /// min(o, align) is free); the last is the chance the slot is free.
+    cum: Vec<f64>,
+    movable_below: f64,
+    pinned_below: f64,
 }
 
 /// Fraction of pages in an unmovable pageblock that are unmovable (the rest are fragments).
@@ -219,16 +227,23 @@ impl Workload {
                 0.0
             }
         };
-        let slot_cum = (0..=pb_order)
+        let slots = (0..=pb_order)
             .map(|align| {
-                weights
+                let cum: Vec<f64> = weights
                     .iter()
                     .enumerate()
                     .scan(0.0, |acc, (o, p)| {
                         *acc += p * free_chance((o as u32).min(align));
                         Some(*acc)
                     })
-                    .collect()
+                    .collect();
+                let free = cum[cum.len() - 1];
+                let used = 1.0 - free;
+                Slot {
+                    cum,
+                    movable_below: free + used * self.movable,
+                    pinned_below: free + used * (self.movable + (1.0 - self.movable) * self.pinned),
+                }
             })
             .collect();
         Plan {
@@ -238,10 +253,8 @@ impl Workload {
             p_huge,
             pollute_p,
             pollute_n,
-            movable: self.movable,
-            pinned: self.pinned,
             hugetlb_free: self.hugetlb_free,
-            slot_cum,
+            slots,
         }
     }
 }
@@ -340,21 +353,18 @@ fn fill_pageblock(
         } else {
             pos.trailing_zeros()
         };
-        let cum = &plan.slot_cum[align as usize];
-        let p_free = cum[cum.len() - 1];
+        let slot = &plan.slots[align as usize];
         let r = rng.f64();
-        if r < p_free {
-            let o = cum.iter().position(|&c| r < c).unwrap_or(cum.len() - 1) as u32;
-            let order = o.min(align);
+        if r < slot.cum[slot.cum.len() - 1] {
+            let o = slot.cum.iter().position(|&c| r < c).unwrap_or(0);
+            let order = (o as u32).min(align);
             write_buddy(bytes, pos, order);
             pos += 1 << order;
             continue;
         }
-        // a used page: the rest of the draw, rescaled to [0, 1), picks its kind
-        let u = (r - p_free) / (1.0 - p_free);
-        bytes[pos] = if u < plan.movable {
+        bytes[pos] = if r < slot.movable_below {
             kind::MOVABLE
-        } else if u < plan.movable + (1.0 - plan.movable) * plan.pinned {
+        } else if r < slot.pinned_below {
             kind::PINNED
         } else {
             kind::LRU

@@ -109,6 +109,8 @@ fn scan_dict<'py>(py: Python<'py>, g: &Geometry, s: &BlockScan) -> PyResult<Boun
 }
 
 /// (block, state, removable, valid_zones, nids) as Python passes them.
+/// One counter of an offline attempt's work, by name (a column of `offline_many`).
+type WorkCounter = fn(&offline::OfflineWork) -> u64;
 type BlockFilesTuple = (u64, String, Option<String>, Option<String>, Vec<u16>, u64);
 
 /// The native model. Use `memscan.Machine`, which wraps it.
@@ -601,9 +603,6 @@ impl CoreMachine {
             })
             .map_err(|e| e.into_py(py))?;
         let d = PyDict::new(py);
-        let col = |f: &dyn Fn(&offline::OfflineWork) -> u64| -> Vec<u64> {
-            outs.iter().map(|o| f(&o.work)).collect()
-        };
         d.set_item("block", blocks.clone().into_pyarray(py))?;
         d.set_item(
             "errno",
@@ -623,30 +622,18 @@ impl CoreMachine {
             .map(|o| o.fault.as_ref().map(|f| fault_dict(py, &g, f)).transpose())
             .collect::<PyResult<Vec<_>>>()?;
         d.set_item("fault", faults)?;
-        d.set_item(
-            "struct_pages_read",
-            col(&|w| w.struct_pages_read).into_pyarray(py),
-        )?;
-        d.set_item(
-            "pageblocks_isolated",
-            col(&|w| w.pageblocks_isolated).into_pyarray(py),
-        )?;
-        d.set_item(
-            "pages_migrated",
-            col(&|w| w.pages_migrated).into_pyarray(py),
-        )?;
-        d.set_item(
-            "migration_rounds",
-            col(&|w| w.migration_rounds).into_pyarray(py),
-        )?;
-        d.set_item(
-            "lru_add_drain_all",
-            col(&|w| w.lru_add_drain_all).into_pyarray(py),
-        )?;
-        d.set_item(
-            "drain_all_pages",
-            col(&|w| w.drain_all_pages).into_pyarray(py),
-        )?;
+        let counters: [(&str, WorkCounter); 6] = [
+            ("struct_pages_read", |w| w.struct_pages_read),
+            ("pageblocks_isolated", |w| w.pageblocks_isolated),
+            ("pages_migrated", |w| w.pages_migrated),
+            ("migration_rounds", |w| w.migration_rounds),
+            ("lru_add_drain_all", |w| w.lru_add_drain_all),
+            ("drain_all_pages", |w| w.drain_all_pages),
+        ];
+        for (name, get) in counters {
+            let column: Vec<u64> = outs.iter().map(|o| get(&o.work)).collect();
+            d.set_item(name, column.into_pyarray(py))?;
+        }
         Ok(d)
     }
 

@@ -142,22 +142,27 @@ impl Dir {
 /// Files whose content repeats across blocks (state, online, removable, phys_device,
 /// valid_zones) are hard links to one file per distinct value, kept in `root/.memscan-values`
 /// (outside `sys/`): one `linkat()` per attribute instead of create, write and close. Readers
-/// see ordinary files with the kernel's content. A file system's limit on links per inode
-/// (ext4: 65,000) starts a new file for that value when it is reached.
+/// see ordinary files with the kernel's content.
+///
+/// Each worker thread links to its own copy of each value file: `linkat()` locks the inode it
+/// links to (vfs_link), so one shared inode per value would make the threads queue on it.
+/// A file system's limit on links per inode (ext4: 65,000) starts a new copy when reached.
 struct Values {
     dir: Dir,
     texts: Vec<String>,
     index: HashMap<String, usize>,
-    /// Per value: the file now being linked to, and how many files it has had.
-    current: Vec<RwLock<(String, u32)>>,
+    copies: usize,
+    /// Per value and copy: the file now being linked to, and how many files it has had.
+    current: Vec<Vec<RwLock<(String, u32)>>>,
 }
 
 impl Values {
-    fn new(dir: Dir) -> Values {
+    fn new(dir: Dir, copies: usize) -> Values {
         Values {
             dir,
             texts: Vec::new(),
             index: HashMap::new(),
+            copies: copies.max(1),
             current: Vec::new(),
         }
     }
@@ -172,24 +177,29 @@ impl Values {
         self.dir.write(name, text)
     }
 
-    /// The slot of the value file holding `text`, written on first use (serial part).
+    /// The slot of the value files holding `text`, written on first use (serial part).
     fn slot(&mut self, text: &str) -> Result<usize> {
         if let Some(&k) = self.index.get(text) {
             return Ok(k);
         }
         let k = self.texts.len();
-        let name = format!("v{k}");
-        self.create(&name, text)?;
+        let mut copies = Vec::with_capacity(self.copies);
+        for c in 0..self.copies {
+            let name = format!("v{k}.{c}");
+            self.create(&name, text)?;
+            copies.push(RwLock::new((name, 0)));
+        }
         self.texts.push(text.to_string());
         self.index.insert(text.to_string(), k);
-        self.current.push(RwLock::new((name, 0)));
+        self.current.push(copies);
         Ok(k)
     }
 
-    /// Link value `k` as `name` in `dir` (parallel part).
+    /// Link value `k` as `name` in `dir` (parallel part), through the calling thread's copy.
     fn link(&self, k: usize, dir: &Dir, name: &str) -> Result<()> {
+        let copy = &self.current[k][rayon::current_thread_index().unwrap_or(0) % self.copies];
         loop {
-            let src = self.current[k]
+            let src = copy
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .0
@@ -198,13 +208,12 @@ impl Values {
                 Ok(()) => return Ok(()),
                 Err(Errno::MLINK) => {
                     // The file system's limit on links per inode (ext4: 65,000): the first
-                    // thread to see it starts the next file for this value.
-                    let mut cur = self.current[k]
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner);
+                    // thread to see it starts the next file for this copy.
+                    let mut cur = copy.write().unwrap_or_else(PoisonError::into_inner);
                     if cur.0 == src {
                         cur.1 += 1;
-                        let next = format!("v{k}-{}", cur.1);
+                        let base = src.split_once('-').map_or(src.as_str(), |(b, _)| b);
+                        let next = format!("{base}-{}", cur.1);
                         self.create(&next, &self.texts[k])?;
                         cur.0 = next;
                     }
@@ -215,14 +224,25 @@ impl Values {
     }
 }
 
+/// Blocks per step of the pipeline in `write_tree`.
+const CHUNK: usize = 4096;
+
 /// Write `root/sys/devices/system/memory` (and `node/`) for `blocks`.
 ///
 /// Every block costs one `mkdirat`, one file written (`phys_index`, the only per-block
 /// content), one `linkat` per repeated attribute and two `symlinkat` per node; the value file
 /// names are resolved once per distinct value before the parallel part starts.
+///
+/// The entries made in shared directories (`memoryN` in `memory/`, `memoryN` in
+/// `node/nodeX/`) lock that directory's inode, so two threads making them would queue on
+/// one another. They are made by one task, a chunk ahead, while the other threads fill the
+/// previous chunk's block directories (each its own directory, no shared lock).
 pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result<()> {
     let mem = Dir::open(root, "sys/devices/system/memory")?;
-    let mut values = Values::new(Dir::open(root, ".memscan-values")?);
+    let mut values = Values::new(
+        Dir::open(root, ".memscan-values")?,
+        rayon::current_num_threads(),
+    );
     mem.write("block_size_bytes", &format!("{block_size:x}\n"))?;
     let mut nids: Vec<u16> = blocks.iter().flat_map(|b| b.nids.iter().copied()).collect();
     nids.sort_unstable();
@@ -252,33 +272,59 @@ pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result
         ]);
     }
     let values = &values;
-    blocks
-        .par_iter()
-        .zip(slots.par_iter())
-        .try_for_each(|(b, [state, removable, zones])| {
+    // shared directories: the block's directory and its link from each node
+    let make_dirs = |chunk: &[BlockFiles]| -> Result<()> {
+        for b in chunk {
             let d = format!("memory{}", b.block);
             mem.mkdir(&d)?;
-            mem.write(&format!("{d}/phys_index"), &format!("{:08x}\n", b.block))?;
-            if b.phys_device != 0 {
-                mem.write(&format!("{d}/phys_device"), &format!("{}\n", b.phys_device))?;
-            }
-            for (slot, attr) in [
-                (*state, "state"),
-                (Some(online[usize::from(b.state == "online")]), "online"),
-                ((b.phys_device == 0).then_some(phys_device), "phys_device"),
-                (*removable, "removable"),
-                (*zones, "valid_zones"),
-            ] {
-                if let Some(k) = slot {
-                    values.link(k, &mem, &format!("{d}/{attr}"))?;
-                }
-            }
             for n in &b.nids {
-                mem.symlink(&format!("../../node/node{n}"), &format!("{d}/node{n}"))?;
                 nodes[n].symlink(&format!("../../memory/{d}"), &d)?;
             }
-            Ok(())
-        })
+        }
+        Ok(())
+    };
+    // inside the block's own directory
+    let fill = |(b, [state, removable, zones]): (&BlockFiles, &[Option<usize>; 3])| -> Result<()> {
+        let d = format!("memory{}", b.block);
+        mem.write(&format!("{d}/phys_index"), &format!("{:08x}\n", b.block))?;
+        if b.phys_device != 0 {
+            mem.write(&format!("{d}/phys_device"), &format!("{}\n", b.phys_device))?;
+        }
+        for (slot, attr) in [
+            (*state, "state"),
+            (Some(online[usize::from(b.state == "online")]), "online"),
+            ((b.phys_device == 0).then_some(phys_device), "phys_device"),
+            (*removable, "removable"),
+            (*zones, "valid_zones"),
+        ] {
+            if let Some(k) = slot {
+                values.link(k, &mem, &format!("{d}/{attr}"))?;
+            }
+        }
+        for n in &b.nids {
+            mem.symlink(&format!("../../node/node{n}"), &format!("{d}/node{n}"))?;
+        }
+        Ok(())
+    };
+    let chunks: Vec<&[BlockFiles]> = blocks.chunks(CHUNK).collect();
+    let chunk_slots: Vec<&[[Option<usize>; 3]]> = slots.chunks(CHUNK).collect();
+    if let Some(first) = chunks.first() {
+        make_dirs(first)?;
+    }
+    for (c, (chunk, their_slots)) in chunks.iter().zip(&chunk_slots).enumerate() {
+        let (ahead, filled) = rayon::join(
+            || chunks.get(c + 1).map_or(Ok(()), |next| make_dirs(next)),
+            || {
+                chunk
+                    .par_iter()
+                    .zip(their_slots.par_iter())
+                    .try_for_each(fill)
+            },
+        );
+        filled?;
+        ahead?;
+    }
+    Ok(())
 }
 
 /// Nanoseconds per read of one attribute file as a user-space client reads it: `openat`,

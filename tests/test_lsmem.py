@@ -289,8 +289,20 @@ def test_export_past_the_file_systems_link_limit(tmp_path):
         info = m.export_sysfs(tmp_path, kernel="6.1")
         assert info["blocks"] > limit
         values = tmp_path / ".memscan-values"
-        assert len([p for p in values.iterdir() if p.read_text() == "online\n"]) >= 2
         mem = tmp_path / "sys/devices/system/memory"
+        # "1\n" is every block's online and removable: twice as many links as blocks, more
+        # than one inode may hold, so they are spread over value files none past the limit
+        ones = [os.stat(p) for p in values.iterdir() if p.read_text() == "1\n"]
+        assert all(st.st_nlink <= limit for st in ones)
+        assert len(ones) >= -(-2 * info["blocks"] // limit)
+        inos = {st.st_ino for st in ones}
+        linked = sum(
+            os.stat(p).st_ino in inos
+            for attr in ("online", "removable")
+            for p in mem.glob(f"memory*/{attr}")
+        )
+        assert sum(st.st_nlink - 1 for st in ones) == linked
+        assert linked == 2 * info["blocks"]
         last = max(int(p.name[6:]) for p in mem.glob("memory*"))
         assert (mem / f"memory{last}/state").read_text() == "online\n"
         got = lsmem_json(tmp_path)

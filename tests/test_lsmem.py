@@ -309,3 +309,51 @@ def test_export_past_the_file_systems_link_limit(tmp_path):
         assert len(got) == 1 and got[0]["state"] == "online"
     finally:  # 70,000 directories: do not leave them to pytest's tmp_path rotation
         shutil.rmtree(tmp_path / "sys", ignore_errors=True)
+
+
+def test_arm64_zones_follow_max_zone_phys(tmp_path):
+    """arm64 zones as zone_sizes_init()/max_zone_phys() (v5.10+) lay them out, read by lsmem.
+
+    DRAM from 2 GiB: ZONE_DMA (32 bits) runs to 4 GiB and ZONE_DMA32 is empty. DRAM from
+    1 TiB, laid out as util-linux's aarch64_16K_16g dump (16 KiB pages, 128 MiB blocks
+    8192-8316 and 8319, 128 MiB sections as arm64 has them since v5.12): every block is DMA, which is what upstream's
+    tests/expected/lsmem/lsmem-aarch64_16K_16g prints (that dump itself is not in any
+    release tarball Debian carries, up to 2.42.4). The zones are read from the tree's
+    valid_zones files: lsmem 2.38 prints ZONES only when memory0 exists, and these have none."""
+
+    def valid_zones(root):
+        mem = root / "sys/devices/system/memory"
+        return {
+            int(p.parent.name[6:]): p.read_text().strip() for p in mem.glob("memory*/valid_zones")
+        }
+
+    low = memscan.Machine.from_layout(
+        {
+            "arch": "arm64",
+            "block_size": "1G",
+            "ranges": [{"start": 2 << 30, "size": "4G", "kind": "ram"}],
+        }
+    )
+    low.export_sysfs(tmp_path / "low", kernel="6.1")
+    assert valid_zones(tmp_path / "low") == {2: "DMA", 3: "DMA", 4: "Normal", 5: "Normal"}
+    bs = 128 << 20
+    high = memscan.Machine.from_layout(
+        {
+            "arch": "arm64",
+            "page_size": "16K",
+            "block_size": "128M",
+            "geometry": {"section_size_bits": 27},
+            "ranges": [
+                {"start": 8192 * bs, "size": 125 * bs, "kind": "ram"},
+                {"start": 8319 * bs, "size": bs, "kind": "ram"},
+            ],
+        }
+    )
+    assert high.geometry.page_size == 16 << 10
+    high.export_sysfs(tmp_path / "high", kernel="6.1")
+    assert set(valid_zones(tmp_path / "high").values()) == {"DMA"}
+    rows = lsmem_json(tmp_path / "high", "-o", "RANGE,STATE,REMOVABLE,BLOCK,NODE")
+    assert [(r["range"], r["block"], r["removable"], r["node"]) for r in rows] == [
+        ("0x0000010000000000-0x00000103e7ffffff", "8192-8316", True, 0),
+        ("0x00000103f8000000-0x00000103ffffffff", "8319", True, 0),
+    ]

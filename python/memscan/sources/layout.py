@@ -21,15 +21,47 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from ..errors import LayoutError
 from ..sizes import parse_size
 
-#: Zone limits per arch (upper bound in bytes, exclusive), in zone order. v5.5:
-#: x86_64 DMA < 16 MiB, DMA32 < 4 GiB; arm64 (5.5, with ZONE_DMA for RPi4) DMA < 1 GiB,
-#: DMA32 < 4 GiB; s390x DMA < 2 GiB; ppc64 pseries: everything in Normal. [R]
+#: Zone limits per arch (upper bound in bytes, exclusive), in zone order. x86_64 DMA < 16 MiB,
+#: DMA32 < 4 GiB; s390x DMA < 2 GiB; ppc64 pseries: everything in Normal. [R] arm64 depends on
+#: where DRAM starts: see ``zone_limits``.
 ZONE_LIMITS: Dict[str, List[Tuple[str, int]]] = {
     "x86_64": [("DMA", 16 << 20), ("DMA32", 4 << 30), ("Normal", 1 << 62)],
-    "arm64": [("DMA", 1 << 30), ("DMA32", 4 << 30), ("Normal", 1 << 62)],
     "s390x": [("DMA", 2 << 30), ("Normal", 1 << 62)],
     "ppc64": [("Normal", 1 << 62)],
 }
+
+#: arm64 zone_dma_bits: min(32, the DT's and IORT's DMA limits). 32 unless firmware narrows
+#: it (a Raspberry Pi 4's dma-ranges give 30).
+ARM64_ZONE_DMA_BITS = 32
+
+
+def zone_limits(arch: str, dram_start: int, dram_end: int) -> List[Tuple[str, int]]:
+    """The arch's zone limits for DRAM spanning [dram_start, dram_end) bytes.
+
+    arm64 follows zone_sizes_init() / max_zone_phys() of v5.10+ (read at torvalds/linux
+    019bc1f, arch/arm64/mm/init.c): a zone of N bits ends at 2^N, but at 4 GiB when DRAM
+    starts above 2^N, and covers all DRAM when DRAM starts above 4 GiB; never past the end
+    of DRAM. So ZONE_DMA (32 bits) holds everything below 4 GiB and ZONE_DMA32 is empty, and
+    a machine whose DRAM starts above 4 GiB is all DMA (util-linux's aarch64_16K_16g dump:
+    DRAM at 1 TiB, every block's valid_zones "DMA"). v5.5 (1a8e1cef7603, [R]) placed a
+    30-bit DMA window at DRAM's start rounded down instead; zones are a boot-time property
+    of the layout here and follow today's rule for both kernel profiles.
+    """
+    arch = canonical_arch(arch)
+    if arch != "arm64":
+        return ZONE_LIMITS[arch]
+
+    def max_zone_phys(bits: int) -> int:
+        mask = (1 << bits) - 1
+        if dram_start > 0xFFFF_FFFF:
+            mask = (1 << 64) - 1
+        elif dram_start > mask:
+            mask = 0xFFFF_FFFF
+        return min(mask, dram_end - 1) + 1
+
+    dma = max_zone_phys(ARM64_ZONE_DMA_BITS)
+    return [("DMA", dma), ("DMA32", max(dma, max_zone_phys(32))), ("Normal", 1 << 62)]
+
 
 ARCH_ALIASES = {
     "x86_64": "x86_64",
@@ -135,7 +167,9 @@ class Layout:
         """Zone spans as free_area_init() computes them: per node, each zone's limits clipped
         to the node's first and last RAM pfn; zones with no RAM are left out."""
         shift = self.page_shift()
-        limits = ZONE_LIMITS[canonical_arch(self.arch)]
+        limits = zone_limits(
+            self.arch, min(r[0] for r in ram) << shift, max(r[1] for r in ram) << shift
+        )
         zones = []
         nids = sorted({r[2] for r in ram})
         for nid in nids:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import LayoutError, ParseError
-from .layout import ZONE_LIMITS, Layout, Range, canonical_arch, page_shift_of
+from .layout import Layout, Range, canonical_arch, page_shift_of, zone_limits
 
 MEMORY_DIR = os.path.join("sys", "devices", "system", "memory")
 _BLOCK = re.compile(r"^memory(\d+)$")
@@ -235,7 +235,15 @@ def layout_from_sysfs(
     page_shift = geometry.get("page_shift", 16 if arch == "ppc64" else 12)
     ranges: List[Range] = []
     zones: Dict[Tuple[int, str], List[int]] = {}
-    limits = ZONE_LIMITS[arch]
+    limits = (
+        zone_limits(
+            arch,
+            min(b.block for b in tree.blocks) * bs,
+            (max(b.block for b in tree.blocks) + 1) * bs,
+        )
+        if tree.blocks
+        else []
+    )
     prev_zone: Dict[int, Tuple[int, str]] = {}  # nid -> (block, zone) of the last zoned block
     for b in tree.blocks:
         nid = b.nid if b.nid is not None else 0

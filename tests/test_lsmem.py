@@ -312,7 +312,7 @@ def test_export_past_the_file_systems_link_limit(tmp_path):
 
 
 def test_arm64_zones_follow_max_zone_phys(tmp_path):
-    """arm64 zones as zone_sizes_init()/max_zone_phys() (v5.10+) lay them out, read by lsmem.
+    """arm64 zones as zone_sizes_init()/max_zone_phys() (6.x) lay them out, read by lsmem.
 
     DRAM from 2 GiB: ZONE_DMA (32 bits) runs to 4 GiB and ZONE_DMA32 is empty. DRAM from
     1 TiB, laid out as util-linux's aarch64_16K_16g dump (16 KiB pages, 128 MiB blocks

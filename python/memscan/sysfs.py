@@ -101,20 +101,22 @@ def export_sysfs(
     # phys_device (arch_get_memory_phys_device): start / rzm on s390x when the storage
     # increment is known, 0 everywhere else
     rzm = getattr(machine, "storage_increment", None) if g.arch == "s390x" else None
-    rows = []
-    for i, b in enumerate(ids):
-        phys_device = (b * g.block_size) // rzm if rzm else 0
-        if imported is not None:
+    nids_of = [
+        [lo] if one else sorted({int(n) for n in n2[b][present[b]]})
+        for b, lo, one in zip(ids, lo_ids, single)
+    ]
+    if imported is None:
+        phys = [(b * g.block_size) // rzm for b in ids] if rzm else [0] * len(ids)
+        zones_col = zones_of if zones_of is not None else [None] * len(ids)
+        rows = list(zip(ids, block_state, rem_text, zones_col, nids_of, phys))
+    else:
+        rows = []
+        for i, b in enumerate(ids):
             src = imported[b]
-            removable = None if src.removable is None else str(src.removable)
-            zones = src.valid_zones
+            phys_device = (b * g.block_size) // rzm if rzm else 0
             if src.phys_device is not None:
                 phys_device = src.phys_device
-        else:
-            removable = rem_text[i]
-            zones = zones_of[i] if zones_of is not None else None
-        nids = [lo_ids[i]] if single[i] else sorted({int(n) for n in n2[b][present[b]]})
-        rows.append((b, block_state[i], removable, zones, nids, phys_device))
+            removable = None if src.removable is None else str(src.removable)
+            rows.append((b, block_state[i], removable, src.valid_zones, nids_of[i], phys_device))
     machine._core.write_sysfs_tree(root, g.block_size, rows)
-    written = [r[0] for r in rows]
-    return {"root": root, "blocks": len(written), "faulted": sorted(faulted), "kernel": kernel}
+    return {"root": root, "blocks": len(rows), "faulted": sorted(faulted), "kernel": kernel}

@@ -197,7 +197,8 @@ impl Values {
 
     /// Link value `k` as `name` in `dir` (parallel part), through the calling thread's copy.
     fn link(&self, k: usize, dir: &Dir, name: &str) -> Result<()> {
-        let copy = &self.current[k][rayon::current_thread_index().unwrap_or(0) % self.copies];
+        let c = rayon::current_thread_index().unwrap_or(0) % self.copies;
+        let copy = &self.current[k][c];
         loop {
             let src = copy
                 .read()
@@ -212,8 +213,7 @@ impl Values {
                     let mut cur = copy.write().unwrap_or_else(PoisonError::into_inner);
                     if cur.0 == src {
                         cur.1 += 1;
-                        let base = src.split_once('-').map_or(src.as_str(), |(b, _)| b);
-                        let next = format!("{base}-{}", cur.1);
+                        let next = format!("v{k}.{c}-{}", cur.1);
                         self.create(&next, &self.texts[k])?;
                         cur.0 = next;
                     }

@@ -92,31 +92,28 @@ def export_sysfs(
     block_state = [state_names[c] for c in states[scan.block].tolist()]
     single = (lo[scan.block] == hi[scan.block]).tolist()
     lo_ids = lo[scan.block].tolist()
+    # phys_device (arch_get_memory_phys_device): start / rzm on s390x when the storage
+    # increment is known, 0 everywhere else
+    rzm = getattr(machine, "storage_increment", None) if g.arch == "s390x" else None
+    phys = [(b * g.block_size) // rzm for b in ids] if rzm else [0] * len(ids)
+    nids_of = [
+        [first] if one else sorted({int(n) for n in n2[b][present[b]]})
+        for b, first, one in zip(ids, lo_ids, single)
+    ]
     if imported is None:
         rem_text = np.where(scan.value == 1, "1", "0").tolist()
         fault_text = None if on_fault == "missing" else on_fault
         at = {b: i for i, b in enumerate(ids)} if faulted else {}
         for b in faulted:
             rem_text[at[b]] = fault_text
-    # phys_device (arch_get_memory_phys_device): start / rzm on s390x when the storage
-    # increment is known, 0 everywhere else
-    rzm = getattr(machine, "storage_increment", None) if g.arch == "s390x" else None
-    nids_of = [
-        [lo] if one else sorted({int(n) for n in n2[b][present[b]]})
-        for b, lo, one in zip(ids, lo_ids, single)
-    ]
-    if imported is None:
-        phys = [(b * g.block_size) // rzm for b in ids] if rzm else [0] * len(ids)
         zones_col = zones_of if zones_of is not None else [None] * len(ids)
         rows = list(zip(ids, block_state, rem_text, zones_col, nids_of, phys))
     else:
         rows = []
         for i, b in enumerate(ids):
             src = imported[b]
-            phys_device = (b * g.block_size) // rzm if rzm else 0
-            if src.phys_device is not None:
-                phys_device = src.phys_device
             removable = None if src.removable is None else str(src.removable)
-            rows.append((b, block_state[i], removable, src.valid_zones, nids_of[i], phys_device))
+            pd = phys[i] if src.phys_device is None else src.phys_device
+            rows.append((b, block_state[i], removable, src.valid_zones, nids_of[i], pd))
     machine._core.write_sysfs_tree(root, g.block_size, rows)
     return {"root": root, "blocks": len(rows), "faulted": sorted(faulted), "kernel": kernel}

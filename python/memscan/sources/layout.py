@@ -39,13 +39,14 @@ def zone_limits(arch: str, dram_start: int, dram_end: int) -> List[Tuple[str, in
     """The arch's zone limits for DRAM spanning [dram_start, dram_end) bytes.
 
     arm64 follows zone_sizes_init() / max_zone_phys() as read at torvalds/linux 019bc1f
-    (arch/arm64/mm/init.c; the first release with this rule was not checked, [R] v5.1x): a zone of N bits ends at 2^N, but at 4 GiB when DRAM
-    starts above 2^N, and covers all DRAM when DRAM starts above 4 GiB; never past the end
-    of DRAM. So ZONE_DMA (32 bits) holds everything below 4 GiB and ZONE_DMA32 is empty, and
-    a machine whose DRAM starts above 4 GiB is all DMA (util-linux's aarch64_16K_16g dump:
-    DRAM at 1 TiB, every block's valid_zones "DMA"). v5.5 (1a8e1cef7603, [R]) placed a
-    30-bit DMA window at DRAM's start rounded down instead; zones are a boot-time property
-    of the layout here and follow today's rule for both kernel profiles.
+    (arch/arm64/mm/init.c; the first release with this rule was not checked, [R] v5.1x):
+    a zone of N bits ends at 2^N, but at 4 GiB when DRAM starts above 2^N, and covers all
+    DRAM when DRAM starts above 4 GiB; never past the end of DRAM. So ZONE_DMA (32 bits)
+    holds everything below 4 GiB and ZONE_DMA32 is empty, and a machine whose DRAM starts
+    above 4 GiB is all DMA (util-linux's aarch64_16K_16g dump: DRAM at 1 TiB, every block's
+    valid_zones "DMA"). v5.5 (1a8e1cef7603, [R]) placed a 30-bit DMA window at DRAM's start
+    rounded down instead; zones are a boot-time property of the layout here and follow
+    today's rule for both kernel profiles.
     """
     arch = canonical_arch(arch)
     if arch != "arm64":

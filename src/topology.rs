@@ -127,6 +127,37 @@ pub struct Machine {
     /// `min_free_kbytes` in pages, as `init_per_zone_wmark_min()` last computed it (boot,
     /// and after every online or offline).
     pub min_free_pages: u64,
+    /// What a struct page that was never initialised holds when DEBUG_VM did not poison it
+    /// (an input: the kernel leaves whatever the memory held).
+    pub uninit_memmap: UninitMemmap,
+}
+
+/// The content of never-initialised struct pages on a kernel without DEBUG_VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UninitMemmap {
+    /// Unknown bytes (real pmem media that held data): reads are undefined or oops.
+    #[default]
+    Garbage,
+    /// Zeroes (fresh media, QEMU's guest RAM): node 0, ZONE_DMA, flags 0, refcount 0. A
+    /// real 5.4.59 kernel without DEBUG_VM reads the seed's pmem pfn this way under QEMU
+    /// (../shared/kernels/README.md) and prints 0 rather than crashing.
+    Zero,
+}
+
+impl UninitMemmap {
+    pub const NAMES: [&'static str; 2] = ["garbage", "zero"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn parse(s: &str) -> Option<UninitMemmap> {
+        match s {
+            "garbage" => Some(UninitMemmap::Garbage),
+            "zero" => Some(UninitMemmap::Zero),
+            _ => None,
+        }
+    }
 }
 
 fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
@@ -412,6 +443,7 @@ impl Machine {
             },
             hugetlb_resv,
             min_free_pages: 0,
+            uninit_memmap: UninitMemmap::default(),
         })
         .map(|mut m| {
             m.min_free_pages = crate::kernel::offline::compute_min_free_pages(&m);

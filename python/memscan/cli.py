@@ -225,6 +225,64 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_kernel_image() -> Optional[str]:
+    from .groundtruth.runner import shared_kernel
+
+    return shared_kernel("linux-5.4.59-prepatch")
+
+
+def cmd_groundtruth_run(args: argparse.Namespace) -> int:
+    from .groundtruth.runner import run
+    from .groundtruth.scenario import Scenario
+
+    sc = Scenario.load(args.scenario)
+    image = args.kernel or _default_kernel_image()
+    if image is None:
+        raise MemscanError(
+            "no --kernel given and no ../shared/kernels/linux-5.4.59-prepatch/bzImage found"
+        )
+    if not args.json:
+        print(f"booting {image} under QEMU (TCG) with scenario {sc.name} ...", file=sys.stderr)
+    rec = run(sc, image, args.out, timeout=args.timeout)
+    if args.json:
+        print(json.dumps({k: rec[k] for k in ("scenario", "status", "wall_seconds", "uname")}))
+    else:
+        killed = sum(1 for a in rec["attempts"] if a["signal"])
+        print(
+            f"{rec['status']}: {len(rec['attempts'])} attempts ({killed} readers killed by the "
+            f"kernel) in {rec['wall_seconds']} s; run directory {args.out}"
+        )
+    return 0 if rec["status"] == "ok" else 1
+
+
+def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
+    from .groundtruth.agree import agree
+
+    a = agree(args.dir, kernel=args.kernel)
+    if args.json:
+        print(json.dumps(a.as_dict(), indent=1))
+        return 0
+    print(f"{args.dir}: model {a.kernel} against the recorded kernel, attempt by attempt")
+    print(f"{'ATTR':<12}{'BLOCK':>6}  {'KERNEL':<10}{'MODEL':<10}AGREE  WHY")
+    for r in a.rows:
+        kv = "killed" if r.kernel_fault else str(r.kernel_value)
+        mv = (
+            r.model_fault["kind"] if r.model_fault and r.model_value is None else str(r.model_value)
+        )
+        print(f"{r.attr:<12}{r.block:>6}  {kv:<10}{mv:<10}{'yes' if r.agree else 'NO':<7}{r.why}")
+    for attr in sorted({r.attr for r in a.rows}):
+        c = a.count(attr)
+        print(f"{attr}: {c['agree']}/{c['attempts']} attempts agree")
+    cost = a.scan_cost()
+    if cost and "ns_per_struct_page" in cost:
+        print(
+            f"removable read time on the guest (TCG): {cost['ns_fixed'] / 1e3:.0f} us fixed + "
+            f"{cost['ns_per_struct_page']:.1f} ns per struct page read (r={cost['r']:.2f}, "
+            f"{cost['reads']} reads); TCG inflates absolute times, ratios carry over"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -292,6 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--plot", metavar="FILE.png")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_tradeoff)
+    gt = sub.add_parser(
+        "groundtruth", help="real kernels under QEMU: run a scenario, compare the model with it"
+    )
+    gsub = gt.add_subparsers(dest="groundtruth_command", required=True)
+    gr = gsub.add_parser("run", help="boot a kernel under QEMU (TCG) with a scenario, record it")
+    gr.add_argument("scenario", help="a scenario .toml or a shipped name (seed-5.4, small-5.4)")
+    gr.add_argument(
+        "--kernel",
+        metavar="BZIMAGE",
+        help="kernel image (default ../shared/kernels/linux-5.4.59-prepatch/bzImage)",
+    )
+    gr.add_argument("--out", required=True, metavar="DIR", help="run directory (new or empty)")
+    gr.add_argument("--timeout", type=float, help="seconds (default: the scenario's)")
+    gr.add_argument("--json", action="store_true")
+    gr.set_defaults(func=cmd_groundtruth_run)
+    ga = gsub.add_parser("agree", help="the model against a run directory, attempt by attempt")
+    ga.add_argument("dir", metavar="DIR")
+    ga.add_argument("--kernel", help="model profile (default: from the record, e.g. 5.4+debug)")
+    ga.add_argument("--json", action="store_true")
+    ga.set_defaults(func=cmd_groundtruth_agree)
     return p
 
 

@@ -168,6 +168,16 @@ class Prediction:
         return out
 
 
+@dataclass(frozen=True)
+class ValidZones:
+    """One read of ``memoryN/valid_zones``: ``value`` is None when ``fault`` stopped it."""
+
+    block: int
+    kernel: str
+    value: Optional[str]
+    fault: Optional[Fault]
+
+
 def _fault(d: Optional[Dict[str, Any]]) -> Optional[Fault]:
     return None if d is None else Fault(**d)
 
@@ -416,6 +426,19 @@ class Machine:
         """Pages per kind over present sections."""
         return {PageKind(i).name: int(c) for i, c in enumerate(self._core.kind_counts())}
 
+    @property
+    def uninit_memmap(self) -> str:
+        """What struct pages that were never initialised hold on a kernel without DEBUG_VM
+        (with DEBUG_VM they are poisoned, whatever this says): ``"garbage"`` (real pmem
+        media that held data, the seed's case: reads are undefined or oops) or ``"zero"``
+        (fresh media, a QEMU guest: node 0, ZONE_DMA, flags 0, as a real 5.4.59 kernel read
+        them). The kernel leaves this to the memory, so it is an input of the model."""
+        return str(self._core.uninit_memmap)
+
+    @uninit_memmap.setter
+    def uninit_memmap(self, value: str) -> None:
+        self._core.uninit_memmap = value
+
     def memory_bytes(self) -> int:
         """Bytes the model itself holds."""
         return int(self._core.memory_bytes())
@@ -567,9 +590,20 @@ class Machine:
         Returns None on success, or the errno name the write returns."""
         return self._core.online(int(block), online_type)
 
-    def valid_zones(self, block: int, kernel: str = "6.1") -> str:
-        """The text of ``memory<block>/valid_zones`` (without the newline)."""
-        return self._core.valid_zones(int(block), kernel)
+    def valid_zones(self, block: int, kernel: str = "6.1") -> Optional[str]:
+        """The text of ``memory<block>/valid_zones`` (without the newline), or None where the
+        read faults (``valid_zones_read`` says how)."""
+        return self.valid_zones_read(block, kernel).value
+
+    def valid_zones_read(self, block: int, kernel: str = "6.1") -> ValidZones:
+        """Read ``memory<block>/valid_zones`` under ``kernel``: the text, or the fault that
+        kills the reader (5.4/5.5 ``test_pages_in_a_zone`` reads ``page_zone()`` of one
+        struct page per MAX_ORDER_NR_PAGES: a poisoned one BUGs on a debug kernel, as a real
+        5.4.59 kernel does on the seed's shape)."""
+        d = self._core.valid_zones(int(block), kernel)
+        return ValidZones(
+            block=int(block), kernel=kernel, value=d["value"], fault=_fault(d["fault"])
+        )
 
     def predict(
         self,

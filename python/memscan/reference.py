@@ -36,7 +36,7 @@ class KernelFault(Exception):
 
 @dataclass
 class Profile:
-    version: str  # "5.5", "5.6-rc", "5.6", "6.1"
+    version: str  # "5.4", "5.5", "5.6-rc", "5.6", "6.1"
     debug_vm: bool
     debug_vm_pgflags: bool
     memory_hotremove: bool
@@ -48,6 +48,8 @@ class Profile:
         v = s[: -len("+debug")] if debug else s
         if v.startswith("5.6-rc"):
             version = "5.6-rc"
+        elif v == "5.4" or v.startswith("5.4."):
+            version = "5.4"
         elif v == "5.5" or v.startswith("5.5."):
             version = "5.5"
         elif v == "5.6" or v.startswith("5.6."):
@@ -56,14 +58,18 @@ class Profile:
             version = "6.1"
         else:
             raise ValueError(spec)
-        hotremove = not (arch == "arm64" and version in ("5.5", "5.6-rc", "5.6"))
+        hotremove = not (arch == "arm64" and version in ("5.4", "5.5", "5.6-rc", "5.6"))
         return Profile(version, debug, debug, hotremove)
 
     def removable_scans(self) -> bool:
-        return self.version in ("5.5", "5.6-rc")
+        return self.version in ("5.4", "5.5", "5.6-rc")
 
     def holes_zeroed(self) -> bool:
-        return self.version in ("5.5", "5.6-rc", "5.6")
+        return self.version in ("5.4", "5.5", "5.6-rc", "5.6")
+
+    def has_memory_holes_check(self) -> bool:
+        # v5.5 __offline_pages: walk_system_ram_range + count_system_ram_pages_cb (not in 5.4)
+        return self.version != "5.4"
 
 
 @dataclass
@@ -94,6 +100,8 @@ class Snapshot:
     system_ram: List[Tuple[int, int]] = field(default_factory=list)
     standby_blocks: List[int] = field(default_factory=list)
     hugetlb_reserved: List[int] = field(default_factory=list)
+    #: what never-initialised struct pages hold without DEBUG_VM: "garbage" or "zero"
+    uninit_memmap: str = "garbage"
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -118,6 +126,7 @@ class Snapshot:
             system_ram=list(core.system_ram()),
             standby_blocks=list(core.standby_blocks()),
             hugetlb_reserved=list(core.hugetlb_reserved()),
+            uninit_memmap=core.uninit_memmap,
         )
 
 
@@ -146,7 +155,13 @@ class Reference:
     def _byte(self, pfn: int) -> int:
         if pfn >= len(self.s.pages):
             return int(K.NOMEMMAP)
-        return int(self.s.pages[pfn])
+        b = int(self.s.pages[pfn])
+        if b & 15 == K.UNINIT and self._uninit_zero():
+            return int(K.ZEROED)  # a zeroed, never-initialised struct page reads as zeroed
+        return b
+
+    def _uninit_zero(self) -> bool:
+        return not self.p.debug_vm and self.s.uninit_memmap == "zero"
 
     def memmap(self, pfn: int) -> Tuple[str, int, str, bool]:
         """("valid"|"poisoned"|"garbage"|"missing", nid, zone, zeroed)."""
@@ -260,7 +275,7 @@ class Reference:
         if int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) & 15 == 4:
             if migratetype == "CMA":
                 return None
-            return (pfn, "CMA page" if self.p.version == "5.5" else "unmovable page")
+            return (pfn, "CMA page" if self.p.version in ("5.4", "5.5") else "unmovable page")
         found = 0
         it = 0
         while it < nr:
@@ -506,11 +521,15 @@ class OfflineReference(Reference):
             if not self._meta(pfn)[0] & SEC_PRESENT:
                 pfn += pps
                 continue
+            # "if (zone && !zone_spans_pfn(zone, pfn)) return 0" before page_zone()
+            if found is not None:
+                s, e = self.zone_span(*found)
+                if not (s <= pfn < e):
+                    return None
             self.work["struct_pages_read"] += 1
             nid, zone, _ = self.page_zone(pfn, "test_pages_in_a_zone")
             if found is not None:
-                s, e = self.zone_span(*found)
-                if not (s <= pfn < e) or found != (nid, zone):
+                if found != (nid, zone):
                     return None
             else:
                 found = (nid, zone)
@@ -602,7 +621,7 @@ class OfflineReference(Reference):
             )
             if count != spb:
                 return self._fail("EINVAL", "non-present sections")
-            if self.p.version in ("5.6-rc", "5.6") and self._ram_pages(start, end) != end - start:
+            if self.p.has_memory_holes_check() and self._ram_pages(start, end) != end - start:
                 return self._fail("EINVAL", "memory holes")
             try:
                 found = self.test_pages_in_a_zone(start, end)
@@ -611,7 +630,7 @@ class OfflineReference(Reference):
             if found is None:
                 return self._fail("EINVAL", "multizone range")
             zone = found
-        cmm = self.s.arch == "ppc64" and self.p.version == "5.5"
+        cmm = self.s.arch == "ppc64" and self.p.version in ("5.4", "5.5")
         # start_isolate_page_range()
         nr = 1 << self.s.pageblock_order
         pbs = list(range(start, end, nr))

@@ -157,10 +157,19 @@ fn test_pages_in_a_zone(
             pfn += g.pages_per_section();
             continue;
         }
+        // 5.4.59 / v5.5 test_pages_in_a_zone(): "if (zone && !zone_spans_pfn(zone, pfn))
+        // return 0" comes before the page_zone() read, so a pfn outside the first page's zone
+        // ends the test without touching its struct page (a real 5.4.59 +debug kernel BUGs
+        // here, RIP test_pages_in_a_zone, only where that zone spans the poisoned pfn).
+        if let Some(z) = found {
+            if !m.zone_span(z.0, z.1).spans(pfn) {
+                return Ok(None);
+            }
+        }
         work.struct_pages_read += 1;
         let (nid, zone, _) = page_zone(m, pfn, &profile, "test_pages_in_a_zone")?;
         if let Some(z) = found {
-            if !m.zone_span(z.0, z.1).spans(pfn) || z != (nid, zone) {
+            if z != (nid, zone) {
                 return Ok(None);
             }
         } else {
@@ -215,9 +224,10 @@ fn cmm_isolate_count(m: &Machine, profile: KernelProfile, pb: u64) -> u32 {
         .count() as u32
 }
 
-/// Whether the pseries CMM balloon's memory notifiers are registered (ppc64, v5.5).
+/// Whether the pseries CMM balloon's memory notifiers are registered (ppc64, 5.4 and v5.5
+/// as modeled; the fidelity issue's item 3, balloon compaction in 5.5, is not yet checked).
 fn cmm_notifier(m: &Machine, profile: KernelProfile) -> bool {
-    m.geometry.arch == Arch::Ppc64 && profile.version == KernelVersion::V5_5
+    m.geometry.arch == Arch::Ppc64 && profile.version <= KernelVersion::V5_5
 }
 
 /// What blocks migration of a page, if anything.
@@ -452,9 +462,9 @@ pub fn offline_block(
                 work,
             ));
         }
-        if profile.version >= KernelVersion::V5_6Rc
-            && system_ram_pages(m, start, end) != end - start
-        {
+        // v5.5 __offline_pages(): walk_system_ram_range(count_system_ram_pages_cb) right
+        // after mem_hotplug_begin(), before test_pages_in_a_zone(); 5.4 has no such check.
+        if profile.has_memory_holes_check() && system_ram_pages(m, start, end) != end - start {
             return Ok(fail(block, Errno::Einval, Some("memory holes"), work));
         }
         match test_pages_in_a_zone(m, start, end, *profile, &mut work) {
@@ -994,7 +1004,14 @@ pub fn online_zone(m: &Machine, block: u64, online_type: &str) -> Result<(u16, Z
 }
 
 /// `valid_zones` of a block, as printed (without the newline).
-pub fn valid_zones(m: &Machine, block: u64, profile: &KernelProfile) -> Result<String> {
+/// `memoryN/valid_zones` as read: its text, or the fault that killed the reader (5.4/5.5
+/// `valid_zones_show()` of an online block runs `test_pages_in_a_zone()`, which reads
+/// `page_zone()` of a struct page per MAX_ORDER_NR_PAGES; 6.1 reads `mem->zone`).
+pub fn valid_zones(
+    m: &Machine,
+    block: u64,
+    profile: &KernelProfile,
+) -> Result<std::result::Result<String, Fault>> {
     let state = m.block_state(block)?;
     if !profile.memory_hotremove {
         return Err(Error::Argument(
@@ -1008,11 +1025,16 @@ pub fn valid_zones(m: &Machine, block: u64, profile: &KernelProfile) -> Result<S
         } else {
             let mut w = OfflineWork::default();
             let (s, e) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
-            test_pages_in_a_zone(m, s, e, *profile, &mut w)
-                .ok()
-                .flatten()
+            match test_pages_in_a_zone(m, s, e, *profile, &mut w) {
+                Ok(z) => z,
+                Err(f) if f.kind.stops() => return Ok(Err(f)),
+                // an undefined read (garbage) answers something; model it as no zone
+                Err(_) => None,
+            }
         };
-        return Ok(z.map_or("none".to_string(), |(_, z)| z.name().to_string()));
+        return Ok(Ok(
+            z.map_or("none".to_string(), |(_, z)| z.name().to_string())
+        ));
     }
     let (_, def) = online_zone(m, block, "online")?;
     let mut out = def.name().to_string();
@@ -1023,7 +1045,7 @@ pub fn valid_zones(m: &Machine, block: u64, profile: &KernelProfile) -> Result<S
             out.push_str(z.name());
         }
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// `echo <online_type> > memoryN/state` for an offline block: the memmap is initialised into

@@ -4,7 +4,7 @@
 
 use crate::kernel::profile::KernelProfile;
 use crate::page::{field_of, kind, kind_of, ZoneType, ZEROED_HOLE};
-use crate::topology::Machine;
+use crate::topology::{Machine, UninitMemmap};
 
 /// What the kernel does when a modeled function reads a bad struct page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,13 +69,17 @@ pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
     let b = m.store.page(pfn);
     match kind_of(b) {
         kind::NOMEMMAP => Memmap::Missing,
-        kind::UNINIT => {
-            if profile.debug_vm {
-                Memmap::Poisoned
-            } else {
-                Memmap::Garbage
-            }
-        }
+        // DEBUG_VM poisons hot-added memmap (5.4.59 sparse_add_section() ->
+        // page_init_poison()); otherwise it holds what the memory held.
+        kind::UNINIT if profile.debug_vm => Memmap::Poisoned,
+        kind::UNINIT => match m.uninit_memmap {
+            UninitMemmap::Garbage => Memmap::Garbage,
+            UninitMemmap::Zero => Memmap::Valid {
+                nid: 0,
+                zone: ZoneType::Dma,
+                zeroed: true,
+            },
+        },
         kind::ZEROED if field_of(b) != ZEROED_HOLE || profile.holes_zeroed() => Memmap::Valid {
             nid: 0,
             zone: ZoneType::Dma,
@@ -86,6 +90,17 @@ pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
             zone: m.store.pageblock_zone(pfn),
             zeroed: false,
         },
+    }
+}
+
+/// The page byte as the kernel's reads see it: a never-initialised struct page that holds
+/// zeroes (no DEBUG_VM, `UninitMemmap::Zero`) reads like a zeroed one.
+pub fn effective_byte(m: &Machine, pfn: u64, profile: &KernelProfile) -> u8 {
+    let b = m.store.page(pfn);
+    if kind_of(b) == kind::UNINIT && !profile.debug_vm && m.uninit_memmap == UninitMemmap::Zero {
+        crate::page::make(kind::ZEROED, 0)
+    } else {
+        b
     }
 }
 
@@ -219,7 +234,7 @@ pub fn page_flags(
     access: &'static str,
 ) -> Result<Option<u8>, Fault> {
     match memmap_state(m, pfn, profile) {
-        Memmap::Valid { .. } => Ok(Some(m.store.page(pfn))),
+        Memmap::Valid { .. } => Ok(Some(effective_byte(m, pfn, profile))),
         Memmap::Poisoned if profile.debug_vm_pgflags => Err(bug(m, function, access, pfn)),
         Memmap::Poisoned => Ok(None),
         Memmap::Garbage => Err(Fault {

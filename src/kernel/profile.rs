@@ -6,6 +6,12 @@ use crate::geometry::Arch;
 /// Kernel versions with distinct behaviour on these paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KernelVersion {
+    /// v5.4.y before 5.4.29 (the stable backport of 53cdc1cb29e8), or a 5.4.y with it
+    /// reverted (the ground-truth kernel in ../shared/kernels, 5.4.59). Read in
+    /// BoKyoungHan/linux-5.4.59-vanilla: the removable path and has_unmovable_pages are the
+    /// v5.5 ones (flag SKIP_HWPOISON for MEMORY_OFFLINE, same value); __offline_pages has no
+    /// "memory holes" check; pseries CMM still counts its pages through the isolate notifier.
+    V5_4,
     /// v5.5.x before the stable backport of 53cdc1cb29e8 (the seed crash: 5.5.10).
     V5_5,
     /// v5.6-rc1..rc7: pre-patch `removable`, `has_unmovable_pages` without `count`.
@@ -19,6 +25,7 @@ pub enum KernelVersion {
 impl KernelVersion {
     pub fn name(self) -> &'static str {
         match self {
+            KernelVersion::V5_4 => "5.4",
             KernelVersion::V5_5 => "5.5",
             KernelVersion::V5_6Rc => "5.6-rc",
             KernelVersion::V5_6 => "5.6",
@@ -42,7 +49,7 @@ pub struct KernelProfile {
 }
 
 impl KernelProfile {
-    /// Parse "5.5", "5.5.10", "5.6-rc7", "5.6", "6.1.0", each optionally with "+debug"
+    /// Parse "5.4", "5.4.59", "5.5", "5.5.10", "5.6-rc7", "5.6", "6.1.0", each optionally with "+debug"
     /// (DEBUG_VM and DEBUG_VM_PGFLAGS, as Fedora's debug kernels set them).
     /// MEMORY_HOTREMOVE follows the arch: arm64 has none before v5.7 (bbd6ec605c0f).
     pub fn parse(spec: &str, arch: Arch) -> Result<KernelProfile> {
@@ -53,7 +60,7 @@ impl KernelProfile {
         };
         let bad = || {
             Error::Argument(format!(
-                "unknown kernel {spec:?}: expected 5.5[.N], 5.6-rcN, 5.6[.N] or 6.1[.N], optionally with +debug"
+                "unknown kernel {spec:?}: expected 5.4[.N], 5.5[.N], 5.6-rcN, 5.6[.N] or 6.1[.N], optionally with +debug"
             ))
         };
         let version = if let Some(rest) = ver.strip_prefix("5.6-rc") {
@@ -73,6 +80,10 @@ impl KernelProfile {
                 return Err(bad());
             }
             match (major, minor, sub) {
+                // 5.4.0..28 scan; 5.4.29 took the backport (its stable changelog lists
+                // 53cdc1cb29e8), so a later 5.4.y scans only with it reverted, as the
+                // ground-truth kernel is: accepted, the caller says which one it runs.
+                (Some(5), Some(4), _) => KernelVersion::V5_4,
                 // 5.5.14 most likely took the stable backport [U]; 5.5.0..13 scan.
                 (Some(5), Some(5), s) if s.unwrap_or(0) <= 13 => KernelVersion::V5_5,
                 (Some(5), Some(5), Some(_)) => {
@@ -97,7 +108,10 @@ impl KernelProfile {
     /// Whether `removable_show()` scans the memmap (before 53cdc1cb29e8) or prints the
     /// config constant (v5.6 final and later).
     pub fn removable_scans(&self) -> bool {
-        matches!(self.version, KernelVersion::V5_5 | KernelVersion::V5_6Rc)
+        matches!(
+            self.version,
+            KernelVersion::V5_4 | KernelVersion::V5_5 | KernelVersion::V5_6Rc
+        )
     }
 
     /// Whether the memmap of holes in present sections is zeroed (v5.5/v5.6
@@ -105,6 +119,13 @@ impl KernelProfile {
     /// later kernels; verified in the source of both forms).
     pub fn holes_zeroed(&self) -> bool {
         self.version <= KernelVersion::V5_6
+    }
+
+    /// `__offline_pages()` refuses a range with holes ("memory holes", EINVAL) from v5.5
+    /// (walk_system_ram_range + count_system_ram_pages_cb; absent in 5.4.59, present in
+    /// v5.5-rc5 right after mem_hotplug_begin()).
+    pub fn has_memory_holes_check(&self) -> bool {
+        self.version >= KernelVersion::V5_5
     }
 
     /// Human-readable name, e.g. "5.5+debug".
@@ -146,6 +167,12 @@ mod tests {
                 .unwrap()
                 .memory_hotremove
         );
+        let p = KernelProfile::parse("5.4.59+debug", Arch::X86_64).unwrap();
+        assert_eq!(p.version, KernelVersion::V5_4);
+        assert!(p.removable_scans() && !p.has_memory_holes_check());
+        assert!(KernelProfile::parse("5.5", Arch::X86_64)
+            .unwrap()
+            .has_memory_holes_check());
         for bad in ["5.7", "4.19", "5.5.x", "5.6-rc9", "banana", "5.5.14"] {
             assert!(KernelProfile::parse(bad, Arch::X86_64).is_err(), "{bad}");
         }

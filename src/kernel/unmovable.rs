@@ -7,7 +7,7 @@
 //! else `found++` and unmovable once `found > count`.
 
 use crate::cost::ScanCost;
-use crate::kernel::pageinfo::{page_flags, Fault};
+use crate::kernel::pageinfo::{effective_byte, page_flags, Fault};
 use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, ZEROED_HOLE};
 use crate::sections::RunView;
@@ -51,7 +51,7 @@ pub fn has_unmovable_pages(
         if migratetype == MigrateType::Cma {
             return Ok(None);
         }
-        let reason = if profile.version == KernelVersion::V5_5 {
+        let reason = if profile.version <= KernelVersion::V5_5 {
             "CMA page"
         } else {
             "unmovable page"
@@ -85,7 +85,10 @@ pub fn has_unmovable_pages(
         let p = pfn + iter as u64;
         // pfn_valid_within() is always true without CONFIG_HOLES_IN_ZONE (x86, arm64 4K..).
         cost.struct_pages_read += 1;
-        let b = view.get(iter);
+        let b = match view.get(iter) {
+            b if kind_of(b) == kind::UNINIT => effective_byte(m, p, profile),
+            b => b,
+        };
         if matches!(kind_of(b), kind::UNINIT | kind::NOMEMMAP)
             && page_flags(m, p, profile, F, "PageReserved")?.is_none()
         {
@@ -196,7 +199,7 @@ pub fn has_unmovable_pages_6_1(
     let mut pfn = start;
     while pfn < end {
         cost.struct_pages_read += 1;
-        let b = m.store.page(pfn);
+        let b = effective_byte(m, pfn, profile);
         let k = kind_of(b);
         if matches!(k, kind::UNINIT | kind::NOMEMMAP)
             && page_flags(m, pfn, profile, F, "PageReserved")?.is_none()

@@ -323,6 +323,27 @@ impl CoreMachine {
         self.read().standby_blocks.clone()
     }
 
+    /// What never-initialised struct pages hold without DEBUG_VM: "garbage" or "zero".
+    #[getter]
+    fn uninit_memmap(&self) -> &'static str {
+        self.read().uninit_memmap.name()
+    }
+
+    #[setter]
+    fn set_uninit_memmap(&self, py: Python<'_>, value: &str) -> PyResult<()> {
+        let v = topology::UninitMemmap::parse(value).ok_or_else(|| {
+            to_py(
+                py,
+                Error::Argument(format!(
+                    "uninit_memmap {value:?}: expected one of {:?}",
+                    topology::UninitMemmap::NAMES
+                )),
+            )
+        })?;
+        self.write().uninit_memmap = v;
+        Ok(())
+    }
+
     fn nodes_online(&self) -> Vec<bool> {
         self.read().nodes.iter().map(|n| n.online).collect()
     }
@@ -730,30 +751,48 @@ impl CoreMachine {
         })
     }
 
-    /// `valid_zones` of many blocks in one call.
+    /// `valid_zones` of many blocks in one call (None where the read faults).
     fn valid_zones_many(
         &self,
         py: Python<'_>,
         blocks: Vec<u64>,
         kernel: &str,
-    ) -> PyResult<Vec<String>> {
+    ) -> PyResult<Vec<Option<String>>> {
         let m = self.read();
         guard(py, || {
             let p = KernelProfile::parse(kernel, m.geometry.arch)?;
             blocks
                 .iter()
-                .map(|&b| offline::valid_zones(&m, b, &p))
+                .map(|&b| offline::valid_zones(&m, b, &p).map(std::result::Result::ok))
                 .collect()
         })
     }
 
-    /// The text of `memoryN/valid_zones` (without the newline).
-    fn valid_zones(&self, py: Python<'_>, block: u64, kernel: &str) -> PyResult<String> {
+    /// The text of `memoryN/valid_zones` (without the newline) and the fault that killed
+    /// the reader instead, as a dict {"value", "fault"}.
+    fn valid_zones<'py>(
+        &self,
+        py: Python<'py>,
+        block: u64,
+        kernel: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let m = self.read();
-        guard(py, || {
+        let r = guard(py, || {
             let p = KernelProfile::parse(kernel, m.geometry.arch)?;
             offline::valid_zones(&m, block, &p)
-        })
+        })?;
+        let d = PyDict::new(py);
+        match r {
+            Ok(v) => {
+                d.set_item("value", v)?;
+                d.set_item("fault", py.None())?;
+            }
+            Err(f) => {
+                d.set_item("value", py.None())?;
+                d.set_item("fault", fault_dict(py, &m.geometry, &f)?)?;
+            }
+        }
+        Ok(d)
     }
 
     /// `is_mem_section_removable(start_pfn, nr_pages)` called directly.

@@ -153,13 +153,22 @@ class Layout:
             uninit = 0
             if r.kind == "device":
                 uninit = (
-                    r.uninit
-                    if r.uninit is not None
-                    else default_altmap_bytes(r.end - r.start, shift)
+                    r.uninit if r.uninit is not None else default_altmap_bytes(r.start, shift)
                 ) >> shift
             out[r.kind].append((s, e, r.nid, uninit))
         for k in out:
             out[k].sort()
+        # Reserved ranges are rounded outwards, so two resources that share a page (iomem's
+        # "Kernel code 01000000-01e01040" and "Kernel data 01e01041-...") meet in that page:
+        # memblock reserves a page if any byte of it is reserved, so they merge.
+        merged: List[Tuple[int, int, int, int]] = []
+        for s, e, nid, u in out["reserved"]:
+            if merged and s < merged[-1][1] and nid == merged[-1][2]:
+                ps, pe, pn, pu = merged[-1]
+                merged[-1] = (ps, max(pe, e), pn, pu)
+            else:
+                merged.append((s, e, nid, u))
+        out["reserved"] = merged
         return out
 
     def derived_zones(
@@ -214,13 +223,22 @@ class Layout:
         )
 
 
-def default_altmap_bytes(size: int, page_shift: int) -> int:
-    """Bytes at the start of a pmem namespace in "memmap on device" mode whose struct pages
-    are never initialised: the memmap itself (64 bytes a page) plus the 2 MiB info-block
-    reserve, rounded up to 2 MiB. [U: inferred from the crash signature; see design.md]"""
-    two_m = 2 << 20
-    memmap = (size >> page_shift) * 64
-    return ((memmap + two_m + two_m - 1) // two_m) * two_m
+def default_altmap_bytes(start: int, page_shift: int) -> int:
+    """Bytes at the start of a pmem namespace in "memmap on device" (fsdax, ``--map=dev``)
+    mode whose struct pages are never initialised: the altmap reserve only.
+
+    5.4.59 and v5.5-rc5 drivers/nvdimm/pfn_devs.c: the altmap base is the namespace start
+    aligned down to a sub-section (2 MiB, ``init_altmap_base``), and the reserve is the 8 KiB
+    info block (``info_block_reserve``, page-aligned) plus that misalignment
+    (``init_altmap_reserve``). mm/page_alloc.c ``memmap_init_zone`` starts ZONE_DEVICE init
+    at ``base_pfn + reserve`` and initialises the memmap's own pfns PG_reserved, and
+    ``memmap_init_zone_device`` the rest: only the reserve stays uninitialised. (memscan
+    before this took the whole device memmap, 64 bytes a page, as uninitialised; the seed's
+    fault at its first pmem pfn is the same either way.)"""
+    page = 1 << page_shift
+    sub = 2 << 20
+    info = -(-(8 << 10) // page) * page
+    return info + (start - start // sub * sub)
 
 
 def _num(v: Any, what: str) -> int:

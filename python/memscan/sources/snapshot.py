@@ -271,6 +271,10 @@ def load(
         layout.name = f"snapshot {snap.path} ({snap.meta.get('kernel_release')})"
         t0 = time.perf_counter()
         m = Machine.from_layout_object(layout)
+        fill = snap.meta.get("uninit_memmap")
+        if fill in ("zero", "garbage"):
+            # a ground-truth run says what its guest's never-initialised memmap held
+            m.uninit_memmap = fill
         m.sysfs_tree = tree
         m.sysfs_removable = tree.removable()
         info: Dict[str, Any] = {"missing": list(snap.meta.get("missing", [])), "meta": snap.meta}

@@ -1,0 +1,200 @@
+"""The guest side of a ground-truth run: the /init script a scenario becomes, and the initramfs.
+
+The guest is busybox (static, from Debian's busybox-static) plus ``mshelper``, our own small C
+program compiled static on the host (guest/mshelper.c). /init mounts proc/sys/dev, sets the
+machine up as the scenario says (legacy pmem to fsdax, workload hogs), captures a memscan
+snapshot (proc files, the block sysfs values that do not scan, kpageflags, kpagecount, raw
+struct pages of chosen blocks from /proc/kcore), then makes each timed attempt in a child
+(a read of ``memoryN/removable`` that hits a kernel BUG kills only that child), writes a marker
+into the kernel log before each attempt so every splat can be tied to its attempt, and tars
+``/out`` onto the output disk. Results are ``MSREC {json}`` lines on the serial console.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+from typing import List
+
+from ..errors import MemscanError
+from .scenario import Scenario
+
+HELPER_SRC = os.path.join(os.path.dirname(__file__), "guest", "mshelper.c")
+#: x86_64 vmemmap base without KASLR (both 5.4.59 images and Debian 6.1 booted with nokaslr)
+VMEMMAP_BASE = 0xFFFF_EA00_0000_0000
+STRUCT_PAGE = 64
+
+
+class HarnessError(MemscanError, RuntimeError):
+    """The harness cannot run: a tool, the kernel image or the guest is missing or failed."""
+
+
+def cache_dir() -> str:
+    d = os.environ.get("MEMSCAN_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "memscan", "groundtruth"
+    )
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def need_tool(name: str, package: str) -> str:
+    p = shutil.which(name)
+    if p is None:
+        raise HarnessError(
+            f"{name} not found: install Debian's {package} (apt-get install {package})"
+        )
+    return p
+
+
+def busybox_static() -> str:
+    """The host's busybox binary, which must be static (busybox-static), for the guest."""
+    p = need_tool("busybox", "busybox-static")
+    with open(p, "rb") as f:
+        head = f.read(1 << 16)
+    # a dynamic ELF names its interpreter in a PT_INTERP segment: "/lib64/ld-linux..."
+    if b"/lib64/ld-linux" in head or b"/lib/ld-linux" in head:
+        raise HarnessError(f"{p} is dynamically linked: the guest needs busybox-static")
+    return p
+
+
+def build_helper() -> str:
+    """Compile mshelper.c statically (cached by source hash) and return the binary's path."""
+    with open(HELPER_SRC, "rb") as f:
+        src = f.read()
+    out = os.path.join(cache_dir(), f"mshelper-{hashlib.sha256(src).hexdigest()[:16]}")
+    if not os.path.exists(out):
+        cc = need_tool("gcc", "gcc")
+        tmp = out + ".tmp"
+        r = subprocess.run(
+            [cc, "-static", "-O2", "-Wall", "-o", tmp, HELPER_SRC], capture_output=True, text=True
+        )
+        if r.returncode:
+            raise HarnessError(
+                f"compiling {HELPER_SRC} failed (a static build needs libc6-dev):\n{r.stderr[-2000:]}"
+            )
+        os.replace(tmp, out)
+    return out
+
+
+def init_script(sc: Scenario) -> str:
+    """The guest's /init for a scenario (busybox sh)."""
+    q = shlex.quote
+    lines: List[str] = [
+        "#!/bin/busybox sh",
+        "/bin/busybox --install -s /bin",
+        "export PATH=/bin",
+        "mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev",
+        "M=/sys/devices/system/memory",
+        'rec() { echo "MSREC $1"; }',
+        'mark() { echo "MSMARK $1" > /dev/kmsg; }',
+        'rec "{\\"type\\":\\"boot\\",\\"uname\\":\\"$(uname -r)\\",\\"cmdline\\":\\"$(cat /proc/cmdline)\\"}"',
+    ]
+    if sc.pmem_fsdax:
+        # legacy pmem namespace -> fsdax with its memmap on the device, through sysfs, as
+        # `ndctl create-namespace -m fsdax --map=dev` does (see ../shared/kernels/README.md)
+        lines += [
+            "ns=$(ls -d /sys/bus/nd/devices/namespace*.* 2>/dev/null | head -1); ns=${ns##*/}",
+            "reg=$(ls -d /sys/bus/nd/devices/region* 2>/dev/null | head -1)",
+            'if [ -n "$ns" ] && [ -n "$reg" ]; then',
+            "  pfn=$(cat $reg/pfn_seed)",
+            "  echo $ns > /sys/bus/nd/drivers/nd_pmem/unbind",
+            "  cat /proc/sys/kernel/random/uuid > /sys/bus/nd/devices/$pfn/uuid",
+            "  echo pmem > /sys/bus/nd/devices/$pfn/mode",
+            f"  echo {sc.pmem_align} > /sys/bus/nd/devices/$pfn/align",
+            "  echo $ns > /sys/bus/nd/devices/$pfn/namespace",
+            "  echo $pfn > /sys/bus/nd/drivers/nd_pmem/bind; r=$?",
+            '  rec "{\\"type\\":\\"fsdax\\",\\"namespace\\":\\"$ns\\",\\"pfn\\":\\"$pfn\\",\\"rc\\":$r}"',
+            "else",
+            '  rec "{\\"type\\":\\"fsdax\\",\\"error\\":\\"no legacy pmem namespace\\"}"',
+            "fi",
+        ]
+    for w in sc.workload:
+        lines.append(f"/bin/mshelper hog {q(w.kind)} {int(w.mb)} &")
+    if sc.workload:
+        # wait until every hog has touched its memory (each prints one MSREC line)
+        lines += [
+            "sleep 1",
+            f"while [ $(pidof mshelper | wc -w) -lt {len(sc.workload)} ]; do sleep 1; done",
+            f"sleep {max(1, sum(int(w.mb) for w in sc.workload) // 256)}",
+        ]
+    lines += [
+        "sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null",
+        "S=/out/snap; mkdir -p $S/proc $S$M /out/memmap",
+        "for f in iomem zoneinfo buddyinfo pagetypeinfo meminfo; do cat /proc/$f > $S/proc/$f; done",
+        "cat /proc/sys/vm/min_free_kbytes > $S/proc/min_free_kbytes",
+        "cat $M/block_size_bytes > $S$M/block_size_bytes",
+        # values that do not scan the memmap (removable and valid_zones are attempts, below)
+        "for d in $M/memory[0-9]*; do b=${d##*/}; mkdir -p $S$M/$b",
+        "  for f in phys_index state online phys_device; do cat $d/$f > $S$M/$b/$f 2>/dev/null; done",
+        "  for n in $d/node[0-9]*; do [ -e $n ] && ln -s ../../node/${n##*/} $S$M/$b/${n##*/}; done",
+        "done",
+        "cat /proc/kpageflags > $S/proc/kpageflags; cat /proc/kpagecount > $S/proc/kpagecount",
+    ]
+    for b in sc.memmap_blocks:
+        lines.append(
+            f"bs=$(( 0x$(cat $M/block_size_bytes) )); s=$(( {int(b)} * bs / 4096 )); n=$(( bs / 4096 ))"
+        )
+        lines.append(
+            f"/bin/mshelper kcore $(( {VMEMMAP_BASE} + s * {STRUCT_PAGE} )) $(( n * {STRUCT_PAGE} )) /out/memmap/block{int(b)}"
+        )
+    lines.append('rec "{\\"type\\":\\"snapshot\\"}"')
+    # attempts: every online block's removable (and valid_zones), in block order
+    # removable reads copy the block's kpageflags/kpagecount (and struct pages) right before
+    # the read, so each is compared with the state the kernel scanned, not the boot snapshot
+    lines.append("n=0; bs=$(( 0x$(cat $M/block_size_bytes) / 4096 ))")
+    for attr in sc.reads:
+        lines += [
+            "for d in $M/memory[0-9]*; do b=${d##*/memory}",
+            '  [ "$(cat $d/state)" = online ] || continue',
+        ]
+        if attr == "removable":
+            mm = " memmap" if sc.attempt_memmap else ""
+            lines += [
+                "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a",
+                f"  mark {attr}:$b; /bin/mshelper attempt {attr}:$b $d/{attr} $((b * bs)) $bs $a{mm}",
+            ]
+        else:
+            lines.append(f"  mark {attr}:$b; /bin/mshelper read {attr}:$b $d/{attr}")
+        lines.append("done")
+    lines += [
+        "dmesg > /out/dmesg",
+        'rec "{\\"type\\":\\"done\\"}"',
+        "cd /out && tar -cf /dev/vda . && sync",
+        "poweroff -f",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_initramfs(sc: Scenario, out_path: str) -> None:
+    """Write a gzip'd newc cpio with /init, busybox and mshelper (cpio by busybox itself)."""
+    import tempfile
+
+    bb = busybox_static()
+    helper = build_helper()
+    with tempfile.TemporaryDirectory() as root:
+        for d in ("bin", "proc", "sys", "dev", "out", "tmp"):
+            os.makedirs(os.path.join(root, d))
+        shutil.copy(bb, os.path.join(root, "bin", "busybox"))
+        shutil.copy(helper, os.path.join(root, "bin", "mshelper"))
+        init = os.path.join(root, "init")
+        with open(init, "w") as f:
+            f.write(init_script(sc))
+        os.chmod(init, 0o755)
+        names = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in sorted(dirnames) + sorted(filenames):
+                names.append(os.path.relpath(os.path.join(dirpath, n), root))
+        r = subprocess.run(
+            [bb, "cpio", "-o", "-H", "newc"],
+            input="\n".join(names).encode() + b"\n",
+            cwd=root,
+            capture_output=True,
+        )
+        if r.returncode:
+            raise HarnessError(f"busybox cpio failed: {r.stderr.decode(errors='replace')[-500:]}")
+        with gzip.open(out_path, "wb", compresslevel=1) as f:
+            f.write(r.stdout)

@@ -1,0 +1,282 @@
+"""Boot a real kernel under QEMU (TCG) with a scenario and record what it did.
+
+A run directory holds:
+
+- ``snapshot.tar.gz``: a memscan snapshot (``Machine.from_snapshot`` reads it) taken in the
+  guest right before the attempts: proc/iomem, zoneinfo, buddyinfo, pagetypeinfo, meminfo,
+  min_free_kbytes, kpageflags, kpagecount, the block sysfs values that do not scan, and
+  ``memmap/blockN`` raw struct pages read from /proc/kcore;
+- ``record.json``: the scenario, the kernel image (path, sha256, the config facts read from
+  the ``config`` file beside it), the guest's ``uname -r``, the QEMU command, the wall time,
+  the status (``ok``, ``timeout``, ``panic``, ``incomplete``) and every attempt in order:
+  attribute, block, value, errno, the reader's exit signal, the syscall's duration on the
+  guest's clock (ns) and the kernel log lines it caused (the splat of a faulting read);
+- ``console.log``: the serial console, whole.
+
+Only the guest writes memory-hotplug state; the host's /sys and /proc are never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from .guest import HarnessError, build_initramfs, need_tool
+from .scenario import Scenario
+
+RECORD_FORMAT = "memscan-groundtruth-1"
+_MSREC = re.compile(r"MSREC (\{.*\})\s*$")
+_MARK = re.compile(r"MSMARK (\S+)")
+
+
+def shared_kernel(name: str) -> Optional[str]:
+    """``bzImage`` of a kernel in the team's shared kernels directory: $MEMSCAN_KERNELS, or
+    ../shared/kernels beside the checkout (None if it is not there)."""
+    roots = [os.environ.get("MEMSCAN_KERNELS")]
+    here = os.path.dirname(os.path.abspath(__file__))
+    for up in range(3, 7):
+        roots.append(os.path.join(here, *[".."] * up, "shared", "kernels"))
+    for r in roots:
+        if r:
+            p = os.path.normpath(os.path.join(r, name, "bzImage"))
+            if os.path.isfile(p):
+                return p
+    return None
+
+
+def kernel_config(image: str) -> Dict[str, str]:
+    """CONFIG_* values from the ``config`` file beside a kernel image ({} if there is none)."""
+    out: Dict[str, str] = {}
+    path = os.path.join(os.path.dirname(os.path.abspath(image)), "config")
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"^(CONFIG_\w+)=(.*)$", line.strip())
+                if m:
+                    out[m.group(1)] = m.group(2)
+                m = re.match(r"^# (CONFIG_\w+) is not set$", line.strip())
+                if m:
+                    out[m.group(1)] = "n"
+    except OSError:
+        pass
+    return out
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def qemu_command(sc: Scenario, image: str, initrd: str, disk: str, console: str) -> List[str]:
+    qemu = need_tool("qemu-system-x86_64", "qemu-system-x86")
+    mem = f"{sc.memory >> 20}M"
+    append = f"console=ttyS0 loglevel=4 panic=-1 nokaslr {sc.append}".strip()
+    return [
+        qemu,
+        "-accel", "tcg", "-cpu", "max", "-smp", str(sc.smp), "-m", mem,
+        # guest RAM is touched lazily: a 67 GiB guest starts on a 24 GiB host
+        "-object", f"memory-backend-ram,id=m0,size={mem},reserve=off",
+        "-machine", "memory-backend=m0",
+        "-nodefaults", "-display", "none", "-no-reboot",
+        "-kernel", image, "-initrd", initrd,
+        "-serial", f"file:{console}",
+        "-drive", f"file={disk},format=raw,if=virtio",
+        "-append", append,
+    ]  # fmt: skip
+
+
+def split_kernel_log(dmesg: str) -> Tuple[List[str], Dict[str, List[str]]]:
+    """Kernel log lines before the first attempt, and the lines after each attempt's marker."""
+    before: List[str] = []
+    per: Dict[str, List[str]] = {}
+    cur: Optional[List[str]] = None
+    for line in dmesg.splitlines():
+        m = _MARK.search(line)
+        if m:
+            cur = per.setdefault(m.group(1), [])
+            continue
+        (before if cur is None else cur).append(line)
+    return before, per
+
+
+def parse_console(text: str) -> List[Dict[str, Any]]:
+    recs = []
+    for line in text.splitlines():
+        m = _MSREC.search(line)
+        if m:
+            try:
+                recs.append(json.loads(m.group(1)))
+            except json.JSONDecodeError:
+                # a line cut by a kernel message on the same console: kept as such
+                recs.append({"type": "garbled", "line": line})
+    return recs
+
+
+def run(
+    scenario: Scenario,
+    kernel: str,
+    out_dir: str,
+    timeout: Optional[float] = None,
+) -> Dict[str, Any]:
+    """Run ``scenario`` on the kernel image ``kernel`` and write the run directory ``out_dir``
+    (created; refused if it exists and is not empty). Returns the record."""
+    if not os.path.isfile(kernel):
+        raise HarnessError(f"kernel image {kernel!r} does not exist")
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        raise HarnessError(f"{out_dir}: the run directory exists and is not empty")
+    os.makedirs(out_dir, exist_ok=True)
+    console = os.path.join(out_dir, "console.log")
+    with tempfile.TemporaryDirectory(prefix="memscan-gt-") as tmp:
+        initrd = os.path.join(tmp, "initrd.cpio.gz")
+        build_initramfs(scenario, initrd)
+        disk = os.path.join(tmp, "out.img")
+        with open(disk, "wb") as f:
+            f.truncate(4 << 30)  # sparse: only what the guest writes takes space
+        cmd = qemu_command(scenario, kernel, initrd, disk, console)
+        t0 = time.monotonic()
+        limit = timeout or scenario.timeout
+        status = "ok"
+        try:
+            p = subprocess.run(cmd, capture_output=True, timeout=limit)
+            if p.returncode:
+                raise HarnessError(
+                    f"qemu exited with {p.returncode}: {p.stderr.decode(errors='replace')[-1000:]}"
+                )
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+        wall = time.monotonic() - t0
+        text = _read(console)
+        recs = parse_console(text)
+        if status == "ok" and not any(r.get("type") == "done" for r in recs):
+            status = "panic" if "Kernel panic" in text else "incomplete"
+        files = _untar_disk(disk) if status == "ok" else {}
+    dmesg = files.pop("dmesg", b"").decode(errors="replace")
+    boot_log, per_attempt = split_kernel_log(dmesg)
+    attempts = []
+    for r in recs:
+        if r.get("type") not in ("read", "write"):
+            continue
+        attr, _, block = r["tag"].partition(":")
+        a = {
+            "op": r["type"],
+            "attr": attr,
+            "block": int(block),
+            "value": r.get("value", "").strip() if "value" in r else None,
+            "rc": r.get("rc"),
+            "errno": r.get("errno"),
+            "signal": r.get("signal", 0),
+            "ns": r.get("ns"),
+            "kernel_log": per_attempt.get(r["tag"], []),
+        }
+        if "pre" in r:
+            # the block's pages copied right before this attempt: snapshot member prefix
+            pre = dict(r["pre"])
+            d = pre.pop("dir")
+            pre["member"] = d[len("/out/snap/") :] if d.startswith("/out/snap/") else d
+            a["pre"] = pre
+        attempts.append(a)
+    boot = next((r for r in recs if r.get("type") == "boot"), {})
+    cfg = kernel_config(kernel)
+    record: Dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "scenario": scenario.name,
+        "scenario_file": scenario.source,
+        "status": status,
+        "wall_seconds": round(wall, 2),
+        "kernel_image": os.path.abspath(kernel),
+        "kernel_sha256": _sha256(kernel),
+        "kernel_config": {
+            k: cfg.get(k, "unknown")
+            for k in (
+                "CONFIG_DEBUG_VM",
+                "CONFIG_DEBUG_VM_PGFLAGS",
+                "CONFIG_MEMORY_HOTREMOVE",
+                "CONFIG_NODES_SHIFT",
+                "CONFIG_SPARSEMEM_VMEMMAP",
+            )
+        },
+        "uname": boot.get("uname"),
+        "cmdline": boot.get("cmdline"),
+        "qemu": cmd,
+        "events": [r for r in recs if r.get("type") not in ("read", "write")],
+        "attempts": attempts,
+        "boot_log_tail": boot_log[-40:],
+    }
+    if files:
+        _write_snapshot(os.path.join(out_dir, "snapshot.tar.gz"), files, record)
+    with open(os.path.join(out_dir, "record.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    return record
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _untar_disk(disk: str) -> Dict[str, bytes]:
+    """The files the guest tarred onto its output disk (regular files and symlinks)."""
+    out: Dict[str, bytes] = {}
+    try:
+        with tarfile.open(disk, "r:") as t:
+            for m in t:
+                name = os.path.normpath(m.name)
+                if name.startswith(("/", "..")):
+                    raise HarnessError(f"guest output: member {m.name!r} escapes the archive")
+                if m.isfile():
+                    f = t.extractfile(m)
+                    out[name] = f.read() if f else b""
+                elif m.issym():
+                    out["@link:" + name] = m.linkname.encode()
+    except tarfile.TarError as e:
+        raise HarnessError(f"the guest's output disk holds no readable tar: {e}") from None
+    return out
+
+
+def _write_snapshot(path: str, files: Dict[str, bytes], record: Dict[str, Any]) -> None:
+    """The guest's /out as a memscan snapshot (capture format plus memmap/ members)."""
+    meta = {
+        "format": "memscan-snapshot-1",
+        "kernel_release": record["uname"],
+        "arch": "x86_64",
+        "page_size": 4096,
+        "captured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": f"groundtruth {record['scenario']} (QEMU TCG guest)",
+        # QEMU's guest RAM (legacy pmem included) starts zeroed; a DEBUG_VM kernel poisons
+        # the memmap over it, which the kernel profile models
+        "uninit_memmap": "zero",
+        "missing": [],
+    }
+    with tarfile.open(path, "w:gz", compresslevel=6) as tar:
+        for name in sorted(files):
+            if name.startswith("@link:"):
+                rel = name[len("@link:") :]
+                if not rel.startswith("snap/"):
+                    continue
+                info = tarfile.TarInfo(rel[len("snap/") :])
+                info.type = tarfile.SYMTYPE
+                info.linkname = files[name].decode()
+                tar.addfile(info)
+                continue
+            rel = name[len("snap/") :] if name.startswith("snap/") else name
+            info = tarfile.TarInfo(rel)
+            info.size = len(files[name])
+            tar.addfile(info, io.BytesIO(files[name]))
+        data = json.dumps(meta, indent=1).encode()
+        info = tarfile.TarInfo("meta.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))

@@ -1,0 +1,143 @@
+"""Scenario files: what a ground-truth run sets up in the guest and what it tries.
+
+A scenario is a small TOML file (see ``scenarios/*.toml``)::
+
+    name = "seed-5.4"
+    memory = "67G"                 # guest RAM (lazy on the host: memory-backend-ram reserve=off)
+    append = "memmap=512M!0x1060000000"   # extra kernel command line
+    pmem_fsdax = true              # legacy pmem -> fsdax with the memmap on the device
+    reads = ["removable"]          # per-block attributes read as timed attempts, in block order
+    memmap_blocks = [32]           # raw struct pages of these blocks from /proc/kcore
+    attempt_memmap = false         # also copy a block's struct pages right before each read
+    timeout = 240                  # seconds of wall time before the run is called timed out
+    [[workload]]                   # hogs started before the snapshot
+    kind = "anon"                  # anon | mlock
+    mb = 256
+
+Unknown keys are refused, so a typo never silently changes what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Union
+
+from ..errors import ParseError
+from ..sizes import parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python < 3.11
+    import tomli as tomllib
+
+SCENARIO_DIR = os.path.join(os.path.dirname(__file__), "scenarios")
+READABLE = ("removable", "valid_zones")
+HOG_KINDS = ("anon", "mlock")
+
+
+@dataclass(frozen=True)
+class Hog:
+    kind: str
+    mb: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    memory: int
+    append: str = ""
+    pmem_fsdax: bool = False
+    pmem_align: int = 2 << 20
+    reads: List[str] = field(default_factory=lambda: ["removable"])
+    memmap_blocks: List[int] = field(default_factory=list)
+    attempt_memmap: bool = False
+    workload: List[Hog] = field(default_factory=list)
+    timeout: float = 240.0
+    smp: int = 2
+    source: str = "<scenario>"
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], source: str = "<scenario>") -> Scenario:
+        known = {
+            "name",
+            "memory",
+            "append",
+            "pmem_fsdax",
+            "pmem_align",
+            "reads",
+            "memmap_blocks",
+            "attempt_memmap",
+            "workload",
+            "timeout",
+            "smp",
+        }
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ParseError(f"{source}: unknown scenario keys {extra} (known: {sorted(known)})")
+        if "name" not in d or "memory" not in d:
+            raise ParseError(f"{source}: a scenario needs 'name' and 'memory'")
+
+        def typed(key: str, want: Any, default: Any) -> Any:
+            v = d.get(key, default)
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise ParseError(
+                    f"{source}: {key} = {v!r} is not a {getattr(want, '__name__', want)}"
+                )
+            return v
+
+        reads = typed("reads", list, ["removable"])
+        for r in reads:
+            if r not in READABLE:
+                raise ParseError(f"{source}: reads: {r!r} is not one of {list(READABLE)}")
+        blocks = typed("memmap_blocks", list, [])
+        if any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in blocks):
+            raise ParseError(f"{source}: memmap_blocks must be block numbers, got {blocks!r}")
+        hogs = []
+        for i, w in enumerate(typed("workload", list, [])):
+            if not isinstance(w, dict) or set(w) - {"kind", "mb"} or "kind" not in w:
+                raise ParseError(f"{source}: workload[{i}] wants kind and mb, got {w!r}")
+            if w["kind"] not in HOG_KINDS:
+                raise ParseError(
+                    f"{source}: workload[{i}].kind {w['kind']!r} is not one of {HOG_KINDS}"
+                )
+            mb = w.get("mb", 64)
+            if not isinstance(mb, int) or isinstance(mb, bool) or mb <= 0:
+                raise ParseError(f"{source}: workload[{i}].mb {mb!r} is not a positive integer")
+            hogs.append(Hog(w["kind"], mb))
+        timeout = typed("timeout", (int, float), 240)
+        if timeout <= 0:
+            raise ParseError(f"{source}: timeout {timeout!r} must be positive")
+        return cls(
+            name=typed("name", str, ""),
+            memory=parse_size(d["memory"], f"{source}: memory"),
+            append=typed("append", str, ""),
+            pmem_fsdax=typed("pmem_fsdax", bool, False),
+            pmem_align=parse_size(d.get("pmem_align", "2M"), f"{source}: pmem_align"),
+            reads=list(reads),
+            memmap_blocks=list(blocks),
+            attempt_memmap=typed("attempt_memmap", bool, False),
+            workload=hogs,
+            timeout=float(timeout),
+            smp=typed("smp", int, 2),
+            source=source,
+        )
+
+    @classmethod
+    def load(cls, spec: Union[str, os.PathLike[str]]) -> Scenario:
+        """A scenario file, or the name of one shipped in memscan/groundtruth/scenarios."""
+        path = os.fspath(spec)
+        if not os.path.exists(path):
+            shipped = os.path.join(SCENARIO_DIR, f"{path}.toml")
+            if os.path.exists(shipped):
+                path = shipped
+            else:
+                names = sorted(n[:-5] for n in os.listdir(SCENARIO_DIR) if n.endswith(".toml"))
+                raise ParseError(f"scenario {spec!r}: no such file and no shipped scenario {names}")
+        try:
+            with open(path, "rb") as f:
+                d = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ParseError(f"{path}: not valid TOML: {e}") from None
+        return cls.from_dict(d, path)

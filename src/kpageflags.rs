@@ -13,7 +13,8 @@
 //!
 //! Flags → kind: BUDDY runs are cut into the largest aligned blocks (≤ MAX_ORDER-1), as the
 //! buddy allocator keeps them; compound runs give THP/hugetlb heads and tails (order from the
-//! run length; hugetlb hstate by order; pool-free unknown without kpagecount); SLAB or PGTABLE →
+//! run length; hugetlb hstate by order; pool-free unknown without kpagecount; a compound head
+//! without HUGE, THP or LRU, as a slab of order > 0, is UNMOVABLE with refcount-0 tails); SLAB or PGTABLE →
 //! UNMOVABLE; LRU → LRU; MMAP|ANON without LRU (a page in a per-CPU LRU batch) → LRU; flags 0
 //! → UNMOVABLE, counted as ambiguous (a pcp free page, an order-0 kernel allocation and a
 //! non-LRU movable page all read 0).
@@ -170,8 +171,20 @@ pub fn import(m: &mut Machine, start: u64, flags: &[u64]) -> ImportStats {
                     make(kind::HUGETLB_TAIL, hs),
                     (len - 1) as usize,
                 ));
-            } else {
+            } else if f & (KPF_THP | KPF_LRU) != 0 {
                 bytes.push(make(kind::THP_HEAD, order.min(15) as u8));
+                bytes.extend(std::iter::repeat_n(kind::THP_TAIL, (len - 1) as usize));
+            } else {
+                // A compound page that is neither hugetlb nor THP (slab of order > 0, a
+                // compound kernel allocation): its head is what the kernel scans for
+                // (has_unmovable_pages, 5.4.59 and v5.5: tails have refcount 0 and are passed
+                // over; 6.1: a compound whose head is neither LRU nor movable is unmovable).
+                // A real 5.4.59 kernel reported such a slab head (order 2) as the first
+                // unmovable page of an offline. Tails: refcount 0, kept as compound tails.
+                if f & (KPF_SLAB | KPF_PGTABLE) == 0 {
+                    st.ambiguous += 1;
+                }
+                bytes.push(kind::UNMOVABLE);
                 bytes.extend(std::iter::repeat_n(kind::THP_TAIL, (len - 1) as usize));
             }
             i = j;

@@ -6,6 +6,7 @@ pub mod error;
 pub mod geometry;
 pub mod kernel;
 pub mod kpageflags;
+pub mod memmap;
 pub mod page;
 pub mod sections;
 pub mod sysfs;

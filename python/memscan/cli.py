@@ -258,18 +258,27 @@ def cmd_groundtruth_run(args: argparse.Namespace) -> int:
 def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
     from .groundtruth.agree import agree
 
-    a = agree(args.dir, kernel=args.kernel)
+    a = agree(args.dir, kernel=args.kernel, source=args.source)
     if args.json:
         print(json.dumps(a.as_dict(), indent=1))
         return 0
-    print(f"{args.dir}: model {a.kernel} against the recorded kernel, attempt by attempt")
-    print(f"{'ATTR':<12}{'BLOCK':>6}  {'KERNEL':<10}{'MODEL':<10}AGREE  WHY")
+    print(
+        f"{args.dir}: model {a.kernel} (pages from {a.source}) against the recorded kernel, "
+        "attempt by attempt"
+    )
+    rows = []
     for r in a.rows:
         kv = "killed" if r.kernel_fault else str(r.kernel_value)
         mv = (
             r.model_fault["kind"] if r.model_fault and r.model_value is None else str(r.model_value)
         )
-        print(f"{r.attr:<12}{r.block:>6}  {kv:<10}{mv:<10}{'yes' if r.agree else 'NO':<7}{r.why}")
+        rows.append((r.attr, str(r.block), kv, mv, "yes" if r.agree else "NO", r.why))
+    head = ("ATTR", "BLOCK", "KERNEL", "MODEL", "AGREE", "WHY")
+    w = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
+    for x in [head, *rows]:
+        print(
+            f"{x[0]:<{w[0]}}  {x[1]:>{w[1]}}  {x[2]:<{w[2]}}  {x[3]:<{w[3]}}  {x[4]:<{w[4]}}  {x[5]}"
+        )
     for attr in sorted({r.attr for r in a.rows}):
         c = a.count(attr)
         print(f"{attr}: {c['agree']}/{c['attempts']} attempts agree")
@@ -368,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     ga = gsub.add_parser("agree", help="the model against a run directory, attempt by attempt")
     ga.add_argument("dir", metavar="DIR")
     ga.add_argument("--kernel", help="model profile (default: from the record, e.g. 5.4+debug)")
+    ga.add_argument(
+        "--source",
+        default="auto",
+        choices=["auto", "kpageflags", "memmap"],
+        help="pages before each attempt from kpageflags only, or struct pages too (auto: "
+        "struct pages where the run copied them)",
+    )
     ga.add_argument("--json", action="store_true")
     ga.set_defaults(func=cmd_groundtruth_agree)
     return p

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ArgumentError
+from .errors import ArgumentError, ParseError
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
 from .sizes import SizeLike, parse_size
@@ -584,6 +584,47 @@ class Machine:
         from .kpageflags import import_kpageflags
 
         return import_kpageflags(self, path, progress)
+
+    def import_memmap(
+        self,
+        data: Union[bytes, np.ndarray, str, os.PathLike[str]],
+        start_pfn: int,
+        layout: str = "5.4-x86_64",
+    ) -> Dict[str, int]:
+        """Set page kinds from raw struct pages (64 bytes per pfn from ``start_pfn``): a vmemmap
+        range read from /proc/kcore, a vmcore (crash/drgn) or a ground-truth run. What each
+        kind comes from is in src/memmap.rs; the memmap tells what kpageflags cannot (per-CPU
+        free pages by their refcount 0, LRU pages still in a pagevec, compound destructors).
+        Only pfns of online sections are written. Returns counts of what was found.
+
+        Raises:
+            ArgumentError: a struct page layout memscan does not decode (only Linux 5.4.59
+                x86_64 today: its flag widths and field offsets were read in that tree).
+            ParseError: data that is not a whole number of 64-byte struct pages.
+            PfnRangeError: a range outside the machine.
+        """
+        if layout != "5.4-x86_64":
+            raise ArgumentError(
+                f"struct page layout {layout!r} is not decoded (known: 5.4-x86_64); decoding "
+                "another kernel's struct pages with it would be silently wrong"
+            )
+        where = "struct pages"
+        if isinstance(data, (str, os.PathLike)):
+            where = os.fspath(data)
+            try:
+                with open(where, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise ParseError(f"{where}: cannot read struct pages: {e.strerror}") from None
+        arr = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 1:
+            raise ArgumentError(f"{where}: want bytes or a 1-D uint8 array of struct pages")
+        if len(arr) % 64:
+            raise ParseError(
+                f"{where}: {len(arr)} bytes is not a whole number of 64-byte struct pages "
+                "(truncated?)"
+            )
+        return dict(self._core.memmap_import(int(start_pfn), np.ascontiguousarray(arr)))
 
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).

@@ -738,6 +738,45 @@ impl CoreMachine {
         Ok(d)
     }
 
+    /// Page kinds from raw 5.4.59 x86_64 struct pages (64 bytes per pfn from `start`).
+    fn memmap_import<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        raw: PyReadonlyArray1<'_, u8>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let r = raw.as_slice().map_err(|_| {
+            to_py(
+                py,
+                Error::Argument("struct pages must be a contiguous uint8 array".into()),
+            )
+        })?;
+        if r.len() % crate::memmap::STRUCT_PAGE_SIZE != 0 {
+            return Err(to_py(
+                py,
+                Error::Argument(format!(
+                    "{} bytes of struct pages is not a whole number of {}-byte struct pages",
+                    r.len(),
+                    crate::memmap::STRUCT_PAGE_SIZE
+                )),
+            ));
+        }
+        let st = guard(py, || {
+            let mut m = self.write();
+            m.check_pfn_range(start, (r.len() / crate::memmap::STRUCT_PAGE_SIZE) as u64)?;
+            Ok(crate::memmap::import(&mut m, start, r))
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("pages", st.pages)?;
+        d.set_item("skipped", st.skipped)?;
+        d.set_item("pcp_free", st.pcp_free)?;
+        d.set_item("lru_pagevec", st.lru_pagevec)?;
+        d.set_item("orphan_tails", st.orphan_tails)?;
+        d.set_item("poisoned", st.poisoned)?;
+        d.set_item("zeroed", st.zeroed)?;
+        Ok(d)
+    }
+
     /// `echo <online_type> > memoryN/state`: None on success, else the errno name.
     fn online(
         &self,

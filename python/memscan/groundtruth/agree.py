@@ -10,6 +10,7 @@ kernel faulted, is a disagreement like any other.
 
 from __future__ import annotations
 
+import errno as errno_mod
 import json
 import os
 import re
@@ -116,6 +117,7 @@ class Agreement:
     run_dir: str
     kernel: str
     rows: List[Row]
+    source: str = "kpageflags"
 
     def count(self, attr: str = "removable") -> Dict[str, int]:
         rs = [r for r in self.rows if r.attr == attr]
@@ -154,6 +156,7 @@ class Agreement:
         return {
             "run_dir": self.run_dir,
             "kernel": self.kernel,
+            "source": self.source,
             "summary": {a: self.count(a) for a in sorted({r.attr for r in self.rows})},
             "scan_cost_tcg": self.scan_cost(),
             "rows": [asdict(r) for r in self.rows],
@@ -180,15 +183,72 @@ def _same_fault(k: KernelFault, m: Dict[str, Any]) -> Optional[str]:
     return "; ".join(diffs) or None
 
 
-def _words(tar: tarfile.TarFile, name: str, n: int) -> np.ndarray:
+_FAILED = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] failed due to (.*)$")
+
+
+def kernel_offline_outcome(a: Dict[str, Any]) -> Dict[str, Any]:
+    """errno, reason and first unmovable pfn of a recorded offline write."""
+    rc, err = a.get("rc"), a.get("errno")
+    name = None if rc is not None and rc >= 0 else errno_mod.errorcode.get(err or 0, str(err))
+    reason = pfn = None
+    for line in a.get("kernel_log", []):
+        m = _FAILED.search(line)
+        if m:
+            reason = m.group(3).strip()
+        p = _PAGE.search(line)
+        if p and pfn is None:
+            off = int(p.group(1), 16) - VMEMMAP_BASE
+            if off >= 0 and off % STRUCT_PAGE == 0:
+                pfn = off // STRUCT_PAGE
+    return {"errno": name, "reason": reason, "pfn": pfn}
+
+
+def _offline_row(m: Any, a: Dict[str, Any], prof: str) -> Row:
+    """Predict one offline write; then make the model follow what the kernel did."""
+    k = kernel_offline_outcome(a)
+    o = m.offline(a["block"], kernel=prof, dry_run=True)
+    diffs = []
+    if o.errno != k["errno"]:
+        diffs.append(f"errno {o.errno} vs the kernel's {k['errno']}")
+    elif k["reason"] is not None and o.reason != k["reason"]:
+        diffs.append(f"reason {o.reason!r} vs the kernel's {k['reason']!r}")
+    if not diffs and k["errno"] == "EBUSY" and k["pfn"] is not None and o.pfn != k["pfn"]:
+        diffs.append(f"pfn {o.pfn:#x} vs the kernel's {k['pfn']:#x}" if o.pfn else "no pfn")
+    if k["errno"] is None:
+        # the kernel offlined it: so does the model, with migration if it can, else by state
+        if o.errno is None:
+            m.offline(a["block"], kernel=prof, dry_run=False)
+        else:
+            m.set_block_state(a["block"], "offline")
+    kv = "ok" if k["errno"] is None else f"{k['errno']} {k['reason'] or ''}".strip()
+    mv = "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
+    return Row(
+        "offline",
+        a["block"],
+        kv,
+        mv,
+        None,
+        _model_fault(o.fault),
+        not diffs,
+        "; ".join(diffs) or "same outcome",
+        a.get("ns"),
+        o.struct_pages_read,
+    )
+
+
+def _bytes(tar: tarfile.TarFile, name: str, size: int) -> np.ndarray:
     try:
         f = tar.extractfile(name)
     except KeyError:
         raise ParseError(f"{tar.name}: {name} is missing") from None
-    data = f.read() if f else b""
-    if len(data) != n * 8:
-        raise ParseError(f"{tar.name}: {name} has {len(data)} bytes, want {n * 8} ({n} pfns)")
-    return np.frombuffer(data, dtype="<u8")
+    data = f.read(size + 1) if f else b""
+    if len(data) != size:
+        raise ParseError(f"{tar.name}: {name} has {len(data)} bytes, want {size} (truncated?)")
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _words(tar: tarfile.TarFile, name: str, n: int) -> np.ndarray:
+    return _bytes(tar, name, n * 8).view("<u8")
 
 
 def load_record(run_dir: str) -> Dict[str, Any]:
@@ -207,12 +267,31 @@ def load_record(run_dir: str) -> Dict[str, Any]:
     return rec
 
 
-def agree(run_dir: str, kernel: Optional[str] = None) -> Agreement:
-    """Predict every attempt of a run from its snapshot and compare with what the kernel did."""
+SOURCES = ("kpageflags", "memmap")
+
+
+def has_memmap(rec: Dict[str, Any]) -> bool:
+    """Whether every pre-attempt copy of a record holds the block's struct pages."""
+    pres = [a["pre"] for a in rec["attempts"] if a.get("pre")]
+    return bool(pres) and all(p.get("memmap") for p in pres)
+
+
+def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> Agreement:
+    """Predict every attempt of a run from its snapshots and compare with what the kernel did.
+
+    ``source``: what the model's pages come from right before each attempt: ``"kpageflags"``
+    (what any root user can read), ``"memmap"`` (the raw struct pages as well, which tell
+    per-CPU free pages and pagevec pages apart), or ``"auto"`` (memmap where recorded)."""
     from ..machine import Machine
 
     rec = load_record(run_dir)
     prof = kernel or profile_for(rec)
+    if source == "auto":
+        source = "memmap" if has_memmap(rec) else "kpageflags"
+    if source not in SOURCES:
+        raise ParseError(f"source {source!r}: expected one of {SOURCES} or 'auto'")
+    if source == "memmap" and not has_memmap(rec):
+        raise ParseError(f"{run_dir}: the run copied no struct pages before its attempts")
     snap_path = os.path.join(run_dir, "snapshot.tar.gz")
     m = Machine.from_snapshot(snap_path, progress=False)
     rows: List[Row] = []
@@ -222,12 +301,25 @@ def agree(run_dir: str, kernel: Optional[str] = None) -> Agreement:
             for a in rec["attempts"]
             if a.get("pre")
         }
+        pre_memmap = (
+            {
+                a["pre"]["member"]: _bytes(
+                    tar, a["pre"]["member"] + "/memmap", a["pre"]["npfn"] * 64
+                )
+                for a in rec["attempts"]
+                if a.get("pre")
+            }
+            if source == "memmap"
+            else {}
+        )
     for a in rec["attempts"]:
         pre = a.get("pre")
         if pre is not None:
             # the block as the kernel had it right before this attempt (the boot snapshot is
             # older: other processes allocate and free in between)
             import_words(m, pre_words[pre["member"]], pre["pfn"])
+            if source == "memmap":
+                m.import_memmap(pre_memmap[pre["member"]], pre["pfn"])
         kf = parse_splat(a.get("kernel_log", []))
         killed = a.get("signal", 0) != 0
         kval = None if killed or a.get("value") is None else a["value"]
@@ -236,6 +328,9 @@ def agree(run_dir: str, kernel: Optional[str] = None) -> Agreement:
             mval = None if r.value is None else str(r.value)
             mf = _model_fault(r.fault)
             spr: Optional[int] = r.struct_pages_read
+        elif a["attr"] == "offline":
+            rows.append(_offline_row(m, a, prof))
+            continue
         elif a["attr"] == "valid_zones":
             v = m.valid_zones_read(a["block"], kernel=prof)
             mval, mf, spr = v.value, _model_fault(v.fault), None
@@ -256,4 +351,4 @@ def agree(run_dir: str, kernel: Optional[str] = None) -> Agreement:
             ok = kval == mval
             why = "same value" if ok else f"model {mval!r} vs kernel {kval!r}"
         rows.append(Row(a["attr"], a["block"], kval, mval, kf, mf, ok, why, a.get("ns"), spr))
-    return Agreement(run_dir, prof, rows)
+    return Agreement(run_dir, prof, rows, source)

@@ -80,6 +80,17 @@ def build_helper() -> str:
     return out
 
 
+def attempt_slot_bytes_per_pfn(sc: Scenario) -> int:
+    """Bytes per pfn of one pre-attempt copy: kpageflags and kpagecount words, struct pages."""
+    return 16 + (STRUCT_PAGE if sc.attempt_memmap else 0)
+
+
+def attempt_slot(sc: Scenario, npfn: int) -> int:
+    """Size of one attempt's slot on the attempts disk (whole MiB, as /init computes it)."""
+    mib = 1 << 20
+    return -(-npfn * attempt_slot_bytes_per_pfn(sc) // mib) * mib
+
+
 def init_script(sc: Scenario) -> str:
     """The guest's /init for a scenario (busybox sh)."""
     q = shlex.quote
@@ -91,7 +102,9 @@ def init_script(sc: Scenario) -> str:
         "M=/sys/devices/system/memory",
         'rec() { echo "MSREC $1"; }',
         'mark() { echo "MSMARK $1" > /dev/kmsg; }',
-        'rec "{\\"type\\":\\"boot\\",\\"uname\\":\\"$(uname -r)\\",\\"cmdline\\":\\"$(cat /proc/cmdline)\\"}"',
+        # the command line may hold quotes (dyndbg="..."): escaped for JSON
+        "cl=$(sed 's/[\\\\\"]/\\\\&/g' /proc/cmdline)",
+        'rec "{\\"type\\":\\"boot\\",\\"uname\\":\\"$(uname -r)\\",\\"cmdline\\":\\"$cl\\"}"',
     ]
     if sc.pmem_fsdax:
         # legacy pmem namespace -> fsdax with its memmap on the device, through sysfs, as
@@ -112,6 +125,10 @@ def init_script(sc: Scenario) -> str:
             '  rec "{\\"type\\":\\"fsdax\\",\\"error\\":\\"no legacy pmem namespace\\"}"',
             "fi",
         ]
+    if sc.hugepages:
+        lines.append(f"echo {int(sc.hugepages)} > /proc/sys/vm/nr_hugepages")
+    if sc.tmpfs_mb:
+        lines.append(f"dd if=/dev/zero of=/tmp/cache bs=1M count={int(sc.tmpfs_mb)} 2>/dev/null")
     for w in sc.workload:
         lines.append(f"/bin/mshelper hog {q(w.kind)} {int(w.mb)} &")
     if sc.workload:
@@ -145,23 +162,49 @@ def init_script(sc: Scenario) -> str:
     # attempts: every online block's removable (and valid_zones), in block order
     # removable reads copy the block's kpageflags/kpagecount (and struct pages) right before
     # the read, so each is compared with the state the kernel scanned, not the boot snapshot
-    lines.append("n=0; bs=$(( 0x$(cat $M/block_size_bytes) / 4096 ))")
+    # Attempt k (k-th read/write record) keeps its files in attempts/k: the kernel log it
+    # caused (read and cleared right after it, so a later flood cannot overwrite it) and,
+    # before removable reads and offline writes, the block's pages.
+    # The pre-attempt copies go to the attempts disk (/dev/vdb), one slot per attempt, with
+    # O_DIRECT: a copy written to the guest's own tmpfs allocates page cache in the very
+    # blocks it describes (a real kernel then reported those pages as unmovable).
+    mm = " memmap" if sc.attempt_memmap else ""
+    lines += [
+        "n=0; bs=$(( 0x$(cat $M/block_size_bytes) / 4096 ))",
+        f"slot=$(( (bs * {attempt_slot_bytes_per_pfn(sc)} + 1048575) / 1048576 * 1048576 ))",
+        "dmesg -c > /out/dmesg.boot",
+    ]
     for attr in sc.reads:
         lines += [
             "for d in $M/memory[0-9]*; do b=${d##*/memory}",
             '  [ "$(cat $d/state)" = online ] || continue',
+            "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark $attr:$b".replace("$attr", attr),
         ]
         if attr == "removable":
-            mm = " memmap" if sc.attempt_memmap else ""
-            lines += [
-                "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a",
-                f"  mark {attr}:$b; /bin/mshelper attempt {attr}:$b $d/{attr} $((b * bs)) $bs $a{mm}",
-            ]
+            lines.append(
+                f"  /bin/mshelper attempt {attr}:$b $d/{attr} $((b * bs)) $bs /dev/vdb@$(((n - 1) * slot)){mm}"
+            )
         else:
-            lines.append(f"  mark {attr}:$b; /bin/mshelper read {attr}:$b $d/{attr}")
-        lines.append("done")
+            lines.append(f"  /bin/mshelper read {attr}:$b $d/{attr}")
+        lines += ["  dmesg -c > $a/kmsg", "done"]
+    if sc.offline:
+        # offline attempts, each after a copy of the block's pages; the kernel's reason comes
+        # from dynamic debug (dyndbg on the command line, see runner.qemu_command)
+        blocks = (
+            "$(ls -d $M/memory[0-9]* | sed 's/.*memory//' | sort -n)"
+            if sc.offline == "all"
+            else " ".join(str(int(b)) for b in sc.offline)
+        )
+        lines += [
+            f"for b in {blocks}; do d=$M/memory$b",
+            '  [ "$(cat $d/state 2>/dev/null)" = online ] || continue',
+            "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark offline:$b",
+            f"  /bin/mshelper owrite offline:$b $d/state offline $((b * bs)) $bs /dev/vdb@$(((n - 1) * slot)) {int(sc.offline_timeout)}{mm}",
+            "  dmesg -c > $a/kmsg",
+            "done",
+        ]
     lines += [
-        "dmesg > /out/dmesg",
+        "dmesg > /out/dmesg.end",
         'rec "{\\"type\\":\\"done\\"}"',
         "cd /out && tar -cf /dev/vda . && sync",
         "poweroff -f",

@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .guest import HarnessError, build_initramfs, need_tool
+from .guest import STRUCT_PAGE, HarnessError, attempt_slot, build_initramfs, need_tool
 from .scenario import Scenario
 
 RECORD_FORMAT = "memscan-groundtruth-1"
@@ -78,10 +78,15 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def qemu_command(sc: Scenario, image: str, initrd: str, disk: str, console: str) -> List[str]:
+def qemu_command(
+    sc: Scenario, image: str, initrd: str, disk: str, console: str, attempts_disk: str
+) -> List[str]:
     qemu = need_tool("qemu-system-x86_64", "qemu-system-x86")
     mem = f"{sc.memory >> 20}M"
     append = f"console=ttyS0 loglevel=4 panic=-1 nokaslr {sc.append}".strip()
+    if sc.offline:
+        # __offline_pages() says why it failed with pr_debug: "failed due to <reason>"
+        append += ' dyndbg="file mm/memory_hotplug.c +p"'
     return [
         qemu,
         "-accel", "tcg", "-cpu", "max", "-smp", str(sc.smp), "-m", mem,
@@ -92,6 +97,7 @@ def qemu_command(sc: Scenario, image: str, initrd: str, disk: str, console: str)
         "-kernel", image, "-initrd", initrd,
         "-serial", f"file:{console}",
         "-drive", f"file={disk},format=raw,if=virtio",
+        "-drive", f"file={attempts_disk},format=raw,if=virtio",
         "-append", append,
     ]  # fmt: skip
 
@@ -141,9 +147,11 @@ def run(
         initrd = os.path.join(tmp, "initrd.cpio.gz")
         build_initramfs(scenario, initrd)
         disk = os.path.join(tmp, "out.img")
-        with open(disk, "wb") as f:
-            f.truncate(4 << 30)  # sparse: only what the guest writes takes space
-        cmd = qemu_command(scenario, kernel, initrd, disk, console)
+        adisk = os.path.join(tmp, "attempts.img")
+        for path in (disk, adisk):
+            with open(path, "wb") as f:
+                f.truncate(64 << 30)  # sparse: only what the guest writes takes space
+        cmd = qemu_command(scenario, kernel, initrd, disk, console, adisk)
         t0 = time.monotonic()
         limit = timeout or scenario.timeout
         status = "ok"
@@ -161,12 +169,19 @@ def run(
         if status == "ok" and not any(r.get("type") == "done" for r in recs):
             status = "panic" if "Kernel panic" in text else "incomplete"
         files = _untar_disk(disk) if status == "ok" else {}
-    dmesg = files.pop("dmesg", b"").decode(errors="replace")
-    boot_log, per_attempt = split_kernel_log(dmesg)
+        if files:
+            _read_attempt_slots(scenario, recs, adisk, files)
+    boot_log = files.pop("dmesg.boot", b"").decode(errors="replace").splitlines()
+    end_log = files.pop("dmesg.end", b"").decode(errors="replace")
     attempts = []
     for r in recs:
         if r.get("type") not in ("read", "write"):
             continue
+        k = len(attempts) + 1
+        # attempts/k/kmsg holds only this attempt's lines (the log is cleared after each);
+        # its marker may be gone when the attempt flooded the log ring
+        kmsg = files.pop(f"snap/attempts/{k}/kmsg", b"").decode(errors="replace")
+        own = [line for line in kmsg.splitlines() if not _MARK.search(line)]
         attr, _, block = r["tag"].partition(":")
         a = {
             "op": r["type"],
@@ -177,13 +192,13 @@ def run(
             "errno": r.get("errno"),
             "signal": r.get("signal", 0),
             "ns": r.get("ns"),
-            "kernel_log": per_attempt.get(r["tag"], []),
+            "kernel_log": own,
         }
         if "pre" in r:
             # the block's pages copied right before this attempt: snapshot member prefix
             pre = dict(r["pre"])
-            d = pre.pop("dir")
-            pre["member"] = d[len("/out/snap/") :] if d.startswith("/out/snap/") else d
+            pre.pop("dir")
+            pre["member"] = f"attempts/{k}"
             a["pre"] = pre
         attempts.append(a)
     boot = next((r for r in recs if r.get("type") == "boot"), {})
@@ -212,12 +227,41 @@ def run(
         "events": [r for r in recs if r.get("type") not in ("read", "write")],
         "attempts": attempts,
         "boot_log_tail": boot_log[-40:],
+        "end_log_tail": end_log.splitlines()[-40:],
     }
     if files:
         _write_snapshot(os.path.join(out_dir, "snapshot.tar.gz"), files, record)
     with open(os.path.join(out_dir, "record.json"), "w") as f:
         json.dump(record, f, indent=1)
     return record
+
+
+def _read_attempt_slots(
+    sc: Scenario, recs: List[Dict[str, Any]], adisk: str, files: Dict[str, bytes]
+) -> None:
+    """Each attempt's pre-attempt copy, from its slot of the attempts disk, as snapshot members
+    attempts/k/{kpageflags,kpagecount,memmap}."""
+    k = 0
+    with open(adisk, "rb") as f:
+        for r in recs:
+            if r.get("type") not in ("read", "write"):
+                continue
+            k += 1
+            pre = r.get("pre")
+            if not pre:
+                continue
+            npfn = int(pre["npfn"])
+            want = f"/dev/vdb@{(k - 1) * attempt_slot(sc, npfn)}"
+            if pre.get("dir") != want or pre.get("rc"):
+                raise HarnessError(
+                    f"attempt {k} ({r['tag']}): its copy went to {pre.get('dir')} with rc "
+                    f"{pre.get('rc')}, expected {want} with rc 0"
+                )
+            f.seek((k - 1) * attempt_slot(sc, npfn))
+            files[f"snap/attempts/{k}/kpageflags"] = f.read(npfn * 8)
+            files[f"snap/attempts/{k}/kpagecount"] = f.read(npfn * 8)
+            if pre.get("memmap"):
+                files[f"snap/attempts/{k}/memmap"] = f.read(npfn * STRUCT_PAGE)
 
 
 def _read(path: str) -> str:

@@ -10,8 +10,12 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     memmap_blocks = [32]           # raw struct pages of these blocks from /proc/kcore
     attempt_memmap = false         # also copy a block's struct pages right before each read
     timeout = 240                  # seconds of wall time before the run is called timed out
+    hugepages = 64                 # 2 MiB hugetlb pool pages reserved at boot (nr_hugepages)
+    tmpfs_mb = 64                  # page cache: a file of this size on the guest's tmpfs
+    offline = [30, 12]             # blocks to offline, in order ("all": every online block)
+    offline_timeout = 10           # seconds before SIGALRM interrupts an offline write (EINTR)
     [[workload]]                   # hogs started before the snapshot
-    kind = "anon"                  # anon | mlock
+    kind = "anon"                  # anon | mlock | thp | hugetlb | pipe
     mb = 256
 
 Unknown keys are refused, so a typo never silently changes what runs.
@@ -34,7 +38,7 @@ else:  # pragma: no cover - Python < 3.11
 
 SCENARIO_DIR = os.path.join(os.path.dirname(__file__), "scenarios")
 READABLE = ("removable", "valid_zones")
-HOG_KINDS = ("anon", "mlock")
+HOG_KINDS = ("anon", "mlock", "thp", "hugetlb", "pipe")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class Scenario:
     reads: List[str] = field(default_factory=lambda: ["removable"])
     memmap_blocks: List[int] = field(default_factory=list)
     attempt_memmap: bool = False
+    hugepages: int = 0
+    tmpfs_mb: int = 0
+    offline: Union[str, List[int]] = field(default_factory=list)
+    offline_timeout: int = 10
     workload: List[Hog] = field(default_factory=list)
     timeout: float = 240.0
     smp: int = 2
@@ -69,6 +77,10 @@ class Scenario:
             "reads",
             "memmap_blocks",
             "attempt_memmap",
+            "hugepages",
+            "tmpfs_mb",
+            "offline",
+            "offline_timeout",
             "workload",
             "timeout",
             "smp",
@@ -106,6 +118,16 @@ class Scenario:
             if not isinstance(mb, int) or isinstance(mb, bool) or mb <= 0:
                 raise ParseError(f"{source}: workload[{i}].mb {mb!r} is not a positive integer")
             hogs.append(Hog(w["kind"], mb))
+        offline = d.get("offline", [])
+        if offline != "all" and (
+            not isinstance(offline, list)
+            or any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in offline)
+        ):
+            raise ParseError(f'{source}: offline must be "all" or block numbers, got {offline!r}')
+        for key in ("hugepages", "tmpfs_mb", "offline_timeout"):
+            v = d.get(key, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ParseError(f"{source}: {key} = {v!r} is not a non-negative integer")
         timeout = typed("timeout", (int, float), 240)
         if timeout <= 0:
             raise ParseError(f"{source}: timeout {timeout!r} must be positive")
@@ -118,6 +140,10 @@ class Scenario:
             reads=list(reads),
             memmap_blocks=list(blocks),
             attempt_memmap=typed("attempt_memmap", bool, False),
+            hugepages=d.get("hugepages", 0),
+            tmpfs_mb=d.get("tmpfs_mb", 0),
+            offline=offline if offline == "all" else list(offline),
+            offline_timeout=d.get("offline_timeout", 10) or 10,
             workload=hogs,
             timeout=float(timeout),
             smp=typed("smp", int, 2),

@@ -7,15 +7,21 @@
  *                                 report the value, errno and the child's exit signal (a read
  *                                 that hits a kernel BUG or oops kills the reader)
  *   mshelper write TAG PATH TEXT  the same for one write() (echo offline > memoryN/state)
- *   mshelper attempt TAG PATH PFN NPFN OUTDIR [memmap]
+ *   mshelper attempt TAG PATH PFN NPFN DEV@OFFSET [memmap]
  *                                 the same read, with this block's /proc/kpageflags and
  *                                 /proc/kpagecount (and raw struct pages from /proc/kcore)
- *                                 copied to OUTDIR right before it: the reader is forked and
+ *                                 written at OFFSET of the attempts disk right before it: the reader is forked and
  *                                 has opened PATH and touched its buffers first, so nothing
  *                                 but the copy runs between the copy and the read
  *   mshelper kcore VADDR LEN OUT  copy LEN bytes of kernel virtual memory at VADDR out of
  *                                 /proc/kcore (ELF core: found through its PT_LOAD headers)
- *   mshelper hog anon|mlock MB    allocate and touch MB MiB (mlock'ed for "mlock"), then sleep
+ *   mshelper hog KIND MB          hold MB MiB, then sleep: anon (LRU pages), mlock (LRU,
+ *                                 mlocked), thp (MADV_HUGEPAGE), hugetlb (MAP_HUGETLB from
+ *                                 the pool), pipe (pipe buffers: kernel pages off the LRU)
+ *   mshelper owrite TAG PATH TEXT PFN NPFN DEV@OFFSET SECONDS
+ *                                 a timed write (echo offline > state) after the same
+ *                                 pre-attempt copy; SIGALRM after SECONDS interrupts it
+ *                                 (the kernel's offline loop backs off on a signal: EINTR)
  *
  * Written for memscan (MIT OR Apache-2.0); no kernel or util-linux code. */
 #define _GNU_SOURCE
@@ -69,40 +75,59 @@ struct pre {
     int memmap;
 };
 
-static int kcore(uint64_t vaddr, uint64_t len, const char *out);
-
-/* Copy words [pfn, pfn+npfn) of a /proc/kpage* file to OUT. */
-static int copy_words(const char *src, uint64_t pfn, uint64_t npfn, const char *out) {
-    char *buf = gbuf;
-    int fd = open(src, O_RDONLY), of = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || of < 0) { perror(src); return 2; }
-    uint64_t off = pfn * 8, left = npfn * 8;
-    while (left) {
-        ssize_t r = pread(fd, buf, left < BUF_SIZE ? left : BUF_SIZE, (off_t)off);
-        if (r <= 0) break;
-        if (write(of, buf, (size_t)r) != r) { perror(out); return 2; }
-        off += (uint64_t)r; left -= (uint64_t)r;
-    }
-    close(fd); close(of);
+/* Write n bytes of the shared buffer at *pos of `of` (an O_DIRECT device or a file). */
+static int put(int of, uint64_t *pos, uint64_t n) {
+    if (pwrite(of, gbuf, (size_t)n, (off_t)*pos) != (ssize_t)n) { perror("pwrite"); return 2; }
+    *pos += n;
     return 0;
 }
 
-static int dump_pre(const struct pre *p) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/kpageflags", p->outdir);
-    if (copy_words("/proc/kpageflags", p->pfn, p->npfn, path)) return 2;
-    snprintf(path, sizeof path, "%s/kpagecount", p->outdir);
-    if (copy_words("/proc/kpagecount", p->pfn, p->npfn, path)) return 2;
-    if (p->memmap) {
-        snprintf(path, sizeof path, "%s/memmap", p->outdir);
-        /* x86_64 vmemmap without KASLR, 64-byte struct pages */
-        if (kcore(0xffffea0000000000ull + p->pfn * 64, p->npfn * 64, path)) return 2;
+/* Copy words [pfn, pfn+npfn) of a /proc/kpage* file to `of` at *pos. */
+static int copy_words(const char *src, uint64_t pfn, uint64_t npfn, int of, uint64_t *pos) {
+    int fd = open(src, O_RDONLY);
+    if (fd < 0) { perror(src); return 2; }
+    uint64_t off = pfn * 8, left = npfn * 8;
+    while (left) {
+        uint64_t want = left < BUF_SIZE ? left : BUF_SIZE;
+        ssize_t r = pread(fd, gbuf, want, (off_t)off);
+        if (r <= 0) { /* past max_pfn: zeroes keep the slot's layout */
+            memset(gbuf, 0, want);
+            r = (ssize_t)want;
+        }
+        if (put(of, pos, (uint64_t)r)) return 2;
+        off += (uint64_t)r; left -= (uint64_t)r;
     }
+    close(fd);
+    return 0;
+}
+
+static int kcore_to(uint64_t vaddr, uint64_t len, int of, uint64_t *pos, uint64_t *gaps);
+
+/* The pre-attempt copy: kpageflags, kpagecount, struct pages, one after another in a slot of
+ * the attempts disk (O_DIRECT: writing it allocates no page cache in the blocks under test;
+ * a copy written to the guest's tmpfs did, and the kernel then found those pages unmovable). */
+static int dump_pre(const struct pre *p) {
+    const char *at = strchr(p->outdir, '@');
+    if (!at) { fprintf(stderr, "attempt sink %s: want DEVICE@OFFSET\n", p->outdir); return 2; }
+    char dev[256];
+    snprintf(dev, sizeof dev, "%.*s", (int)(at - p->outdir), p->outdir);
+    uint64_t pos = strtoull(at + 1, NULL, 0), gaps = 0;
+    int of = open(dev, O_WRONLY | O_DIRECT);
+    if (of < 0) { perror(dev); return 2; }
+    if (copy_words("/proc/kpageflags", p->pfn, p->npfn, of, &pos)) return 2;
+    if (copy_words("/proc/kpagecount", p->pfn, p->npfn, of, &pos)) return 2;
+    /* x86_64 vmemmap without KASLR, 64-byte struct pages */
+    if (p->memmap && kcore_to(0xffffea0000000000ull + p->pfn * 64, p->npfn * 64, of, &pos, &gaps))
+        return 2;
+    close(of);
     return 0;
 }
 
 /* One timed syscall in a child, so a kernel fault that kills the caller is survived. */
-static int attempt(const char *tag, const char *path, const char *text, const struct pre *pre) {
+static void on_alarm(int sig) { (void)sig; }
+
+static int attempt(const char *tag, const char *path, const char *text, const struct pre *pre,
+                   unsigned alarm_s) {
     int pipefd[2], gofd[2];
     if (pipe(pipefd) || pipe(gofd)) { perror("pipe"); return 2; }
     fflush(stdout);
@@ -117,9 +142,16 @@ static int attempt(const char *tag, const char *path, const char *text, const st
         char go;
         /* wait until the parent has copied the pre-attempt state */
         if (read(gofd[0], &go, 1) != 1) _exit(4);
+        if (alarm_s) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_alarm; /* no SA_RESTART: the write returns EINTR */
+            sigaction(SIGALRM, &sa, NULL);
+        }
         if (fd < 0) {
             r.rc = -1; r.err = errno;
         } else {
+            if (alarm_s) alarm(alarm_s);
             uint64_t t0 = now_ns();
             ssize_t n = text ? write(fd, text, strlen(text)) : read(fd, r.buf, sizeof r.buf - 1);
             r.ns = now_ns() - t0;
@@ -163,8 +195,8 @@ static int attempt(const char *tag, const char *path, const char *text, const st
     return 0;
 }
 
-/* Copy [vaddr, vaddr+len) out of /proc/kcore into OUT. */
-static int kcore(uint64_t vaddr, uint64_t len, const char *out) {
+/* Copy [vaddr, vaddr+len) of kernel memory out of /proc/kcore to `of` at *pos. */
+static int kcore_to(uint64_t vaddr, uint64_t len, int of, uint64_t *pos, uint64_t *gaps) {
     int fd = open("/proc/kcore", O_RDONLY);
     if (fd < 0) { perror("/proc/kcore"); return 2; }
     Elf64_Ehdr eh;
@@ -172,9 +204,6 @@ static int kcore(uint64_t vaddr, uint64_t len, const char *out) {
         fprintf(stderr, "/proc/kcore: not an ELF64 core\n");
         return 2;
     }
-    int of = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (of < 0) { perror(out); return 2; }
-    char *buf = gbuf;
     uint64_t done = 0;
     while (done < len) {
         uint64_t va = vaddr + done;
@@ -187,30 +216,84 @@ static int kcore(uint64_t vaddr, uint64_t len, const char *out) {
             uint64_t n = ph.p_vaddr + ph.p_memsz - va;
             if (n > len - done) n = len - done;
             if (n > BUF_SIZE) n = BUF_SIZE;
-            ssize_t r = pread(fd, buf, n, (off_t)(ph.p_offset + (va - ph.p_vaddr)));
-            if (r <= 0) { perror("pread /proc/kcore"); return 2; }
-            if (write(of, buf, (size_t)r) != r) { perror(out); return 2; }
-            done += (uint64_t)r;
+            ssize_t r = pread(fd, gbuf, n, (off_t)(ph.p_offset + (va - ph.p_vaddr)));
+            if (r != (ssize_t)n) { perror("pread /proc/kcore"); return 2; }
+            if (put(of, pos, n)) return 2;
+            done += n;
             found = 1;
             break;
         }
         if (!found) {
-            fprintf(stderr, "/proc/kcore: %#llx is in no PT_LOAD segment\n", (unsigned long long)va);
-            return 2;
+            /* vmemmap of a hole in RAM is not in kcore: zeroes up to the next segment (the
+             * host's decoder keeps the model's own page for an all-zero struct page) */
+            uint64_t next = vaddr + len;
+            for (int i = 0; i < eh.e_phnum; i++) {
+                Elf64_Phdr ph;
+                if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + (uint64_t)i * eh.e_phentsize)) != (ssize_t)sizeof ph)
+                    break;
+                if (ph.p_type == PT_LOAD && ph.p_vaddr > va && ph.p_vaddr < next) next = ph.p_vaddr;
+            }
+            uint64_t n = next - va;
+            while (n) {
+                uint64_t k = n < BUF_SIZE ? n : BUF_SIZE;
+                memset(gbuf, 0, k);
+                if (put(of, pos, k)) return 2;
+                n -= k; done += k; *gaps += k;
+            }
         }
     }
+    close(fd);
+    return 0;
+}
+
+static int kcore(uint64_t vaddr, uint64_t len, const char *out) {
+    int of = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (of < 0) { perror(out); return 2; }
+    uint64_t pos = 0, gaps = 0;
+    int rc = kcore_to(vaddr, len, of, &pos, &gaps);
     close(of);
-    printf("MSREC {\"type\":\"kcore\",\"vaddr\":%llu,\"len\":%llu,\"out\":", (unsigned long long)vaddr,
-           (unsigned long long)len);
+    if (rc) return rc;
+    printf("MSREC {\"type\":\"kcore\",\"vaddr\":%llu,\"len\":%llu,\"gap_bytes\":%llu,\"out\":",
+           (unsigned long long)vaddr, (unsigned long long)len, (unsigned long long)gaps);
     json_str(out, strlen(out));
     printf("}\n");
     return 0;
 }
 
+/* Fill pipes with MB MiB of data: pipe buffers are order-0 kernel pages, not on the LRU. */
+static int hog_pipes(long mb) {
+    long want = mb << 20, have = 0;
+    static char page[4096];
+    memset(page, 'p', sizeof page);
+    while (have < want) {
+        int fds[2];
+        if (pipe(fds)) break; /* out of descriptors: keep what we have */
+        fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+        fcntl(fds[1], F_SETFL, O_NONBLOCK);
+        while (have < want && write(fds[1], page, sizeof page) == (ssize_t)sizeof page) have += 4096;
+    }
+    return (int)(have >> 20);
+}
+
 static int hog(const char *how, long mb) {
     size_t n = (size_t)mb << 20;
-    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) { perror("mmap"); return 2; }
+    if (!strcmp(how, "pipe")) {
+        int got = hog_pipes(mb);
+        printf("MSREC {\"type\":\"hog\",\"how\":\"pipe\",\"mb\":%d}\n", got);
+        fflush(stdout);
+        for (;;) pause();
+    }
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+    if (!strcmp(how, "hugetlb")) flags |= MAP_HUGETLB;
+    size_t align = 2u << 20;
+    /* over-allocate so that a THP-sized aligned range exists */
+    char *raw = mmap(NULL, n + (strcmp(how, "hugetlb") ? align : 0), PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (raw == MAP_FAILED) { perror("mmap"); return 2; }
+    char *p = raw;
+    if (!strcmp(how, "thp")) {
+        p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+        if (madvise(p, n, MADV_HUGEPAGE)) perror("madvise");
+    }
     if (!strcmp(how, "mlock") && mlock(p, n)) { perror("mlock"); return 2; }
     for (size_t i = 0; i < n; i += 4096) p[i] = (char)(i >> 12);
     printf("MSREC {\"type\":\"hog\",\"how\":\"%s\",\"mb\":%ld}\n", how, mb);
@@ -222,16 +305,21 @@ int main(int argc, char **argv) {
     gbuf = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (gbuf == MAP_FAILED) { perror("mmap"); return 2; }
     memset(gbuf, 0, BUF_SIZE);
-    if (argc == 4 && !strcmp(argv[1], "read")) return attempt(argv[2], argv[3], NULL, NULL);
-    if (argc == 5 && !strcmp(argv[1], "write")) return attempt(argv[2], argv[3], argv[4], NULL);
+    if (argc == 4 && !strcmp(argv[1], "read")) return attempt(argv[2], argv[3], NULL, NULL, 0);
+    if (argc == 5 && !strcmp(argv[1], "write")) return attempt(argv[2], argv[3], argv[4], NULL, 0);
     if ((argc == 7 || argc == 8) && !strcmp(argv[1], "attempt")) {
         struct pre p = {strtoull(argv[4], NULL, 0), strtoull(argv[5], NULL, 0), argv[6],
                         argc == 8 && !strcmp(argv[7], "memmap")};
-        return attempt(argv[2], argv[3], NULL, &p);
+        return attempt(argv[2], argv[3], NULL, &p, 0);
+    }
+    if ((argc == 9 || argc == 10) && !strcmp(argv[1], "owrite")) {
+        struct pre p = {strtoull(argv[5], NULL, 0), strtoull(argv[6], NULL, 0), argv[7],
+                        argc == 10 && !strcmp(argv[9], "memmap")};
+        return attempt(argv[2], argv[3], argv[4], &p, (unsigned)strtoul(argv[8], NULL, 0));
     }
     if (argc == 5 && !strcmp(argv[1], "kcore"))
         return kcore(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), argv[4]);
     if (argc == 4 && !strcmp(argv[1], "hog")) return hog(argv[2], strtol(argv[3], NULL, 0));
-    fprintf(stderr, "usage: mshelper read TAG PATH | write TAG PATH TEXT | attempt TAG PATH PFN NPFN OUTDIR [memmap] | kcore VADDR LEN OUT | hog anon|mlock MB\n");
+    fprintf(stderr, "usage: mshelper read TAG PATH | write TAG PATH TEXT | attempt TAG PATH PFN NPFN OUTDIR [memmap] | owrite TAG PATH TEXT PFN NPFN OUTDIR SECONDS [memmap] | kcore VADDR LEN OUT | hog KIND MB\n");
     return 2;
 }

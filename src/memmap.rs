@@ -1,0 +1,239 @@
+//! Raw struct pages (a vmemmap range read from /proc/kcore, a vmcore or a ground-truth run)
+//! decoded into page kinds: what kpageflags cannot tell, the memmap says (refcount, buddy
+//! order, compound destructor, mapping's movable bit).
+//!
+//! Layout: Linux 5.4.59 x86_64 (include/linux/mm_types.h, page-flags.h, page-flags-layout.h;
+//! read in BoKyoungHan/linux-5.4.59-vanilla), 64-byte struct page:
+//!
+//! | offset | field |
+//! |---|---|
+//! | 0 | `flags`: PG_* bits from 0; zone in bits 55..57, node in bits 58..63 (SPARSEMEM_VMEMMAP, NODES_SHIFT 6, 5 zones → ZONES_WIDTH 3) |
+//! | 8 | `lru.next`, or `compound_head` with bit 0 set on a tail |
+//! | 16 | on the first tail page: `compound_dtor` (u8), `compound_order` (u8) |
+//! | 24 | `mapping`: low bits PAGE_MAPPING_ANON 1, PAGE_MAPPING_MOVABLE 2 (`__PageMovable`: == 2) |
+//! | 40 | `private`: the buddy order of a PageBuddy page |
+//! | 48 | `_mapcount` / `page_type` (u32): a page type is set by clearing its bit under 0xf0000000 (buddy 0x80, offline 0x100, table 0x400) |
+//! | 52 | `_refcount` (i32) |
+//!
+//! Kind from struct page, in this order: all zero (a hole's zeroed memmap, or vmemmap that
+//! /proc/kcore does not map) → left as modeled; all-ones flags (PagePoisoned) → UNINIT; PG_reserved →
+//! RESERVED; a tail (compound_head bit 0) → its head's tail kind; a head → by destructor
+//! (HUGETLB_PAGE_DTOR 2 → HUGETLB_HEAD, free in the pool when its refcount is 0;
+//! TRANSHUGE_PAGE_DTOR 3 or PG_lru → THP_HEAD; otherwise, a slab or other compound kernel
+//! allocation, UNMOVABLE with refcount-0 tails); PageBuddy → BUDDY of `private`'s order, its
+//! other pages FREE; PG_hwpoison → HWPOISON; PageOffline → OFFLINE; refcount 0 → FREE (a
+//! per-CPU free page: what kpageflags cannot tell from a kernel page); PG_lru → LRU;
+//! `__PageMovable` → MOVABLE; anything else (slab, page tables, kernel pages, and LRU pages
+//! still in a per-CPU pagevec, which are not PG_lru yet) → UNMOVABLE. Long-term pins stay
+//! invisible (a pin is a refcount bias no field names).
+
+use crate::page::{kind, make, HUGETLB_FREE};
+use crate::topology::Machine;
+
+pub const STRUCT_PAGE_SIZE: usize = 64;
+/// x86_64 `vmemmap_base` without KASLR.
+pub const X86_VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
+
+const PG_LRU: u64 = 1 << 4;
+const PG_RESERVED: u64 = 1 << 12;
+const PG_HEAD: u64 = 1 << 16;
+const PG_HWPOISON: u64 = 1 << 23;
+const PAGE_TYPE_BASE: u32 = 0xf000_0000;
+const PG_BUDDY: u32 = 0x80;
+const PG_OFFLINE: u32 = 0x100;
+const HUGETLB_PAGE_DTOR: u8 = 2;
+const TRANSHUGE_PAGE_DTOR: u8 = 3;
+
+/// Counts of what the decode found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MemmapStats {
+    pub pages: u64,
+    /// pfns left as they were: not in an online section.
+    pub skipped: u64,
+    /// refcount-0 pages outside the buddy (per-CPU free lists): FREE.
+    pub pcp_free: u64,
+    /// refcount > 0, not PG_lru, mapped anonymous or file pages: LRU pages in a per-CPU
+    /// pagevec, UNMOVABLE until drained.
+    pub lru_pagevec: u64,
+    /// Tails whose head lies before the range: taken as compound tails.
+    pub orphan_tails: u64,
+    /// Poisoned struct pages inside online sections (should not happen).
+    pub poisoned: u64,
+    /// All-zero struct pages (holes, or vmemmap /proc/kcore does not map): left as modeled.
+    pub zeroed: u64,
+}
+
+struct Page<'a>(&'a [u8]);
+
+impl Page<'_> {
+    fn word(&self, i: usize) -> u64 {
+        u64::from_le_bytes(self.0[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    }
+    fn flags(&self) -> u64 {
+        self.word(0)
+    }
+    fn page_type(&self) -> u32 {
+        u32::from_le_bytes(self.0[48..52].try_into().expect("4 bytes"))
+    }
+    fn refcount(&self) -> i32 {
+        i32::from_le_bytes(self.0[52..56].try_into().expect("4 bytes"))
+    }
+    fn has_type(&self, t: u32) -> bool {
+        self.page_type() & (PAGE_TYPE_BASE | t) == PAGE_TYPE_BASE
+    }
+}
+
+/// The modeled kind of one compound head (`first_tail` is the struct page after it).
+fn head_kind(m: &Machine, head: &Page<'_>, first_tail: Option<&Page<'_>>) -> (u8, u8) {
+    let (dtor, order) = first_tail.map_or((0, 0), |t| (t.0[16], t.0[17]));
+    if dtor == HUGETLB_PAGE_DTOR {
+        let hs = m
+            .hstates
+            .iter()
+            .position(|h| h.order == u32::from(order))
+            .unwrap_or(0) as u8;
+        let free = if head.refcount() == 0 {
+            HUGETLB_FREE
+        } else {
+            0
+        };
+        return (
+            make(kind::HUGETLB_HEAD, hs | free),
+            make(kind::HUGETLB_TAIL, hs | free),
+        );
+    }
+    if dtor == TRANSHUGE_PAGE_DTOR || head.flags() & PG_LRU != 0 {
+        return (make(kind::THP_HEAD, order.min(15)), kind::THP_TAIL);
+    }
+    (kind::UNMOVABLE, kind::THP_TAIL)
+}
+
+/// Decode `raw` (struct pages of `raw.len() / 64` pfns from `start`) into the machine's page
+/// kinds; pfns of sections that are not online are left alone.
+pub fn import(m: &mut Machine, start: u64, raw: &[u8]) -> MemmapStats {
+    let g = m.geometry;
+    let n = raw.len() / STRUCT_PAGE_SIZE;
+    let page = |i: usize| Page(&raw[i * STRUCT_PAGE_SIZE..(i + 1) * STRUCT_PAGE_SIZE]);
+    let mut st = MemmapStats {
+        pages: n as u64,
+        ..MemmapStats::default()
+    };
+    let mut bytes: Vec<u8> = Vec::with_capacity(n);
+    // (head index, tail kind) of the compound page being walked
+    let mut compound: Option<(usize, u8)> = None;
+    let mut buddy_left = 0u64;
+    for i in 0..n {
+        let pfn = start + i as u64;
+        let meta = m.store.section_meta(g.pfn_to_section(pfn));
+        if !meta.online() || meta.device() {
+            st.skipped += 1;
+            bytes.push(m.store.page(pfn));
+            continue;
+        }
+        let p = page(i);
+        let f = p.flags();
+        if p.0.iter().all(|&b| b == 0) {
+            // a zeroed struct page (the memmap of a hole) or one /proc/kcore did not map:
+            // nothing a live page looks like, so the model keeps its own
+            st.zeroed += 1;
+            bytes.push(m.store.page(pfn));
+            continue;
+        }
+        if buddy_left > 0 {
+            buddy_left -= 1;
+            bytes.push(kind::FREE);
+            continue;
+        }
+        if f == u64::MAX {
+            st.poisoned += 1;
+            bytes.push(kind::UNINIT);
+            continue;
+        }
+        let ch = p.word(1);
+        if ch & 1 == 1 {
+            let head_vaddr = ch - 1;
+            let head_pfn = head_vaddr.wrapping_sub(X86_VMEMMAP_BASE) / STRUCT_PAGE_SIZE as u64;
+            let k = match compound {
+                Some((h, tk)) if start + h as u64 == head_pfn => tk,
+                _ => {
+                    st.orphan_tails += 1;
+                    kind::THP_TAIL
+                }
+            };
+            bytes.push(k);
+            continue;
+        }
+        compound = None;
+        if f & PG_RESERVED != 0 {
+            bytes.push(kind::RESERVED);
+            continue;
+        }
+        if f & PG_HEAD != 0 {
+            let next = (i + 1 < n).then(|| page(i + 1));
+            let (hk, tk) = head_kind(m, &p, next.as_ref());
+            compound = Some((i, tk));
+            bytes.push(hk);
+            continue;
+        }
+        if p.has_type(PG_BUDDY) {
+            let order = p.word(5).min(u64::from(g.max_order - 1));
+            buddy_left = (1u64 << order) - 1;
+            bytes.push(make(kind::BUDDY, order as u8));
+            continue;
+        }
+        let k = if f & PG_HWPOISON != 0 {
+            kind::HWPOISON
+        } else if p.has_type(PG_OFFLINE) {
+            kind::OFFLINE
+        } else if p.refcount() == 0 {
+            st.pcp_free += 1;
+            kind::FREE
+        } else if f & PG_LRU != 0 {
+            kind::LRU
+        } else if p.word(3) & 3 == 2 {
+            kind::MOVABLE
+        } else {
+            // mapped (an anon mapping, or a file mapping with a map count) but not PG_lru
+            // yet: an LRU page waiting in a per-CPU pagevec
+            let mapping = p.word(3);
+            let mapped = p.page_type() != u32::MAX;
+            if mapping & 1 == 1 || (mapping != 0 && mapped) {
+                st.lru_pagevec += 1;
+            }
+            kind::UNMOVABLE
+        };
+        bytes.push(k);
+    }
+    m.store.write_pages(start, &bytes);
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(flags: u64, w1: u64, mapping: u64, private: u64, ptype: u32, refc: i32) -> Vec<u8> {
+        let mut v = vec![0u8; 64];
+        v[0..8].copy_from_slice(&flags.to_le_bytes());
+        v[8..16].copy_from_slice(&w1.to_le_bytes());
+        v[24..32].copy_from_slice(&mapping.to_le_bytes());
+        v[40..48].copy_from_slice(&private.to_le_bytes());
+        v[48..52].copy_from_slice(&ptype.to_le_bytes());
+        v[52..56].copy_from_slice(&refc.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn page_fields_decode() {
+        let free_pcp = sp(0, 0xffff_ea00_0000_1008, 0, 0, u32::MAX, 0);
+        let p = Page(&free_pcp);
+        assert_eq!(p.refcount(), 0);
+        assert!(!p.has_type(PG_BUDDY));
+        let buddy = sp(0, 0, 0, 3, !PG_BUDDY, 0);
+        assert!(Page(&buddy).has_type(PG_BUDDY));
+        assert!(!Page(&buddy).has_type(PG_OFFLINE));
+        // the poisoned pattern is no page type
+        let poison = vec![0xffu8; 64];
+        assert!(!Page(&poison).has_type(PG_BUDDY));
+    }
+}

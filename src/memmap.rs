@@ -3,7 +3,10 @@
 //! order, compound destructor, mapping's movable bit).
 //!
 //! Layout: Linux 5.4.59 x86_64 (include/linux/mm_types.h, page-flags.h, page-flags-layout.h;
-//! read in BoKyoungHan/linux-5.4.59-vanilla), 64-byte struct page:
+//! read in BoKyoungHan/linux-5.4.59-vanilla), 64-byte struct page. The fields read here have
+//! the same offsets and bits in v6.1-rc7 (PG_* up to PG_hwpoison 23 with X86_PAT, page types
+//! buddy 0x80 / offline 0x100, compound_dtor/order at 16/17 of the first tail, the same
+//! destructor ids), so 6.1 x86_64 struct pages decode the same way:
 //!
 //! | offset | field |
 //! |---|---|
@@ -23,16 +26,15 @@
 //! allocation, UNMOVABLE with refcount-0 tails); PageBuddy → BUDDY of `private`'s order, its
 //! other pages FREE; PG_hwpoison → HWPOISON; PageOffline → OFFLINE; refcount 0 → FREE (a
 //! per-CPU free page: what kpageflags cannot tell from a kernel page); PG_lru → LRU;
-//! `__PageMovable` → MOVABLE; anything else (slab, page tables, kernel pages, and LRU pages
-//! still in a per-CPU pagevec, which are not PG_lru yet) → UNMOVABLE. Long-term pins stay
+//! `__PageMovable` → MOVABLE; mapped (anon, or file with a map count) but not PG_lru → an LRU
+//! page still in a per-CPU batch (UNMOVABLE with field LRU_BATCH); anything else (slab, page
+//! tables, kernel pages) → UNMOVABLE. Long-term pins stay
 //! invisible (a pin is a refcount bias no field names).
 
-use crate::page::{kind, make, HUGETLB_FREE};
+use crate::page::{kind, make, HUGETLB_FREE, LRU_BATCH};
 use crate::topology::Machine;
 
 pub const STRUCT_PAGE_SIZE: usize = 64;
-/// x86_64 `vmemmap_base` without KASLR.
-pub const X86_VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
 
 const PG_LRU: u64 = 1 << 4;
 const PG_RESERVED: u64 = 1 << 12;
@@ -109,8 +111,10 @@ fn head_kind(m: &Machine, head: &Page<'_>, first_tail: Option<&Page<'_>>) -> (u8
 }
 
 /// Decode `raw` (struct pages of `raw.len() / 64` pfns from `start`) into the machine's page
-/// kinds; pfns of sections that are not online are left alone.
-pub fn import(m: &mut Machine, start: u64, raw: &[u8]) -> MemmapStats {
+/// kinds; pfns of sections that are not online are left alone. `vmemmap`: the base the
+/// struct pages' own pointers (compound_head) use: 0xffffea0000000000 on x86_64 with 4-level
+/// paging and no KASLR, elsewhere the kernel's `vmemmap_base`.
+pub fn import(m: &mut Machine, start: u64, raw: &[u8], vmemmap: u64) -> MemmapStats {
     let g = m.geometry;
     let n = raw.len() / STRUCT_PAGE_SIZE;
     let page = |i: usize| Page(&raw[i * STRUCT_PAGE_SIZE..(i + 1) * STRUCT_PAGE_SIZE]);
@@ -152,7 +156,7 @@ pub fn import(m: &mut Machine, start: u64, raw: &[u8]) -> MemmapStats {
         let ch = p.word(1);
         if ch & 1 == 1 {
             let head_vaddr = ch - 1;
-            let head_pfn = head_vaddr.wrapping_sub(X86_VMEMMAP_BASE) / STRUCT_PAGE_SIZE as u64;
+            let head_pfn = head_vaddr.wrapping_sub(vmemmap) / STRUCT_PAGE_SIZE as u64;
             let k = match compound {
                 Some((h, tk)) if start + h as u64 == head_pfn => tk,
                 _ => {
@@ -199,8 +203,10 @@ pub fn import(m: &mut Machine, start: u64, raw: &[u8]) -> MemmapStats {
             let mapped = p.page_type() != u32::MAX;
             if mapping & 1 == 1 || (mapping != 0 && mapped) {
                 st.lru_pagevec += 1;
+                make(kind::UNMOVABLE, LRU_BATCH)
+            } else {
+                kind::UNMOVABLE
             }
-            kind::UNMOVABLE
         };
         bytes.push(k);
     }

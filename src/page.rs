@@ -69,6 +69,14 @@ pub mod kind {
     pub const LAST_MOVABLE_ZONE_SKIP: u8 = HUGETLB_TAIL;
 }
 
+/// Field value of an UNMOVABLE page that is an LRU page still in a per-CPU batch (mapped,
+/// referenced, not PG_lru yet: the 5.4 pagevec, the 6.1 folio batches, mlock batches). Until
+/// `lru_add_drain_all()` it fails `has_unmovable_pages()` (5.4/5.5: `!PageLRU` → found, and
+/// isolation runs before the first drain); 6.1 `offline_pages()` drains first
+/// (`lru_cache_disable()`), and every version's migration loop drains before it scans, so
+/// there it is an LRU page. Seen on real 5.4.59 and 6.1 kernels (docs/groundtruth.md).
+pub const LRU_BATCH: u8 = 1;
+
 /// Field value of a ZEROED page that is the memmap of a hole (unavailable range).
 pub const ZEROED_HOLE: u8 = 1;
 /// Bit in the hugetlb field: the hugetlb page is free in the pool.

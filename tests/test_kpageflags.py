@@ -67,13 +67,17 @@ def test_round_trip_keeps_every_kind_kpageflags_can_tell(tmp_path):
         "RESERVED",
     ):
         assert a[k] == b[k], k
-    # documented blind spots: pins are invisible, __PageMovable reads as a plain kernel page,
-    # free buddy blocks are re-cut into maximal aligned blocks (same free pages)
+    # documented blind spots: pins are invisible, __PageMovable reads 0 like a per-CPU free
+    # page or a kernel page (taken as a kernel page beside slab pages, else as free), free
+    # buddy blocks are re-cut into maximal aligned blocks (same free pages). The no-flag
+    # reading by pageblock changed this assertion: it used to take every no-flag page as
+    # unmovable, which real 6.1 runs showed wrong (docs/groundtruth.md).
     assert b["LRU"] == a["LRU"] + a["PINNED"]
-    assert b["UNMOVABLE"] == a["UNMOVABLE"] + a["MOVABLE"] + (
-        a["FREE"] + a["BUDDY"] - b["FREE"] - b["BUDDY"]
+    assert b["UNMOVABLE"] + b["FREE"] + b["BUDDY"] == (
+        a["UNMOVABLE"] + a["MOVABLE"] + a["FREE"] + a["BUDDY"]
     )
-    assert st["ambiguous"] >= a["MOVABLE"]
+    assert b["UNMOVABLE"] >= a["UNMOVABLE"]
+    assert st["ambiguous"] >= a["MOVABLE"] and st["ambiguous_free"] <= st["ambiguous"]
     # per page, outside the blind spots, the kinds are identical
     for blk in m.blocks().tolist():
         pa, pb = m.pages(blk) & 0xF, back.pages(blk) & 0xF

@@ -272,7 +272,12 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
         mv = (
             r.model_fault["kind"] if r.model_fault and r.model_value is None else str(r.model_value)
         )
-        rows.append((r.attr, str(r.block), kv, mv, "yes" if r.agree else "NO", r.why))
+        why = r.why + (
+            f" [uncertain: {r.alternative!r} with its no-flag pages read otherwise]"
+            if r.uncertain
+            else ""
+        )
+        rows.append((r.attr, str(r.block), kv, mv, "yes" if r.agree else "NO", why))
     head = ("ATTR", "BLOCK", "KERNEL", "MODEL", "AGREE", "WHY")
     w = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
     for x in [head, *rows]:
@@ -281,7 +286,13 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
         )
     for attr in sorted({r.attr for r in a.rows}):
         c = a.count(attr)
-        print(f"{attr}: {c['agree']}/{c['attempts']} attempts agree")
+        unc = (
+            f" ({c['uncertain']} decided by pages kpageflags cannot tell apart, "
+            f"{c['uncertain_agree']} of them agree)"
+            if c["uncertain"]
+            else ""
+        )
+        print(f"{attr}: {c['agree']}/{c['attempts']} attempts agree{unc}")
     cost = a.scan_cost()
     if cost and "ns_per_struct_page" in cost:
         print(
@@ -368,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument(
         "--kernel",
         metavar="BZIMAGE",
-        help="kernel image (default ../shared/kernels/linux-5.4.59-prepatch/bzImage)",
+        help="kernel image, or debian-6.1 (Debian's cloud kernel, fetched with apt-get "
+        "download; default ../shared/kernels/linux-5.4.59-prepatch/bzImage)",
     )
     gr.add_argument("--out", required=True, metavar="DIR", help="run directory (new or empty)")
     gr.add_argument("--timeout", type=float, help="seconds (default: the scenario's)")

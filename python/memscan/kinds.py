@@ -30,6 +30,8 @@ class PageKind(enum.IntEnum):
 ZEROED_HOLE = 1
 #: Bit 3 of a hugetlb page's field: free in the pool.
 HUGETLB_FREE = 8
+#: UNMOVABLE field: an LRU page still in a per-CPU batch, not PG_lru until drained (page.rs).
+LRU_BATCH = 1
 
 
 def page_byte(kind: PageKind, field: int = 0) -> int:

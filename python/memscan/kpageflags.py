@@ -95,7 +95,14 @@ def import_kpageflags(
 
 
 def _empty_stats() -> Dict[str, Any]:
-    return {"pages": 0, "nopage": 0, "ambiguous": 0, "lru_batch": 0, "buddy_blocks": [0] * 16}
+    return {
+        "pages": 0,
+        "nopage": 0,
+        "ambiguous": 0,
+        "ambiguous_free": 0,
+        "lru_batch": 0,
+        "buddy_blocks": [0] * 16,
+    }
 
 
 def import_words(
@@ -107,7 +114,7 @@ def import_words(
     for off in range(0, len(words), CHUNK_PFNS):
         part = np.ascontiguousarray(words[off : off + CHUNK_PFNS], dtype=np.uint64)
         r = machine._core.kpageflags_import(start + off, part)
-        for k in ("pages", "nopage", "ambiguous", "lru_batch"):
+        for k in ("pages", "nopage", "ambiguous", "ambiguous_free", "lru_batch"):
             stats[k] += r[k]
         stats["buddy_blocks"] = [a + b for a, b in zip(stats["buddy_blocks"], r["buddy_blocks"])]
     return stats

@@ -590,6 +590,7 @@ class Machine:
         data: Union[bytes, np.ndarray, str, os.PathLike[str]],
         start_pfn: int,
         layout: str = "5.4-x86_64",
+        vmemmap: int = 0xFFFF_EA00_0000_0000,
     ) -> Dict[str, int]:
         """Set page kinds from raw struct pages (64 bytes per pfn from ``start_pfn``): a vmemmap
         range read from /proc/kcore, a vmcore (crash/drgn) or a ground-truth run. What each
@@ -597,16 +598,22 @@ class Machine:
         free pages by their refcount 0, LRU pages still in a pagevec, compound destructors).
         Only pfns of online sections are written. Returns counts of what was found.
 
+        ``layout``: "5.4-x86_64" (read in 5.4.59) or "6.1-x86_64" (read in v6.1-rc7: the
+        fields memscan decodes sit at the same offsets and bits; node and zone bits, which
+        differ, are not read). ``vmemmap``: the vmemmap base the struct pages' compound_head
+        pointers use (the 4-level x86_64 default; a kernel with RANDOMIZE_MEMORY or 5-level
+        paging has its own, in its ``vmemmap_base`` variable).
+
         Raises:
-            ArgumentError: a struct page layout memscan does not decode (only Linux 5.4.59
-                x86_64 today: its flag widths and field offsets were read in that tree).
+            ArgumentError: a struct page layout memscan does not decode.
             ParseError: data that is not a whole number of 64-byte struct pages.
             PfnRangeError: a range outside the machine.
         """
-        if layout != "5.4-x86_64":
+        if layout not in ("5.4-x86_64", "6.1-x86_64"):
             raise ArgumentError(
-                f"struct page layout {layout!r} is not decoded (known: 5.4-x86_64); decoding "
-                "another kernel's struct pages with it would be silently wrong"
+                f"struct page layout {layout!r} is not decoded (known: 5.4-x86_64, "
+                "6.1-x86_64); decoding another kernel's struct pages with it would be "
+                "silently wrong"
             )
         where = "struct pages"
         if isinstance(data, (str, os.PathLike)):
@@ -624,7 +631,9 @@ class Machine:
                 f"{where}: {len(arr)} bytes is not a whole number of 64-byte struct pages "
                 "(truncated?)"
             )
-        return dict(self._core.memmap_import(int(start_pfn), np.ascontiguousarray(arr)))
+        return dict(
+            self._core.memmap_import(int(start_pfn), np.ascontiguousarray(arr), int(vmemmap))
+        )
 
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).

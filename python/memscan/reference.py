@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .kinds import ZONE_NAMES, PageKind
+from .kinds import LRU_BATCH, ZONE_NAMES, PageKind
 
 K = PageKind
 MEMORY_OFFLINE = 0x1
@@ -573,6 +573,9 @@ class OfflineReference(Reference):
             if k in (K.FREE, K.ZEROED, K.MOVABLE, K.LRU, K.PINNED, K.HWPOISON, K.OFFLINE):
                 pfn += 1
                 continue
+            if k == K.UNMOVABLE and f == LRU_BATCH:  # drained by lru_cache_disable()
+                pfn += 1
+                continue
             return pfn
         return None
 
@@ -711,7 +714,7 @@ class OfflineReference(Reference):
             k, f = b & 15, b >> 4
             any_zone = self._zone_of(pfn) == "Movable"
             huge = None
-            if k in (K.LRU, K.MOVABLE):
+            if k in (K.LRU, K.MOVABLE) or (k == K.UNMOVABLE and f == LRU_BATCH):
                 need = 1
             elif k == K.THP_HEAD:
                 need, any_zone = 1 << f, True

@@ -286,7 +286,8 @@ def format_report(r: Report, all_blocks: bool = False) -> str:
         if k:
             lines.append(
                 f"  kpageflags: {k['pages']:,} pfns; {k['ambiguous']:,} pages with no flags (free on a per-CPU list, "
-                f"or an order-0 kernel page: taken as unmovable); {k['lru_batch']:,} in per-CPU LRU batches"
+                f"or an order-0 kernel page: {k.get('ambiguous_free', 0):,} taken as per-CPU free pages, the rest, "
+                f"in pageblocks with slab or page-table pages, as kernel pages); {k['lru_batch']:,} in per-CPU LRU batches"
             )
         b = snap.get("buddyinfo")
         if b:

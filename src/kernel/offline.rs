@@ -25,7 +25,7 @@ use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::kernel::unmovable::{
     has_unmovable_pages, has_unmovable_pages_6_1, MEMORY_OFFLINE, REPORT_FAILURE,
 };
-use crate::page::{field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE};
+use crate::page::{field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
 use crate::sections::{Compact, SEC_ONLINE};
 use crate::topology::{write_free_range, BlockState, Machine, ZoneSpan};
 
@@ -250,7 +250,13 @@ fn movability(m: &Machine, b: u8, zone: ZoneType, v61: bool, cmm: bool) -> Movab
     match kind_of(b) {
         // CMM's MEM_GOING_OFFLINE notifier gives its loaned pages in the range back.
         kind::OFFLINE if cmm => Movability::Nothing,
+        // an LRU page still in a per-CPU batch is PG_lru again after the loop's
+        // lru_add_drain_all(), which runs before scan_movable_pages() in every version
         kind::LRU | kind::MOVABLE => Movability::Migrate {
+            pages: 1,
+            any_zone: movable_src,
+        },
+        kind::UNMOVABLE if field_of(b) == LRU_BATCH => Movability::Migrate {
             pages: 1,
             any_zone: movable_src,
         },

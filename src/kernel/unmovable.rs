@@ -9,7 +9,7 @@
 use crate::cost::ScanCost;
 use crate::kernel::pageinfo::{effective_byte, page_flags, Fault};
 use crate::kernel::profile::{KernelProfile, KernelVersion};
-use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, ZEROED_HOLE};
+use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, LRU_BATCH, ZEROED_HOLE};
 use crate::sections::RunView;
 use crate::topology::Machine;
 
@@ -236,6 +236,8 @@ pub fn has_unmovable_pages_6_1(
                 continue;
             }
             kind::FREE | kind::ZEROED | kind::MOVABLE | kind::LRU | kind::PINNED => {}
+            // lru_cache_disable() in offline_pages() drained the per-CPU batches first
+            kind::UNMOVABLE if field_of(b) == LRU_BATCH => {}
             kind::HWPOISON | kind::OFFLINE if skip_offline => {}
             _ => return Ok(Some(unmovable(pfn))),
         }

@@ -733,17 +733,20 @@ impl CoreMachine {
         d.set_item("pages", st.pages)?;
         d.set_item("nopage", st.nopage)?;
         d.set_item("ambiguous", st.ambiguous)?;
+        d.set_item("ambiguous_free", st.ambiguous_free)?;
         d.set_item("lru_batch", st.lru_batch)?;
         d.set_item("buddy_blocks", st.buddy_blocks.to_vec())?;
         Ok(d)
     }
 
-    /// Page kinds from raw 5.4.59 x86_64 struct pages (64 bytes per pfn from `start`).
+    /// Page kinds from raw x86_64 struct pages (64 bytes per pfn from `start`; `vmemmap` is
+    /// the base their compound_head pointers use).
     fn memmap_import<'py>(
         &self,
         py: Python<'py>,
         start: u64,
         raw: PyReadonlyArray1<'_, u8>,
+        vmemmap: u64,
     ) -> PyResult<Bound<'py, PyDict>> {
         let r = raw.as_slice().map_err(|_| {
             to_py(
@@ -764,7 +767,7 @@ impl CoreMachine {
         let st = guard(py, || {
             let mut m = self.write();
             m.check_pfn_range(start, (r.len() / crate::memmap::STRUCT_PAGE_SIZE) as u64)?;
-            Ok(crate::memmap::import(&mut m, start, r))
+            Ok(crate::memmap::import(&mut m, start, r, vmemmap))
         })?;
         let d = PyDict::new(py);
         d.set_item("pages", st.pages)?;

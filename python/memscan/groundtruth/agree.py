@@ -15,12 +15,13 @@ import json
 import os
 import re
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..errors import ParseError
+from ..kinds import PageKind
 from ..kpageflags import import_words
 from .guest import STRUCT_PAGE, VMEMMAP_BASE, HarnessError
 
@@ -43,8 +44,9 @@ class KernelFault:
     message: str
 
 
-def parse_splat(lines: List[str]) -> Optional[KernelFault]:
-    """The first BUG or oops in a list of kernel log lines (None if there is none)."""
+def parse_splat(lines: List[str], vmemmap: int = VMEMMAP_BASE) -> Optional[KernelFault]:
+    """The first BUG or oops in a list of kernel log lines (None if there is none); struct page
+    addresses become pfns with the guest's vmemmap base."""
     text = "\n".join(lines)
     bug = _BUG_AT.search(text)
     oops = _OOPS.search(text) or _GPF.search(text)
@@ -61,7 +63,7 @@ def parse_splat(lines: List[str]) -> Optional[KernelFault]:
     addr = page.group(1) if page else None
     pfn = None
     if addr is not None:
-        off = int(addr, 16) - VMEMMAP_BASE
+        off = int(addr, 16) - vmemmap
         if off >= 0 and off % STRUCT_PAGE == 0:
             pfn = off // STRUCT_PAGE
     if bug:
@@ -110,6 +112,11 @@ class Row:
     why: str
     ns: Optional[int]
     struct_pages_read: Optional[int]
+    #: kpageflags only: the outcome changes when the block's no-flag pages (a per-CPU free
+    #: page or a kernel page: kpageflags cannot tell) are all taken as one or the other
+    uncertain: bool = False
+    #: the model's answer under that other reading
+    alternative: Optional[str] = None
 
 
 @dataclass
@@ -120,8 +127,15 @@ class Agreement:
     source: str = "kpageflags"
 
     def count(self, attr: str = "removable") -> Dict[str, int]:
+        """Attempts, agreements, and (kpageflags only) attempts whose outcome the no-flag
+        pages decide: reported as uncertainty, not guessed."""
         rs = [r for r in self.rows if r.attr == attr]
-        return {"attempts": len(rs), "agree": sum(r.agree for r in rs)}
+        return {
+            "attempts": len(rs),
+            "agree": sum(r.agree for r in rs),
+            "uncertain": sum(r.uncertain for r in rs),
+            "uncertain_agree": sum(r.uncertain and r.agree for r in rs),
+        }
 
     def ratio(self, attr: str = "removable") -> float:
         c = self.count(attr)
@@ -186,7 +200,15 @@ def _same_fault(k: KernelFault, m: Dict[str, Any]) -> Optional[str]:
 _FAILED = re.compile(r"memory offlining \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] failed due to (.*)$")
 
 
-def kernel_offline_outcome(a: Dict[str, Any]) -> Dict[str, Any]:
+def vmemmap_of(rec: Dict[str, Any]) -> int:
+    """The guest's vmemmap base as the run found it (its kallsyms), else the 4-level default."""
+    for e in rec.get("events", []):
+        if e.get("type") == "vmemmap" and e.get("base"):
+            return int(e["base"])
+    return VMEMMAP_BASE
+
+
+def kernel_offline_outcome(a: Dict[str, Any], vmemmap: int = VMEMMAP_BASE) -> Dict[str, Any]:
     """errno, reason and first unmovable pfn of a recorded offline write."""
     rc, err = a.get("rc"), a.get("errno")
     name = None if rc is not None and rc >= 0 else errno_mod.errorcode.get(err or 0, str(err))
@@ -197,15 +219,48 @@ def kernel_offline_outcome(a: Dict[str, Any]) -> Dict[str, Any]:
             reason = m.group(3).strip()
         p = _PAGE.search(line)
         if p and pfn is None:
-            off = int(p.group(1), 16) - VMEMMAP_BASE
+            off = int(p.group(1), 16) - vmemmap
             if off >= 0 and off % STRUCT_PAGE == 0:
                 pfn = off // STRUCT_PAGE
     return {"errno": name, "reason": reason, "pfn": pfn}
 
 
-def _offline_row(m: Any, a: Dict[str, Any], prof: str) -> Row:
+def _outcome(m: Any, attr: str, block: int, prof: str) -> str:
+    """The model's answer to one attempt, as a comparable string (a dry run: no change)."""
+    if attr == "removable":
+        r = m.removable(block, kernel=prof)
+        return r.fault.kind if r.value is None and r.fault else str(r.value)
+    if attr == "offline":
+        o = m.offline(block, kernel=prof, dry_run=True)
+        return "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
+    v = m.valid_zones_read(block, kernel=prof)
+    return v.fault.kind if v.value is None and v.fault else str(v.value)
+
+
+def _alternatives(m: Any, a: Dict[str, Any], prof: str, words: np.ndarray) -> List[str]:
+    """The outcomes with every no-flag page of the block taken as a kernel page, and as a
+    per-CPU free page (the import reads them by pageblock: src/kpageflags.rs)."""
+    pre = a["pre"]
+    zero = words == 0
+    if not zero.any():
+        return []
+    before = m.page_bytes(pre["pfn"], pre["npfn"])
+    mine = zero & np.isin(before & 15, [int(PageKind.UNMOVABLE), int(PageKind.FREE)])
+    out = []
+    try:
+        for kind in (PageKind.UNMOVABLE, PageKind.FREE):
+            alt = before.copy()
+            alt[mine] = int(kind)
+            m.write_pages(pre["pfn"], alt)
+            out.append(_outcome(m, a["attr"], a["block"], prof))
+    finally:
+        m.write_pages(pre["pfn"], before)
+    return out
+
+
+def _offline_row(m: Any, a: Dict[str, Any], prof: str, vmemmap: int) -> Row:
     """Predict one offline write; then make the model follow what the kernel did."""
-    k = kernel_offline_outcome(a)
+    k = kernel_offline_outcome(a, vmemmap)
     o = m.offline(a["block"], kernel=prof, dry_run=True)
     diffs = []
     if o.errno != k["errno"]:
@@ -286,8 +341,12 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
 
     rec = load_record(run_dir)
     prof = kernel or profile_for(rec)
+    layout = {"5.4": "5.4-x86_64", "6.1": "6.1-x86_64"}.get(prof.split("+")[0])
+    vmemmap = vmemmap_of(rec)
     if source == "auto":
-        source = "memmap" if has_memmap(rec) else "kpageflags"
+        source = "memmap" if has_memmap(rec) and layout else "kpageflags"
+    if source == "memmap" and not layout:
+        raise ParseError(f"{run_dir}: struct pages of {rec.get('uname')} are not decoded")
     if source not in SOURCES:
         raise ParseError(f"source {source!r}: expected one of {SOURCES} or 'auto'")
     if source == "memmap" and not has_memmap(rec):
@@ -314,13 +373,21 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
         )
     for a in rec["attempts"]:
         pre = a.get("pre")
+        alts: List[str] = []
         if pre is not None:
             # the block as the kernel had it right before this attempt (the boot snapshot is
             # older: other processes allocate and free in between)
             import_words(m, pre_words[pre["member"]], pre["pfn"])
             if source == "memmap":
-                m.import_memmap(pre_memmap[pre["member"]], pre["pfn"])
-        kf = parse_splat(a.get("kernel_log", []))
+                m.import_memmap(
+                    pre_memmap[pre["member"]], pre["pfn"], layout=layout, vmemmap=vmemmap
+                )
+            elif a["attr"] in ("removable", "offline"):
+                alts = _alternatives(m, a, prof, pre_words[pre["member"]])
+        mine = _outcome(m, a["attr"], a["block"], prof) if alts else None
+        other = [x for x in alts if x != mine]
+        uncertain = {"uncertain": True, "alternative": other[0]} if other else {}
+        kf = parse_splat(a.get("kernel_log", []), vmemmap)
         killed = a.get("signal", 0) != 0
         kval = None if killed or a.get("value") is None else a["value"]
         if a["attr"] == "removable":
@@ -329,7 +396,8 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
             mf = _model_fault(r.fault)
             spr: Optional[int] = r.struct_pages_read
         elif a["attr"] == "offline":
-            rows.append(_offline_row(m, a, prof))
+            row = _offline_row(m, a, prof, vmemmap)
+            rows.append(replace(row, **uncertain))
             continue
         elif a["attr"] == "valid_zones":
             v = m.valid_zones_read(a["block"], kernel=prof)
@@ -350,5 +418,7 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
         else:
             ok = kval == mval
             why = "same value" if ok else f"model {mval!r} vs kernel {kval!r}"
-        rows.append(Row(a["attr"], a["block"], kval, mval, kf, mf, ok, why, a.get("ns"), spr))
+        rows.append(
+            Row(a["attr"], a["block"], kval, mval, kf, mf, ok, why, a.get("ns"), spr, **uncertain)
+        )
     return Agreement(run_dir, prof, rows, source)

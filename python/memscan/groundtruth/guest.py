@@ -18,7 +18,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from typing import List
+from typing import List, Sequence
 
 from ..errors import MemscanError
 from .scenario import Scenario
@@ -91,15 +91,21 @@ def attempt_slot(sc: Scenario, npfn: int) -> int:
     return -(-npfn * attempt_slot_bytes_per_pfn(sc) // mib) * mib
 
 
-def init_script(sc: Scenario) -> str:
-    """The guest's /init for a scenario (busybox sh)."""
+def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
+    """The guest's /init for a scenario (busybox sh); ``modules`` are .ko names under
+    /lib/modules, loaded first in this order."""
     q = shlex.quote
     lines: List[str] = [
         "#!/bin/busybox sh",
         "/bin/busybox --install -s /bin",
         "export PATH=/bin",
         "mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev",
+        *[f"insmod /lib/modules/{q(m)}" for m in modules],
+        # the virtio disks appear once their driver probes
+        "i=0; while [ ! -b /dev/vdb ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done",
         "M=/sys/devices/system/memory",
+        # where struct pages are: the kernel's vmemmap_base (KASLR, 5-level paging) or default
+        "export MSH_VMEMMAP=$(/bin/mshelper vmemmap 2>/dev/console)",
         'rec() { echo "MSREC $1"; }',
         'mark() { echo "MSMARK $1" > /dev/kmsg; }',
         # the command line may hold quotes (dyndbg="..."): escaped for JSON
@@ -156,7 +162,7 @@ def init_script(sc: Scenario) -> str:
             f"bs=$(( 0x$(cat $M/block_size_bytes) )); s=$(( {int(b)} * bs / 4096 )); n=$(( bs / 4096 ))"
         )
         lines.append(
-            f"/bin/mshelper kcore $(( {VMEMMAP_BASE} + s * {STRUCT_PAGE} )) $(( n * {STRUCT_PAGE} )) /out/memmap/block{int(b)}"
+            f"/bin/mshelper kcore $(( MSH_VMEMMAP + s * {STRUCT_PAGE} )) $(( n * {STRUCT_PAGE} )) /out/memmap/block{int(b)}"
         )
     lines.append('rec "{\\"type\\":\\"snapshot\\"}"')
     # attempts: every online block's removable (and valid_zones), in block order
@@ -212,20 +218,23 @@ def init_script(sc: Scenario) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_initramfs(sc: Scenario, out_path: str) -> None:
-    """Write a gzip'd newc cpio with /init, busybox and mshelper (cpio by busybox itself)."""
+def build_initramfs(sc: Scenario, out_path: str, modules: Sequence[str] = ()) -> None:
+    """Write a gzip'd newc cpio with /init, busybox, mshelper and the kernel modules to load
+    (paths, in load order); the cpio is made by busybox itself."""
     import tempfile
 
     bb = busybox_static()
     helper = build_helper()
     with tempfile.TemporaryDirectory() as root:
-        for d in ("bin", "proc", "sys", "dev", "out", "tmp"):
+        for d in ("bin", "proc", "sys", "dev", "out", "tmp", "lib/modules"):
             os.makedirs(os.path.join(root, d))
         shutil.copy(bb, os.path.join(root, "bin", "busybox"))
         shutil.copy(helper, os.path.join(root, "bin", "mshelper"))
+        for ko in modules:
+            shutil.copy(ko, os.path.join(root, "lib", "modules", os.path.basename(ko)))
         init = os.path.join(root, "init")
         with open(init, "w") as f:
-            f.write(init_script(sc))
+            f.write(init_script(sc, [os.path.basename(k) for k in modules]))
         os.chmod(init, 0o755)
         names = []
         for dirpath, dirnames, filenames in os.walk(root):

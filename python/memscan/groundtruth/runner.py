@@ -52,10 +52,21 @@ def shared_kernel(name: str) -> Optional[str]:
     return None
 
 
-def kernel_config(image: str) -> Dict[str, str]:
-    """CONFIG_* values from the ``config`` file beside a kernel image ({} if there is none)."""
+def config_beside(image: str) -> Optional[str]:
+    """The kernel config beside an image: ``config`` (../shared/kernels) or ``config-*``
+    (a Debian /boot)."""
+    d = os.path.dirname(os.path.abspath(image))
+    for name in ["config"] + sorted(n for n in os.listdir(d) if n.startswith("config-")):
+        if os.path.isfile(os.path.join(d, name)):
+            return os.path.join(d, name)
+    return None
+
+
+def kernel_config(path: Optional[str]) -> Dict[str, str]:
+    """CONFIG_* values of a kernel config file ({} if there is none)."""
     out: Dict[str, str] = {}
-    path = os.path.join(os.path.dirname(os.path.abspath(image)), "config")
+    if path is None:
+        return out
     try:
         with open(path) as f:
             for line in f:
@@ -135,17 +146,26 @@ def run(
     out_dir: str,
     timeout: Optional[float] = None,
 ) -> Dict[str, Any]:
-    """Run ``scenario`` on the kernel image ``kernel`` and write the run directory ``out_dir``
+    """Run ``scenario`` on ``kernel`` (a bzImage path, or ``"debian-6.1"``: Debian's 6.1 cloud
+    kernel, downloaded and unpacked into the cache) and write the run directory ``out_dir``
     (created; refused if it exists and is not empty). Returns the record."""
-    if not os.path.isfile(kernel):
-        raise HarnessError(f"kernel image {kernel!r} does not exist")
+    modules: List[str] = []
+    if kernel == "debian-6.1":
+        from .debian import debian_61
+
+        k = debian_61()
+        kernel, config, modules = k.image, k.config, k.modules
+    else:
+        if not os.path.isfile(kernel):
+            raise HarnessError(f"kernel image {kernel!r} does not exist")
+        config = config_beside(kernel)
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise HarnessError(f"{out_dir}: the run directory exists and is not empty")
     os.makedirs(out_dir, exist_ok=True)
     console = os.path.join(out_dir, "console.log")
     with tempfile.TemporaryDirectory(prefix="memscan-gt-") as tmp:
         initrd = os.path.join(tmp, "initrd.cpio.gz")
-        build_initramfs(scenario, initrd)
+        build_initramfs(scenario, initrd, modules)
         disk = os.path.join(tmp, "out.img")
         adisk = os.path.join(tmp, "attempts.img")
         for path in (disk, adisk):
@@ -202,7 +222,7 @@ def run(
             a["pre"] = pre
         attempts.append(a)
     boot = next((r for r in recs if r.get("type") == "boot"), {})
-    cfg = kernel_config(kernel)
+    cfg = kernel_config(config)
     record: Dict[str, Any] = {
         "format": RECORD_FORMAT,
         "scenario": scenario.name,
@@ -211,6 +231,8 @@ def run(
         "wall_seconds": round(wall, 2),
         "kernel_image": os.path.abspath(kernel),
         "kernel_sha256": _sha256(kernel),
+        "kernel_config_file": config,
+        "modules": [os.path.basename(m) for m in modules],
         "kernel_config": {
             k: cfg.get(k, "unknown")
             for k in (

@@ -11,9 +11,11 @@ zoneinfo (exact ``start_pfn`` and ``spanned``), block size and states from sysfs
 from kpageflags (mapping in src/kpageflags.rs), free blocks cross-checked against buddyinfo.
 
 What a snapshot cannot tell, kept as documented uncertainty rather than guesses:
-- pages on per-CPU free lists and order-0 kernel allocations both read no flags (taken as
-  unmovable and counted as ``ambiguous``); pages in per-CPU LRU batches read MMAP/ANON without
-  LRU (taken as LRU, counted as ``lru_batch``);
+- pages on per-CPU free lists and order-0 kernel allocations both read no flags (counted as
+  ``ambiguous``; taken as kernel pages in pageblocks that hold slab or page-table pages, as
+  per-CPU free pages elsewhere, ``ambiguous_free``: src/kpageflags.rs says why); pages in
+  per-CPU LRU batches read MMAP/ANON without LRU (unmovable until drained, counted as
+  ``lru_batch``);
 - /proc/kpagecount is the map count, not the reference count: long-term pins are invisible;
 - pageblock migratetypes are not exported per pageblock (pagetypeinfo only counts them): every
   pageblock is modeled MIGRATE_MOVABLE, so CMA areas are not seen;
@@ -313,7 +315,8 @@ def load(
                 else 1.0,
             }
         info["uncertain"] = [
-            "per-CPU free pages and order-0 kernel pages both read no flags (taken as unmovable)",
+            "per-CPU free pages and order-0 kernel pages both read no flags (taken by pageblock: "
+            "kernel pages beside slab or page tables, per-CPU free pages elsewhere)",
             "pages in per-CPU LRU batches read MMAP/ANON without LRU (taken as LRU)",
             "kpagecount is the map count: long-term pins are invisible",
             "pageblock migratetypes are not exported: all modeled MIGRATE_MOVABLE (CMA unseen)",

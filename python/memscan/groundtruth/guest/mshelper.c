@@ -15,6 +15,7 @@
  *                                 but the copy runs between the copy and the read
  *   mshelper kcore VADDR LEN OUT  copy LEN bytes of kernel virtual memory at VADDR out of
  *                                 /proc/kcore (ELF core: found through its PT_LOAD headers)
+ *   mshelper vmemmap              print the vmemmap base (kallsyms + kcore, else default)
  *   mshelper hog KIND MB          hold MB MiB, then sleep: anon (LRU pages), mlock (LRU,
  *                                 mlocked), thp (MADV_HUGEPAGE), hugetlb (MAP_HUGETLB from
  *                                 the pool), pipe (pipe buffers: kernel pages off the LRU)
@@ -103,6 +104,13 @@ static int copy_words(const char *src, uint64_t pfn, uint64_t npfn, int of, uint
 
 static int kcore_to(uint64_t vaddr, uint64_t len, int of, uint64_t *pos, uint64_t *gaps);
 
+/* The vmemmap base /init found (MSH_VMEMMAP, from `mshelper vmemmap`): 64-byte struct pages
+ * of pfn N at base + 64 N. */
+static uint64_t vmemmap_base(void) {
+    const char *e = getenv("MSH_VMEMMAP");
+    return e ? strtoull(e, NULL, 0) : 0xffffea0000000000ull;
+}
+
 /* The pre-attempt copy: kpageflags, kpagecount, struct pages, one after another in a slot of
  * the attempts disk (O_DIRECT: writing it allocates no page cache in the blocks under test;
  * a copy written to the guest's tmpfs did, and the kernel then found those pages unmovable). */
@@ -116,8 +124,7 @@ static int dump_pre(const struct pre *p) {
     if (of < 0) { perror(dev); return 2; }
     if (copy_words("/proc/kpageflags", p->pfn, p->npfn, of, &pos)) return 2;
     if (copy_words("/proc/kpagecount", p->pfn, p->npfn, of, &pos)) return 2;
-    /* x86_64 vmemmap without KASLR, 64-byte struct pages */
-    if (p->memmap && kcore_to(0xffffea0000000000ull + p->pfn * 64, p->npfn * 64, of, &pos, &gaps))
+    if (p->memmap && kcore_to(vmemmap_base() + p->pfn * 64, p->npfn * 64, of, &pos, &gaps))
         return 2;
     close(of);
     return 0;
@@ -261,6 +268,40 @@ static int kcore(uint64_t vaddr, uint64_t len, const char *out) {
 }
 
 /* Fill pipes with MB MiB of data: pipe buffers are order-0 kernel pages, not on the LRU. */
+/* The vmemmap base: the value of the kernel variable vmemmap_base (its address from
+ * /proc/kallsyms, its value from /proc/kcore) where the kernel has one (x86 with
+ * RANDOMIZE_MEMORY, whose base moves with KASLR and with 5-level paging), else the 4-level
+ * default 0xffffea0000000000. Prints it, and a record saying where it came from. */
+static int vmemmap(void) {
+    FILE *f = fopen("/proc/kallsyms", "r");
+    unsigned long long addr = 0, base = 0xffffea0000000000ull;
+    const char *src = "default";
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long a;
+        char t, name[256];
+        if (sscanf(line, "%llx %c %255s", &a, &t, name) == 3 && !strcmp(name, "vmemmap_base")) {
+            addr = a;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    if (addr) {
+        char path[] = "/tmp/.vmemmap_base";
+        uint64_t pos = 0, gaps = 0;
+        int of = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (of >= 0 && kcore_to(addr, 8, of, &pos, &gaps) == 0 && !gaps) {
+            uint64_t v = 0;
+            if (pread(of, &v, 8, 0) == 8 && v) { base = v; src = "kallsyms"; }
+        }
+        if (of >= 0) close(of);
+        unlink(path);
+    }
+    fprintf(stderr, "MSREC {\"type\":\"vmemmap\",\"base\":%llu,\"source\":\"%s\"}\n", base, src);
+    printf("%llu\n", base);
+    return 0;
+}
+
 static int hog_pipes(long mb) {
     long want = mb << 20, have = 0;
     static char page[4096];
@@ -320,6 +361,7 @@ int main(int argc, char **argv) {
     if (argc == 5 && !strcmp(argv[1], "kcore"))
         return kcore(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), argv[4]);
     if (argc == 4 && !strcmp(argv[1], "hog")) return hog(argv[2], strtol(argv[3], NULL, 0));
+    if (argc == 2 && !strcmp(argv[1], "vmemmap")) return vmemmap();
     fprintf(stderr, "usage: mshelper read TAG PATH | write TAG PATH TEXT | attempt TAG PATH PFN NPFN OUTDIR [memmap] | owrite TAG PATH TEXT PFN NPFN OUTDIR SECONDS [memmap] | kcore VADDR LEN OUT | hog KIND MB\n");
     return 2;
 }

@@ -411,6 +411,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("memscan: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `memscan report -a | head`: the reader left; say nothing more, as cat does
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -545,7 +545,7 @@ class Machine:
                 reason=d["reason"][i],
                 pfn=d["pfn"][i],
                 detail=d["detail"][i],
-                fault=None,
+                fault=_fault(d["fault"][i]),
                 applied=False,
                 **{k: int(d[k][i]) for k in work},
             )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Union
 
 from .errors import ArgumentError
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_SIZE = re.compile(
+    r"^\s*(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[kKmMgGtTpP])?"
+    r"(?:i?[bB])?)\s*$"
+)
 
 SizeLike = Union[int, str]
 
@@ -21,16 +26,17 @@ def parse_size(value: SizeLike, what: str = "size") -> int:
         return value
     if not isinstance(value, str):
         raise ArgumentError(f"{what}: expected a size, got {value!r}")
-    s = value.strip().upper().replace("IB", "").replace("B", "")
-    try:
-        if s.startswith("0X"):
-            return int(s, 16)
-        num, unit = s, ""
-        if s and s[-1] in _UNITS:
-            num, unit = s[:-1], s[-1]
-        n = float(num)
-    except ValueError:
-        raise ArgumentError(f"{what}: cannot parse size {value!r} (try 128M, 2G, 1T)") from None
+    # hex bytes ("0x1b0000000"), or a decimal number with an optional binary unit
+    # ("128M", "2GiB", "1.5T", "4096", "64KB"); nothing else
+    m = _SIZE.match(value)
+    if not m:
+        raise ArgumentError(
+            f"{what}: cannot parse size {value!r} (try 128M, 2G, 1T, 0x80000000)"
+        ) from None
+    if m.group("hex"):
+        return int(m.group("hex"), 16)
+    n = float(m.group("num"))
+    unit = (m.group("unit") or "").upper()
     if n < 0:
         raise ArgumentError(f"{what}: negative size {value!r}")
     out = int(n * _UNITS[unit])

@@ -173,6 +173,10 @@ def parse_zoneinfo(text: str, source: str = "zoneinfo") -> List[Tuple[int, str, 
                 start = int(s[1])
             except ValueError:
                 raise ParseError(f"{source}:{no}: start_pfn {s[1]!r} is not a number") from None
+            if spanned and cur[1] == "Device":
+                # ZONE_DEVICE (pmem, as on the seed's machine): modeled from iomem's
+                # "Persistent Memory" ranges, not from its span here
+                continue
             if spanned:
                 if cur[1] not in ("DMA", "DMA32", "Normal", "Movable"):
                     raise ParseError(f"{source}:{no}: zone {cur[1]!r} is not modeled")

@@ -36,7 +36,14 @@ def test_zoneinfo_with_a_device_zone_loads():
 
 def test_report_into_a_closed_pipe_is_quiet():
     p = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m memscan report -a | head -1"],
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{sys.executable} -m memscan report --synthetic 256G --block-size 128M "
+            "--workload idle -a | head -1",
+        ],
         capture_output=True,
         text=True,
     )

@@ -5,6 +5,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import numpy.typing as npt
 
+X86_VMEMMAP_BASE: int
+
 class CoreMachine:
     @staticmethod
     def build(

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ._core import X86_VMEMMAP_BASE
 from .errors import ArgumentError, ParseError
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
@@ -590,7 +591,7 @@ class Machine:
         data: Union[bytes, np.ndarray, str, os.PathLike[str]],
         start_pfn: int,
         layout: str = "5.4-x86_64",
-        vmemmap: int = 0xFFFF_EA00_0000_0000,
+        vmemmap: Optional[int] = None,
     ) -> Dict[str, int]:
         """Set page kinds from raw struct pages (64 bytes per pfn from ``start_pfn``): a vmemmap
         range read from /proc/kcore, a vmcore (crash/drgn) or a ground-truth run. What each
@@ -632,7 +633,11 @@ class Machine:
                 "(truncated?)"
             )
         return dict(
-            self._core.memmap_import(int(start_pfn), np.ascontiguousarray(arr), int(vmemmap))
+            self._core.memmap_import(
+                int(start_pfn),
+                np.ascontiguousarray(arr),
+                X86_VMEMMAP_BASE if vmemmap is None else int(vmemmap),
+            )
         )
 
     def online(self, block: int, online_type: str = "online") -> Optional[str]:

@@ -946,4 +946,9 @@ fn workload_from_dict(py: Python<'_>, d: &Bound<'_, PyDict>) -> PyResult<Workloa
 mod _core {
     #[pymodule_export]
     use super::CoreMachine;
+
+    /// x86_64 vmemmap base with 4-level paging and no KASLR (struct page of pfn N at
+    /// base + 64 N): the one home of this constant for Rust and Python.
+    #[pymodule_export]
+    const X86_VMEMMAP_BASE: u64 = crate::kernel::pageinfo::X86_VMEMMAP_BASE;
 }

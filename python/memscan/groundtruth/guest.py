@@ -20,12 +20,13 @@ import shutil
 import subprocess
 from typing import List, Sequence
 
+from .._core import X86_VMEMMAP_BASE
 from ..errors import MemscanError
 from .scenario import Scenario
 
 HELPER_SRC = os.path.join(os.path.dirname(__file__), "guest", "mshelper.c")
-#: x86_64 vmemmap base without KASLR (both 5.4.59 images and Debian 6.1 booted with nokaslr)
-VMEMMAP_BASE = 0xFFFF_EA00_0000_0000
+#: x86_64 vmemmap base, 4-level paging without KASLR (a guest's own base is read at run time)
+VMEMMAP_BASE = X86_VMEMMAP_BASE
 STRUCT_PAGE = 64
 
 

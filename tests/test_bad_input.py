@@ -31,7 +31,7 @@ from memscan.errors import (
             "not inside its parent",
         ),
         ("00000000-00000000 : System RAM\n00000000-00000000 : Reserved\n", "without root"),
-        ("00000000-00000fff : Reserved\n", "no top-level 'System RAM'"),
+        ("00000000-00000fff : Reserved\n", "no 'System RAM' line"),
         ("", "no iomem lines"),
     ],
 )

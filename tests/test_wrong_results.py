@@ -63,3 +63,22 @@ def test_offline_many_keeps_the_faults_offline_returns():
     many = m.offline_many([b], kernel="5.5+debug")[0]
     assert (many.errno, many.reason, many.pfn) == (one.errno, one.reason, one.pfn)
     assert many.fault == one.fault  # offline_many used to drop it (fault=None)
+
+
+def test_virtio_mem_ram_nested_under_its_device_is_ram():
+    # 6.1 virtio-mem: its memory is "System RAM (virtio_mem)" under the device's resource;
+    # it used to be dropped silently (and capture stopped reading kpageflags before it)
+    text = (
+        "00001000-0009fbff : System RAM\n"
+        "00100000-bfffffff : System RAM\n"
+        "  01000000-01e01040 : Kernel code\n"
+        "  01e01041-0277b3ff : Kernel data\n"
+        "140000000-17fffffff : virtio0\n"
+        "  140000000-147ffffff : System RAM (virtio_mem)\n"
+    )
+    m = memscan.Machine.from_iomem(text, block_size="128M")
+    b = 0x140000000 // (128 << 20)
+    assert b in m.blocks().tolist()
+    assert (b + 1) not in m.blocks().tolist()  # the rest of virtio0 is not plugged
+    # the two kernel resources share pfn 0x1e01: one reserved range, not an overlap
+    assert m.page(0x1E01) & 15 == memscan.PageKind.RESERVED

@@ -1,6 +1,9 @@
 """/proc/iomem text to a Layout.
 
-Top-level "System RAM" is RAM (memblock.memory); "Kernel code/rodata/data/bss" and
+"System RAM" is RAM (memblock.memory, and memory added later by add_memory()): at the top
+level, or nested under a device resource when a driver added it (virtio-mem adds its memory
+as "System RAM (virtio_mem)" children of "virtio0"; add_memory_driver_managed()), but never a
+"System RAM" inside another one; "Kernel code/rodata/data/bss" and
 "Crash kernel" nested in it are memblock-reserved pages (PG_reserved); "Persistent Memory"
 and its legacy name "Persistent Memory (legacy)" are pmem, hot-added as ZONE_DEVICE; every
 other top-level line (Reserved, Soft Reserved, ACPI Tables, ACPI Non-volatile Storage, PCI
@@ -28,6 +31,12 @@ RESERVED_IN_RAM = {
     "Crash kernel",
 }
 PMEM_NAMES = {"Persistent Memory", "Persistent Memory (legacy)"}
+
+
+def is_system_ram(name: str) -> bool:
+    """ "System RAM", or driver-managed RAM named after its driver ("System RAM (virtio_mem)":
+    add_memory_driver_managed(), v5.8+)."""
+    return name == "System RAM" or (name.startswith("System RAM (") and name.endswith(")"))
 
 
 @dataclass
@@ -103,16 +112,17 @@ def layout_from_iomem(
     ranges: List[Range] = []
     ram_tops = []
     for e in entries:
-        if e.depth == 0:
-            if e.name == "System RAM":
-                ranges.append(Range(e.start, e.end + 1, "ram"))
-                ram_tops.append(e)
-            elif e.name in PMEM_NAMES:
+        inside_ram = any(t.start <= e.start and e.end <= t.end for t in ram_tops)
+        if is_system_ram(e.name) and not inside_ram:
+            ranges.append(Range(e.start, e.end + 1, "ram"))
+            ram_tops.append(e)
+        elif e.depth == 0:
+            if e.name in PMEM_NAMES:
                 ranges.append(Range(e.start, e.end + 1, "device"))
         elif e.name in RESERVED_IN_RAM and any(
             t.start <= e.start and e.end <= t.end for t in ram_tops
         ):
             ranges.append(Range(e.start, e.end + 1, "reserved"))
     if not any(r.kind == "ram" for r in ranges):
-        raise ParseError(f"{source}: no top-level 'System RAM' line")
+        raise ParseError(f"{source}: no 'System RAM' line")
     return Layout(arch=arch, ranges=ranges, block_size=block_size, name=name or source)

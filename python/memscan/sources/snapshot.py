@@ -120,9 +120,11 @@ def capture(
         # kpageflags / kpagecount up to the end of System RAM, rounded up to a 128 MiB section
         end_pfn = 0
         if "iomem" in texts:
+            # every System RAM resource, nested ones included (virtio-mem adds its memory
+            # under its device): kpageflags is read up to the last of them
             for line in texts["iomem"].splitlines():
-                m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", line.strip())
-                if m and not line.startswith(" "):
+                m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM( \(\S+\))?$", line.strip())
+                if m:
                     end_pfn = max(end_pfn, (int(m.group(2), 16) + 1) // meta["page_size"])
         end_pfn = -(-end_pfn // 32768) * 32768
         for name in ("kpageflags", "kpagecount"):

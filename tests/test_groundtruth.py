@@ -39,7 +39,7 @@ def _skip_or_fail(reason: str) -> None:
 def test_records_are_there():
     # the seed's shape, a loaded 4 GiB guest, and offline of every block, on both kernels
     want = {f"{s}-5.4-{k}" for s in ("seed", "small", "offline") for k in ("debug", "nodebug")}
-    assert want | {"offline-6.1-debian"} <= set(RUNS)
+    assert want | {"offline-6.1-debian", "seed-clients-5.4-debug"} <= set(RUNS)
 
 
 #: attempts the model gets wrong, with why (each one is in the closing note of its change)
@@ -50,6 +50,24 @@ KNOWN = {
 }
 
 
+def test_real_lsmem_and_chmem_die_where_the_model_says():
+    """The March 2020 report with the real tools: util-linux lsmem, reading every block's
+    removable, is killed on the debug kernel at memory32; chmem -d SIZE, which never reads
+    removable, is killed too, by its valid_zones read of the same block (chmem.c reads
+    valid_zones of each candidate); the non-debug kernel lets both finish."""
+    dbg = load_record(os.path.join(RECORDS, "seed-clients-5.4-debug"))
+    nod = load_record(os.path.join(RECORDS, "seed-clients-5.4-nodebug"))
+    assert [c["signal"] for c in dbg["clients"] if c["client"].startswith(("lsmem", "chmem"))] == [
+        11,
+        11,
+        11,
+    ]
+    assert all(c["signal"] == 0 for c in nod["clients"])
+    for run in ("seed-clients-5.4-debug", "seed-clients-5.4-nodebug"):
+        rows = [r for r in agree(os.path.join(RECORDS, run)).rows if r.attr.startswith("client:")]
+        assert len(rows) == 3 and all(r.agree for r in rows), [r.why for r in rows]
+
+
 @pytest.mark.parametrize("run", RUNS)
 def test_every_attempt_agrees_with_the_kernel(run):
     """From the struct pages copied before each attempt where the run has them (else
@@ -58,7 +76,7 @@ def test_every_attempt_agrees_with_the_kernel(run):
     a = agree(os.path.join(RECORDS, run))
     bad = [r for r in a.rows if not r.agree and (run, r.attr, r.block) not in KNOWN]
     assert not bad, "\n".join(f"{r.attr} {r.block}: {r.why}" for r in bad)
-    assert a.count("removable")["attempts"] > 0
+    assert a.rows
     for (krun, attr, block), why in KNOWN.items():
         if krun == run:  # still wrong: when it is right, take it out of KNOWN
             assert not next(r for r in a.rows if (r.attr, r.block) == (attr, block)).agree, why

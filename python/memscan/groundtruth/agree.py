@@ -421,4 +421,41 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
         rows.append(
             Row(a["attr"], a["block"], kval, mval, kf, mf, ok, why, a.get("ns"), spr, **uncertain)
         )
+    rows += _client_rows(m, rec, prof)
     return Agreement(run_dir, prof, rows, source)
+
+
+def _client_rows(m: Any, rec: Dict[str, Any], prof: str) -> List[Row]:
+    """Real lsmem and chmem against memscan's emulation of them (studies.clients), in the
+    order the guest ran them, on the model as the attempts left it: killed or not, and for
+    chmem the blocks it offlined. Agents are measured only (their shuffle is the guest's)."""
+    from ..sizes import parse_size
+    from ..studies import clients as emu
+    from ..studies.cost import CostModel
+
+    cost = CostModel()
+    out: List[Row] = []
+    for c in rec.get("clients", []):
+        argv = c["client"].split()
+        killed = c.get("signal", 0) != 0
+        kv = f"killed (signal {c['signal']})" if killed else f"exit {c.get('exit')}"
+        if argv[0] == "lsmem":
+            s = m.scan(prof, progress=False)
+            stop = [f for f in s.faults if f.kind in ("bug", "oops")]
+            mv = f"killed (memory{stop[0].block})" if stop else "exit 0"
+            ok = bool(stop) == killed
+        elif argv[0] == "chmem" and "-d" in argv and not {"-b", "--blocks"} & set(argv):
+            size = parse_size(argv[-1], "chmem size")
+            run = emu.chmem_size(m, prof, size // m.geometry.block_size, cost)
+            dead = bool(run.message and run.message.startswith("killed"))
+            mv = (
+                f"killed ({run.message.split(' (')[0]})"
+                if dead
+                else f"offlined {run.offlined_blocks} of {run.requested_blocks}"
+            )
+            ok = dead == killed
+        else:
+            continue
+        why = "same" if ok else f"model {mv} vs kernel {kv}"
+        out.append(Row(f"client:{argv[0]}", -1, kv, mv, None, None, ok, why, c.get("ns"), None))
+    return out

@@ -210,6 +210,8 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
             "  dmesg -c > $a/kmsg",
             "done",
         ]
+    if sc.clients:
+        lines += _client_lines(sc)
     lines += [
         "dmesg > /out/dmesg.end",
         'rec "{\\"type\\":\\"done\\"}"',
@@ -217,6 +219,69 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
         "poweroff -f",
     ]
     return "\n".join(lines) + "\n"
+
+
+#: a drmgr-like agent and a blind one, in busybox sh: a deterministic shuffle (awk srand), the
+#: hint agent reads every block's removable first (as drmgr's LMB scan does), then both
+#: write "offline" until N blocks went offline; each prints what it tried
+AGENT = r"""
+agent() { mode=$1; want=$2; seed=$3; got=0
+  order=$(ls -d $M/memory[0-9]* | sed 's/.*memory//' |
+    awk -v s=$seed 'BEGIN{srand(s)} {printf "%.9f %s\n", rand(), $1}' | sort -n | cut -d" " -f2)
+  echo "order $order" | tr '
+' ' '; echo
+  hint=""
+  if [ $mode = hint ]; then
+    for b in $order; do r=$(cat $M/memory$b/removable 2>/dev/null) || r=x; hint="$hint $b:$r"; done
+    echo "removable$hint"
+  fi
+  for b in $order; do
+    [ $got -ge $want ] && break
+    [ "$(cat $M/memory$b/state)" = online ] || continue
+    if [ $mode = hint ]; then case " $hint " in *" $b:1 "*) ;; *) continue;; esac; fi
+    if echo offline > $M/memory$b/state 2>/dev/null; then got=$((got+1)); echo "try $b ok"
+    else echo "try $b fail"; fi
+  done
+  echo "offlined $got of $want"; [ $got -ge $want ]
+}
+"""
+
+
+def _client_lines(sc: Scenario) -> List[str]:
+    q = shlex.quote
+    lines = ["mkdir -p /out/clients"]
+    for i, c in enumerate(sc.clients, 1):
+        argv = c.split()
+        if argv[0] in ("agent-hint", "agent-blind"):
+            mode = argv[0].split("-")[1]
+            n, seed = (argv[1:] + ["1", "0"])[:2]
+            cmd = f"/bin/sh -c {q(f'. /bin/agent.sh; agent {mode} {int(n)} {int(seed)}')}"
+        else:
+            cmd = " ".join(q(a) for a in ["/usr/bin/" + argv[0], *argv[1:]])
+        lines.append(f"/bin/mshelper run {q(f'{i}:{c}')} /out/clients/{i} {cmd}")
+    return lines
+
+
+def host_tool_files(sc: Scenario) -> List[str]:
+    """The host binaries the scenario's clients need and their shared libraries (from ldd)."""
+    from .scenario import HOST_TOOLS
+
+    out: List[str] = []
+    for c in sc.clients:
+        tool = HOST_TOOLS.get(c.split()[0])
+        if tool is None:
+            continue
+        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin")
+        if path is None:
+            raise HarnessError(f"{tool} not found: install util-linux (chmem: util-linux-extra)")
+        out.append(path)
+        r = subprocess.run(["ldd", path], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            for p in parts:
+                if p.startswith("/") and os.path.exists(p):
+                    out.append(p)
+    return sorted(set(out))
 
 
 def build_initramfs(sc: Scenario, out_path: str, modules: Sequence[str] = ()) -> None:
@@ -233,6 +298,17 @@ def build_initramfs(sc: Scenario, out_path: str, modules: Sequence[str] = ()) ->
         shutil.copy(helper, os.path.join(root, "bin", "mshelper"))
         for ko in modules:
             shutil.copy(ko, os.path.join(root, "lib", "modules", os.path.basename(ko)))
+        for f in host_tool_files(sc):
+            # clients by name under /usr/bin; libraries at their own paths (ld.so finds them)
+            dst = (
+                os.path.join(root, "usr", "bin", os.path.basename(f))
+                if os.path.basename(f) in ("lsmem", "chmem")
+                else os.path.join(root, f.lstrip("/"))
+            )
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy(f, dst)
+        with open(os.path.join(root, "bin", "agent.sh"), "w") as f:
+            f.write("M=/sys/devices/system/memory\n" + AGENT)
         init = os.path.join(root, "init")
         with open(init, "w") as f:
             f.write(init_script(sc, [os.path.basename(k) for k in modules]))

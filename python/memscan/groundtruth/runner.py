@@ -221,6 +221,21 @@ def run(
             pre["member"] = f"attempts/{k}"
             a["pre"] = pre
         attempts.append(a)
+    clients = []
+    for r in recs:
+        if r.get("type") != "client":
+            continue
+        i, _, cmd = r["tag"].partition(":")
+        out = files.pop(f"clients/{i}", b"").decode(errors="replace")
+        clients.append(
+            {
+                "client": cmd,
+                "ns": r.get("ns"),
+                "exit": r.get("exit"),
+                "signal": r.get("signal", 0),
+                "output": out[-4000:],
+            }
+        )
     boot = next((r for r in recs if r.get("type") == "boot"), {})
     cfg = kernel_config(config)
     record: Dict[str, Any] = {
@@ -246,8 +261,9 @@ def run(
         "uname": boot.get("uname"),
         "cmdline": boot.get("cmdline"),
         "qemu": cmd,
-        "events": [r for r in recs if r.get("type") not in ("read", "write")],
+        "events": [r for r in recs if r.get("type") not in ("read", "write", "client")],
         "attempts": attempts,
+        "clients": clients,
         "boot_log_tail": boot_log[-40:],
         "end_log_tail": end_log.splitlines()[-40:],
     }

@@ -14,6 +14,12 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     tmpfs_mb = 64                  # page cache: a file of this size on the guest's tmpfs
     offline = [30, 12]             # blocks to offline, in order ("all": every online block)
     offline_timeout = 10           # seconds before SIGALRM interrupts an offline write (EINTR)
+    clients = ["lsmem", "agent-hint 2 7", "agent-blind 2 7", "chmem -d 256M"]
+                                   # real tools run after the attempts, in order, timed:
+                                   # util-linux lsmem/chmem (the host's, with their libraries),
+                                   # agent-hint N SEED (a drmgr-like agent: reads every
+                                   # removable, offlines removable blocks in a shuffled order
+                                   # until N), agent-blind N SEED (the same walk, no hint)
     [[workload]]                   # hogs started before the snapshot
     kind = "anon"                  # anon | mlock | thp | hugetlb | pipe
     mb = 256
@@ -39,6 +45,10 @@ else:  # pragma: no cover - Python < 3.11
 SCENARIO_DIR = os.path.join(os.path.dirname(__file__), "scenarios")
 READABLE = ("removable", "valid_zones")
 HOG_KINDS = ("anon", "mlock", "thp", "hugetlb", "pipe")
+#: clients a scenario may run: util-linux tools from the host, and our two agents
+CLIENTS = ("lsmem", "chmem", "agent-hint", "agent-blind")
+#: host tools copied into the guest with their shared libraries
+HOST_TOOLS = {"lsmem": "lsmem", "chmem": "chmem"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class Scenario:
     tmpfs_mb: int = 0
     offline: Union[str, List[int]] = field(default_factory=list)
     offline_timeout: int = 10
+    clients: List[str] = field(default_factory=list)
     workload: List[Hog] = field(default_factory=list)
     timeout: float = 240.0
     smp: int = 2
@@ -81,6 +92,7 @@ class Scenario:
             "tmpfs_mb",
             "offline",
             "offline_timeout",
+            "clients",
             "workload",
             "timeout",
             "smp",
@@ -128,6 +140,12 @@ class Scenario:
             v = d.get(key, 0)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ParseError(f"{source}: {key} = {v!r} is not a non-negative integer")
+        clients = typed("clients", list, [])
+        for c in clients:
+            if not isinstance(c, str) or c.split()[0] not in CLIENTS:
+                raise ParseError(
+                    f"{source}: clients: {c!r} is not one of {list(CLIENTS)} with arguments"
+                )
         timeout = typed("timeout", (int, float), 240)
         if timeout <= 0:
             raise ParseError(f"{source}: timeout {timeout!r} must be positive")
@@ -144,6 +162,7 @@ class Scenario:
             tmpfs_mb=d.get("tmpfs_mb", 0),
             offline=offline if offline == "all" else list(offline),
             offline_timeout=d.get("offline_timeout", 10) or 10,
+            clients=list(clients),
             workload=hogs,
             timeout=float(timeout),
             smp=typed("smp", int, 2),

@@ -3,7 +3,10 @@
 - ``lsmem``: reads removable, state and valid_zones of every block (util-linux; valid_zones only
   when memory0/valid_zones exists) — kernel-semantics.md section 8.
 - ``chmem_size``: chmem SIZE mode for disable: walks blocks from the highest down, skips blocks
-  already offline, writes "offline", on failure warns and moves on; never reads removable.
+  already offline, reads the block's valid_zones when memory0/valid_zones exists (util-linux
+  sys-utils/chmem.c chmem_size(), whatever -z says), writes "offline", on failure warns and
+  moves on; never reads removable. Real chmem 2.38.1 on a real 5.4.59 +debug kernel is killed
+  by that valid_zones read on the seed's shape (tests/groundtruth/seed-clients-5.4-debug).
 - ``drmgr``: legacy powerpc-utils DLPAR removal (drslot_chrp_mem.c): reads removable of every
   LMB (memory block), shuffles the LMB list, counts removable LMBs (none: "There is not enough
   removable memory"), then takes candidates in list order skipping non-removable ones (unless
@@ -19,6 +22,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ..errors import ArgumentError
 from .cost import CostModel
 
 
@@ -87,12 +91,25 @@ def chmem_size(
 ) -> ClientRun:
     run = ClientRun("chmem", kernel, n_blocks)
     states = m.block_states()
-    for b in sorted(m.blocks().tolist(), reverse=True):
+    blocks = m.blocks().tolist()
+    try:
+        have_zones = 0 in blocks and m.valid_zones_read(0, kernel) is not None
+    except ArgumentError:  # no CONFIG_MEMORY_HOTREMOVE: no valid_zones file
+        have_zones = False
+    for b in sorted(blocks, reverse=True):
         if run.offlined_blocks >= n_blocks:
             break
         run.kernel_ns += cost.ns_per_syscall  # read state (first 6 chars compared)
         if states[b] != 1:  # not online (each block is tried at most once, so this stays exact)
             continue
+        if have_zones:
+            run.kernel_ns += cost.ns_per_syscall
+            v = m.valid_zones_read(b, kernel)
+            if v.fault is not None and v.fault.kind in ("bug", "oops"):
+                run.message = (
+                    f"killed reading memory{b}/valid_zones ({v.fault.kind}: {v.fault.message})"
+                )
+                return run
         _attempt(run, m, b, cost, patience_rounds)
     run.met = run.offlined_blocks >= n_blocks
     return run

@@ -16,6 +16,7 @@
  *   mshelper kcore VADDR LEN OUT  copy LEN bytes of kernel virtual memory at VADDR out of
  *                                 /proc/kcore (ELF core: found through its PT_LOAD headers)
  *   mshelper vmemmap              print the vmemmap base (kallsyms + kcore, else default)
+ *   mshelper run TAG OUT CMD...   run a client to completion, timed, output to OUT
  *   mshelper hog KIND MB          hold MB MiB, then sleep: anon (LRU pages), mlock (LRU,
  *                                 mlocked), thp (MADV_HUGEPAGE), hugetlb (MAP_HUGETLB from
  *                                 the pool), pipe (pipe buffers: kernel pages off the LRU)
@@ -302,6 +303,32 @@ static int vmemmap(void) {
     return 0;
 }
 
+/* Run a client (lsmem, chmem, an agent script) to completion: wall time on CLOCK_MONOTONIC,
+ * exit status or the signal that killed it (lsmem reading a poisoned block's removable on a
+ * debug kernel), its output to OUT. */
+static int run_client(const char *tag, const char *out, char **argv) {
+    fflush(stdout);
+    uint64_t t0 = now_ns();
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return 2; }
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+        execvp(argv[0], argv);
+        perror(argv[0]);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    uint64_t ns = now_ns() - t0;
+    printf("MSREC {\"type\":\"client\",\"tag\":");
+    json_str(tag, strlen(tag));
+    printf(",\"ns\":%llu,\"exit\":%d,\"signal\":%d}\n", (unsigned long long)ns,
+           WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    fflush(stdout);
+    return 0;
+}
+
 static int hog_pipes(long mb) {
     long want = mb << 20, have = 0;
     static char page[4096];
@@ -362,6 +389,7 @@ int main(int argc, char **argv) {
         return kcore(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), argv[4]);
     if (argc == 4 && !strcmp(argv[1], "hog")) return hog(argv[2], strtol(argv[3], NULL, 0));
     if (argc == 2 && !strcmp(argv[1], "vmemmap")) return vmemmap();
+    if (argc >= 5 && !strcmp(argv[1], "run")) return run_client(argv[2], argv[3], argv + 4);
     fprintf(stderr, "usage: mshelper read TAG PATH | write TAG PATH TEXT | attempt TAG PATH PFN NPFN OUTDIR [memmap] | owrite TAG PATH TEXT PFN NPFN OUTDIR SECONDS [memmap] | kcore VADDR LEN OUT | hog KIND MB\n");
     return 2;
 }

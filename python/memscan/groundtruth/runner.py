@@ -27,7 +27,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .guest import STRUCT_PAGE, HarnessError, attempt_slot, build_initramfs, need_tool
 from .scenario import Scenario
@@ -111,20 +111,6 @@ def qemu_command(
         "-drive", f"file={attempts_disk},format=raw,if=virtio",
         "-append", append,
     ]  # fmt: skip
-
-
-def split_kernel_log(dmesg: str) -> Tuple[List[str], Dict[str, List[str]]]:
-    """Kernel log lines before the first attempt, and the lines after each attempt's marker."""
-    before: List[str] = []
-    per: Dict[str, List[str]] = {}
-    cur: Optional[List[str]] = None
-    for line in dmesg.splitlines():
-        m = _MARK.search(line)
-        if m:
-            cur = per.setdefault(m.group(1), [])
-            continue
-        (before if cur is None else cur).append(line)
-    return before, per
 
 
 def parse_console(text: str) -> List[Dict[str, Any]]:

@@ -39,6 +39,7 @@ def _skip_or_fail(reason: str) -> None:
 def test_records_are_there():
     # the seed's shape, a loaded 4 GiB guest, and offline of every block, on both kernels
     want = {f"{s}-5.4-{k}" for s in ("seed", "small", "offline") for k in ("debug", "nodebug")}
+    want.add("movable-6.1-debian")
     assert want | {"offline-6.1-debian", "seed-clients-5.4-debug"} <= set(RUNS)
 
 
@@ -144,7 +145,7 @@ def test_nodebug_kernel_reads_the_zeroed_reserve():
     assert att[("removable", 32)]["signal"] == 0 and att[("removable", 32)]["value"] == "0"
     from memscan import Machine
 
-    m = Machine.from_snapshot(os.path.join(d, "snapshot.tar.gz"), progress=False)
+    m = Machine.from_snapshot(os.path.join(d, "snapshot.tar.xz"), progress=False)
     assert m.uninit_memmap == "zero"
     assert m.removable(32, "5.4").value == int(att[("removable", 32)]["value"])
     m.uninit_memmap = "garbage"

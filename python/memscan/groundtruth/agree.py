@@ -351,7 +351,15 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
         raise ParseError(f"source {source!r}: expected one of {SOURCES} or 'auto'")
     if source == "memmap" and not has_memmap(rec):
         raise ParseError(f"{run_dir}: the run copied no struct pages before its attempts")
-    snap_path = os.path.join(run_dir, "snapshot.tar.gz")
+    # the runner writes .tar.gz; recorded runs in the repository are recompressed to .tar.xz
+    snap_path = next(
+        (
+            os.path.join(run_dir, n)
+            for n in ("snapshot.tar.xz", "snapshot.tar.gz")
+            if os.path.exists(os.path.join(run_dir, n))
+        ),
+        os.path.join(run_dir, "snapshot.tar.gz"),
+    )
     m = Machine.from_snapshot(snap_path, progress=False)
     rows: List[Row] = []
     with tarfile.open(snap_path) as tar:

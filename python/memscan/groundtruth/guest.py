@@ -132,6 +132,13 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
             '  rec "{\\"type\\":\\"fsdax\\",\\"error\\":\\"no legacy pmem namespace\\"}"',
             "fi",
         ]
+    if sc.online:
+        # hot-added memory (coldplugged DIMMs) comes up offline: online it as the scenario says
+        lines += [
+            "for d in $M/memory[0-9]*; do",
+            f'  [ "$(cat $d/state)" = offline ] && echo {sc.online} > $d/state',
+            "done",
+        ]
     if sc.hugepages:
         lines.append(f"echo {int(sc.hugepages)} > /proc/sys/vm/nr_hugepages")
     if sc.tmpfs_mb:

@@ -94,16 +94,27 @@ def qemu_command(
 ) -> List[str]:
     qemu = need_tool("qemu-system-x86_64", "qemu-system-x86")
     mem = f"{sc.memory >> 20}M"
+    dimm_args: List[str] = []
+    for i, size in enumerate(sc.dimms):
+        dimm_args += [
+            "-object", f"memory-backend-ram,id=dimm{i},size={size >> 20}M,reserve=off",
+            "-device", f"pc-dimm,id=pcdimm{i},memdev=dimm{i}",
+        ]  # fmt: skip
+    if sc.dimms:
+        slots = f",slots={len(sc.dimms)},maxmem={(sc.memory + sum(sc.dimms)) >> 20}M"
+    else:
+        slots = ""
     append = f"console=ttyS0 loglevel=4 panic=-1 nokaslr {sc.append}".strip()
     if sc.offline:
         # __offline_pages() says why it failed with pr_debug: "failed due to <reason>"
         append += ' dyndbg="file mm/memory_hotplug.c +p"'
     return [
         qemu,
-        "-accel", "tcg", "-cpu", "max", "-smp", str(sc.smp), "-m", mem,
+        "-accel", "tcg", "-cpu", "max", "-smp", str(sc.smp), "-m", mem + slots,
         # guest RAM is touched lazily: a 67 GiB guest starts on a 24 GiB host
         "-object", f"memory-backend-ram,id=m0,size={mem},reserve=off",
         "-machine", "memory-backend=m0",
+        *dimm_args,
         "-nodefaults", "-display", "none", "-no-reboot",
         "-kernel", image, "-initrd", initrd,
         "-serial", f"file:{console}",

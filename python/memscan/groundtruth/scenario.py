@@ -10,6 +10,10 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     memmap_blocks = [32]           # raw struct pages of these blocks from /proc/kcore
     attempt_memmap = false         # also copy a block's struct pages right before each read
     timeout = 240                  # seconds of wall time before the run is called timed out
+    dimms = ["1G"]                 # coldplugged pc-dimm devices (ACPI memory hotplug: their
+                                   # blocks come up offline unless the kernel auto-onlines)
+    online = "online_movable"      # then every offline block is onlined this way
+                                   # (online | online_kernel | online_movable)
     hugepages = 64                 # 2 MiB hugetlb pool pages reserved at boot (nr_hugepages)
     tmpfs_mb = 64                  # page cache: a file of this size on the guest's tmpfs
     offline = [30, 12]             # blocks to offline, in order ("all": every online block)
@@ -67,6 +71,8 @@ class Scenario:
     reads: List[str] = field(default_factory=lambda: ["removable"])
     memmap_blocks: List[int] = field(default_factory=list)
     attempt_memmap: bool = False
+    dimms: List[int] = field(default_factory=list)
+    online: str = ""
     hugepages: int = 0
     tmpfs_mb: int = 0
     offline: Union[str, List[int]] = field(default_factory=list)
@@ -88,6 +94,8 @@ class Scenario:
             "reads",
             "memmap_blocks",
             "attempt_memmap",
+            "dimms",
+            "online",
             "hugepages",
             "tmpfs_mb",
             "offline",
@@ -140,6 +148,14 @@ class Scenario:
             v = d.get(key, 0)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ParseError(f"{source}: {key} = {v!r} is not a non-negative integer")
+        dimms = [parse_size(x, f"{source}: dimms") for x in typed("dimms", list, [])]
+        if any(x <= 0 or x % (128 << 20) for x in dimms):
+            raise ParseError(f"{source}: dimms must be whole multiples of 128 MiB, got {dimms}")
+        online = typed("online", str, "")
+        if online not in ("", "online", "online_kernel", "online_movable"):
+            raise ParseError(
+                f"{source}: online = {online!r} is not online/online_kernel/online_movable"
+            )
         clients = typed("clients", list, [])
         for c in clients:
             if not isinstance(c, str) or c.split()[0] not in CLIENTS:
@@ -163,6 +179,8 @@ class Scenario:
             offline=offline if offline == "all" else list(offline),
             offline_timeout=d.get("offline_timeout", 10) or 10,
             clients=list(clients),
+            dimms=dimms,
+            online=online,
             workload=hogs,
             timeout=float(timeout),
             smp=typed("smp", int, 2),

@@ -11,7 +11,7 @@ use std::sync::{PoisonError, RwLock};
 
 use rayon::prelude::*;
 use rustix::fs::{
-    linkat, mkdirat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD,
+    linkat, mkdirat, openat, statat, symlinkat, AtFlags, FileType, Mode, OFlags, CWD,
 };
 use rustix::io::Errno;
 
@@ -78,8 +78,9 @@ impl Dir {
         Ok(dir)
     }
 
-    /// A directory entry that may already exist from an earlier export into the same root;
-    /// a symlink in its place is refused, so nothing is written outside the root.
+    /// A directory entry (`root` and its parents may exist; the caller checked that the
+    /// tree below is new); a symlink in its place is refused, so nothing is written outside
+    /// the root.
     fn mkdir(&self, name: &str) -> Result<()> {
         match mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
             Ok(()) => Ok(()),
@@ -99,13 +100,15 @@ impl Dir {
         }
     }
 
-    /// A regular file with `text`; an existing file is truncated, a symlink is not followed.
-    fn write(&self, name: &str, text: &str) -> Result<()> {
+    /// A new regular file with `text` and the attribute's `mode`: `O_CREAT|O_EXCL`, so an
+    /// entry already there (a planted hard link, FIFO or symlink) is an error and nothing
+    /// reached through a pre-existing inode is ever written.
+    fn write(&self, name: &str, text: &str, mode: u32) -> Result<()> {
         let fd = openat(
             &self.fd,
             name,
-            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
         )
         .map_err(|e| at_err(&self.path, name, e))?;
         let n = rustix::io::write(&fd, text.as_bytes()).map_err(|e| at_err(&self.path, name, e))?;
@@ -119,30 +122,23 @@ impl Dir {
         }
     }
 
-    /// Hard link `src` (in `from`) as `name`, replacing an entry of an earlier export.
+    /// Hard link `src` (in `from`) as `name` (a new entry).
     fn link(&self, from: &Dir, src: &str, name: &str) -> rustix::io::Result<()> {
-        match linkat(&from.fd, src, &self.fd, name, AtFlags::empty()) {
-            Err(Errno::EXIST) => {
-                unlinkat(&self.fd, name, AtFlags::empty())?;
-                linkat(&from.fd, src, &self.fd, name, AtFlags::empty())
-            }
-            r => r,
-        }
+        linkat(&from.fd, src, &self.fd, name, AtFlags::empty())
     }
 
-    /// A symlink that an earlier export may already have made (same target).
+    /// A new symlink.
     fn symlink(&self, target: &str, name: &str) -> Result<()> {
-        match symlinkat(target, &self.fd, name) {
-            Ok(()) | Err(Errno::EXIST) => Ok(()),
-            Err(e) => Err(at_err(&self.path, name, e)),
-        }
+        symlinkat(target, &self.fd, name).map_err(|e| at_err(&self.path, name, e))
     }
 }
 
-/// Files whose content repeats across blocks (state, online, removable, phys_device,
-/// valid_zones) are hard links to one file per distinct value, kept in `root/.memscan-values`
-/// (outside `sys/`): one `linkat()` per attribute instead of create, write and close. Readers
-/// see ordinary files with the kernel's content.
+/// Read-only attributes whose content repeats across blocks (removable, phys_device,
+/// valid_zones: 0444 in drivers/base/memory.c, DEVICE_ATTR_RO) are hard links to one 0444
+/// file per distinct value, kept in `root/.memscan-values` (outside `sys/`): one `linkat()`
+/// per attribute instead of create, write and close. Readers see ordinary files with the
+/// kernel's content. The writable ones (state, online: 0644, DEVICE_ATTR_RW) are each
+/// block's own file, so a write to one block's `state` changes that block only.
 ///
 /// Each worker thread links to its own copy of each value file: `linkat()` locks the inode it
 /// links to (vfs_link), so one shared inode per value would make the threads queue on it.
@@ -154,27 +150,26 @@ struct Values {
     copies: usize,
     /// Per value and copy: the file now being linked to, and how many files it has had.
     current: Vec<Vec<RwLock<(String, u32)>>>,
+    /// A limit on links per value file below the file system's (None: the file system's
+    /// own, seen as EMLINK), so the rotation can be tested on any file system.
+    link_limit: Option<u32>,
 }
 
 impl Values {
-    fn new(dir: Dir, copies: usize) -> Values {
+    fn new(dir: Dir, copies: usize, link_limit: Option<u32>) -> Values {
         Values {
             dir,
             texts: Vec::new(),
             index: HashMap::new(),
             copies: copies.max(1),
             current: Vec::new(),
+            link_limit,
         }
     }
 
-    /// A fresh inode holding `text`: files an earlier export linked to a value file of the
-    /// same name keep their content.
+    /// A fresh read-only inode holding `text`.
     fn create(&self, name: &str, text: &str) -> Result<()> {
-        match unlinkat(&self.dir.fd, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(at_err(&self.dir.path, name, e)),
-        }
-        self.dir.write(name, text)
+        self.dir.write(name, text, RO)
     }
 
     /// The slot of the value files holding `text`, written on first use (serial part).
@@ -205,7 +200,18 @@ impl Values {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0
                 .clone();
-            match dir.link(&self.dir, &src, name) {
+            let linked = match self.link_limit {
+                // as the file system counts: every name of the inode, its own included (ext4
+                // refuses a link when i_nlink has reached EXT4_LINK_MAX); each copy is linked
+                // by one worker thread, so the check and the link do not race
+                Some(limit) => match statat(&self.dir.fd, src.as_str(), AtFlags::empty()) {
+                    Ok(st) if st.st_nlink >= u64::from(limit) => Err(Errno::MLINK),
+                    Ok(_) => dir.link(&self.dir, &src, name),
+                    Err(e) => Err(e),
+                },
+                None => dir.link(&self.dir, &src, name),
+            };
+            match linked {
                 Ok(()) => return Ok(()),
                 Err(Errno::MLINK) => {
                     // The file system's limit on links per inode (ext4: 65,000): the first
@@ -224,26 +230,42 @@ impl Values {
     }
 }
 
+/// Modes of the kernel's attributes (drivers/base/memory.c, drivers/base/core.c `online`):
+/// read-only ones 0444, `state` and `online` 0644.
+const RO: u32 = 0o444;
+const RW: u32 = 0o644;
+
 /// Blocks per step of the pipeline in `write_tree`.
 const CHUNK: usize = 4096;
 
 /// Write `root/sys/devices/system/memory` (and `node/`) for `blocks`.
 ///
-/// Every block costs one `mkdirat`, one file written (`phys_index`, the only per-block
-/// content), one `linkat` per repeated attribute and two `symlinkat` per node; the value file
-/// names are resolved once per distinct value before the parallel part starts.
+/// `root` must not hold a tree already (the Python caller refuses a non-empty target or
+/// removes an earlier export whole): every entry is created new, and one already there is an
+/// error, never written through.
+///
+/// Every block costs one `mkdirat`, three files written (`phys_index`, and the writable
+/// `state` and `online`), one `linkat` per repeated read-only attribute and two `symlinkat`
+/// per node; the value file names are resolved once per distinct value before the parallel
+/// part starts.
 ///
 /// The entries made in shared directories (`memoryN` in `memory/`, `memoryN` in
 /// `node/nodeX/`) lock that directory's inode, so two threads making them would queue on
 /// one another. They are made by one task, a chunk ahead, while the other threads fill the
 /// previous chunk's block directories (each its own directory, no shared lock).
-pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result<()> {
+pub fn write_tree(
+    root: &Path,
+    block_size: u64,
+    blocks: &[BlockFiles],
+    link_limit: Option<u32>,
+) -> Result<()> {
     let mem = Dir::open(root, "sys/devices/system/memory")?;
     let mut values = Values::new(
         Dir::open(root, ".memscan-values")?,
         rayon::current_num_threads(),
+        link_limit,
     );
-    mem.write("block_size_bytes", &format!("{block_size:x}\n"))?;
+    mem.write("block_size_bytes", &format!("{block_size:x}\n"), RO)?;
     let mut nids: Vec<u16> = blocks.iter().flat_map(|b| b.nids.iter().copied()).collect();
     nids.sort_unstable();
     nids.dedup();
@@ -255,12 +277,10 @@ pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result
         );
     }
     let phys_device = values.slot("0\n")?;
-    let online = [values.slot("0\n")?, values.slot("1\n")?];
     // Value slots per block, resolved serially (few distinct values; no lock later).
-    let mut slots: Vec<[Option<usize>; 3]> = Vec::with_capacity(blocks.len());
+    let mut slots: Vec<[Option<usize>; 2]> = Vec::with_capacity(blocks.len());
     for b in blocks {
         slots.push([
-            Some(values.slot(&format!("{}\n", b.state))?),
             b.removable
                 .as_ref()
                 .map(|r| values.slot(&format!("{r}\n")))
@@ -284,15 +304,24 @@ pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result
         Ok(())
     };
     // inside the block's own directory
-    let fill = |(b, [state, removable, zones]): (&BlockFiles, &[Option<usize>; 3])| -> Result<()> {
+    let fill = |(b, [removable, zones]): (&BlockFiles, &[Option<usize>; 2])| -> Result<()> {
         let d = format!("memory{}", b.block);
-        mem.write(&format!("{d}/phys_index"), &format!("{:08x}\n", b.block))?;
+        mem.write(
+            &format!("{d}/phys_index"),
+            &format!("{:08x}\n", b.block),
+            RO,
+        )?;
+        mem.write(&format!("{d}/state"), &format!("{}\n", b.state), RW)?;
+        let online = if b.state == "online" { "1\n" } else { "0\n" };
+        mem.write(&format!("{d}/online"), online, RW)?;
         if b.phys_device != 0 {
-            mem.write(&format!("{d}/phys_device"), &format!("{}\n", b.phys_device))?;
+            mem.write(
+                &format!("{d}/phys_device"),
+                &format!("{}\n", b.phys_device),
+                RO,
+            )?;
         }
         for (slot, attr) in [
-            (*state, "state"),
-            (Some(online[usize::from(b.state == "online")]), "online"),
             ((b.phys_device == 0).then_some(phys_device), "phys_device"),
             (*removable, "removable"),
             (*zones, "valid_zones"),
@@ -307,7 +336,7 @@ pub fn write_tree(root: &Path, block_size: u64, blocks: &[BlockFiles]) -> Result
         Ok(())
     };
     let chunks: Vec<&[BlockFiles]> = blocks.chunks(CHUNK).collect();
-    let chunk_slots: Vec<&[[Option<usize>; 3]]> = slots.chunks(CHUNK).collect();
+    let chunk_slots: Vec<&[[Option<usize>; 2]]> = slots.chunks(CHUNK).collect();
     if let Some(first) = chunks.first() {
         make_dirs(first)?;
     }

@@ -5,6 +5,7 @@ The Debian package util-linux provides lsmem; .ci/run installs it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -228,27 +229,62 @@ def test_cli_export_then_lsmem(tmp_path, capsys):
     assert [r["block"] for r in lsmem_json(tmp_path)] == ["0", "2-96"]
 
 
-def test_reexport_into_the_same_root_follows_the_model(tmp_path):
-    """A second export over the first rewrites every attribute (hard links are replaced, not
-    written through), so lsmem prints the new state and files left from the first export keep
-    their own content."""
+def test_export_refuses_a_non_empty_target_and_force_replaces_it_whole(tmp_path):
+    """An export never merges with a tree already there (lsmem would show two machines
+    mixed): a second export into the same root is refused; with force the earlier export is
+    replaced whole, so a block only the first machine had is gone."""
     m = memscan.Machine.seed()
     m.export_sysfs(tmp_path, kernel="5.6")
+    mem = tmp_path / "sys/devices/system/memory"
+    (mem / "memory999").mkdir()  # a block of some other machine left in the tree
     before = lsmem(tmp_path, "-a", "-o", "BLOCK,STATE")
     m.set_block_state(5, "offline")
-    m.export_sysfs(tmp_path, kernel="5.6")
+    with pytest.raises(memscan.ArgumentError, match="not empty"):
+        m.export_sysfs(tmp_path, kernel="5.6")
+    assert lsmem(tmp_path, "-a", "-o", "BLOCK,STATE") == before  # untouched
+    m.export_sysfs(tmp_path, kernel="5.6", force=True)
     after = lsmem_json(tmp_path, "-a")
     assert [r["state"] for r in after if r["block"] == "5"] == ["offline"]
     assert [r["state"] for r in after if r["block"] == "6"] == ["online"]
-    assert before != lsmem(tmp_path, "-a", "-o", "BLOCK,STATE")
-    mem = tmp_path / "sys/devices/system/memory"
+    assert not (mem / "memory999").exists()
     assert (mem / "memory5/online").read_text() == "0\n"
     assert (mem / "memory6/online").read_text() == "1\n"
+    # force replaces an export, not whatever the directory holds
+    (tmp_path / "notes.txt").write_text("mine\n")
+    with pytest.raises(memscan.ArgumentError, match="notes.txt"):
+        m.export_sysfs(tmp_path, kernel="5.6", force=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine\n" and (mem / "memory5").is_dir()
 
 
-def test_export_never_writes_through_a_planted_symlink(tmp_path):
-    """Nothing outside the target directory is written: a symlink planted where an attribute
-    or a block directory goes is not followed."""
+def test_export_has_the_kernels_modes_and_a_write_changes_one_block(tmp_path):
+    """drivers/base/memory.c: removable, phys_index, phys_device, valid_zones and
+    block_size_bytes are 0444; state and online (drivers/base/core.c) 0644. Writing one
+    block's state must not reach any other block (no shared inode behind a writable file)."""
+    import os
+    import stat
+
+    m = memscan.Machine.seed()
+    m.export_sysfs(tmp_path, kernel="5.6")
+    mem = tmp_path / "sys/devices/system/memory"
+    mode = lambda p: stat.S_IMODE(os.lstat(p).st_mode)  # noqa: E731
+    assert mode(mem / "block_size_bytes") == 0o444
+    for attr in ("removable", "phys_index", "phys_device", "valid_zones"):
+        assert mode(mem / "memory40" / attr) == 0o444, attr
+    for attr in ("state", "online"):
+        assert mode(mem / "memory40" / attr) == 0o644, attr
+        assert os.stat(mem / "memory40" / attr).st_nlink == 1, attr
+    (mem / "memory40/state").write_text("offline\n")
+    states = {r["block"]: r["state"] for r in lsmem_json(tmp_path, "-a")}
+    assert states["40"] == "offline"
+    assert sum(s == "offline" for s in states.values()) == 1
+
+
+def test_export_never_writes_through_a_planted_entry(tmp_path):
+    """Nothing outside the target directory is written: an export into a directory holding
+    anything is refused, and with force a planted symlink, hard link or FIFO where an
+    attribute or a block directory goes is removed, never followed, written or opened."""
+    import os
+
     outside = tmp_path / "outside"
     outside.mkdir()
     victim = outside / "victim"
@@ -257,29 +293,59 @@ def test_export_never_writes_through_a_planted_symlink(tmp_path):
     mem = root / "sys/devices/system/memory"
     (mem / "memory0").mkdir(parents=True)
     (mem / "memory0/phys_index").symlink_to(victim)
+    os.link(victim, mem / "block_size_bytes")
+    os.mkfifo(mem / "memory0/state")
     m = memscan.Machine.seed()
-    with pytest.raises(memscan.ArgumentError, match="phys_index"):
+    with pytest.raises(memscan.ArgumentError, match="not empty"):
         m.export_sysfs(root)
-    assert victim.read_text() == "keep\n"
-    (mem / "memory0/phys_index").unlink()
-    (mem / "memory0").rmdir()
-    (mem / "memory0").symlink_to(outside)
-    with pytest.raises(memscan.ArgumentError, match="not a directory"):
-        m.export_sysfs(root)
-    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    m.export_sysfs(root, force=True)  # would block forever on the FIFO if it opened it
+    assert victim.read_text() == "keep\n" and os.stat(victim).st_nlink == 1
+    assert (mem / "block_size_bytes").read_text() == f"{m.geometry.block_size:x}\n"
+    assert (mem / "memory0/phys_index").read_text() == "00000000\n"
+    assert not (mem / "memory0/phys_index").is_symlink()
     other = tmp_path / "other"
     other.mkdir()
     (other / "sys").symlink_to(outside)  # a planted directory on the way to memory/
-    with pytest.raises(memscan.ArgumentError, match="sys: exists and is not a directory"):
-        m.export_sysfs(other)
+    with pytest.raises(memscan.ArgumentError, match="sys: not a directory"):
+        m.export_sysfs(other, force=True)
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]
 
 
-def test_export_past_the_file_systems_link_limit(tmp_path):
-    """ext4 allows 65,000 links per inode; a tree with more blocks than that starts a new
-    value file when a link fails with EMLINK (tmpfs has no such limit: nothing to test)."""
+def _check_link_rotation(root, info, limit):
     import os
 
+    values = root / ".memscan-values"
+    mem = root / "sys/devices/system/memory"
+    # "1\n" is every block's removable: more links than one inode may hold, so they are
+    # spread over value files none past the limit
+    ones = [os.stat(p) for p in values.iterdir() if p.read_text() == "1\n"]
+    assert all(st.st_nlink <= limit for st in ones)
+    assert len(ones) >= -(-info["blocks"] // limit)
+    inos = {st.st_ino for st in ones}
+    linked = sum(os.stat(p).st_ino in inos for p in mem.glob("memory*/removable"))
+    assert sum(st.st_nlink - 1 for st in ones) == linked == info["blocks"]
+    got = lsmem_json(root)
+    assert len(got) == 1 and got[0]["state"] == "online" and got[0]["removable"] in (True, "yes")
+
+
+def test_export_rotates_value_files_at_the_link_limit(tmp_path):
+    """A file system limits links per inode (ext4: 65,000): when a link fails with EMLINK
+    the export starts a new value file. Here the limit is set low, so the rotation runs on
+    any file system."""
+    from memscan.sysfs import export_sysfs
+
+    m = memscan.Machine.synthetic("64G", block_size="128M")  # 512 blocks
+    info = export_sysfs(m, tmp_path, kernel="6.1", _link_limit=50)
+    assert info["blocks"] == 512
+    _check_link_rotation(tmp_path, info, 50)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("MEMSCAN_SLOW"), reason="70,000 directories on ext4; set MEMSCAN_SLOW=1"
+)
+def test_export_past_the_file_systems_link_limit(tmp_path):
+    """The same against the file system's own limit (ext4 65,000; tmpfs has none). Opt-in:
+    it makes 70,000 directories (15 minutes on a loaded ext4)."""
     limit = os.pathconf(tmp_path, "PC_LINK_MAX")
     if limit > 100_000 or limit < 1000:  # tmpfs reports 127 but does not enforce it
         pytest.skip(f"{tmp_path}: no enforced per-inode link limit ({limit})")
@@ -288,25 +354,7 @@ def test_export_past_the_file_systems_link_limit(tmp_path):
     try:
         info = m.export_sysfs(tmp_path, kernel="6.1")
         assert info["blocks"] > limit
-        values = tmp_path / ".memscan-values"
-        mem = tmp_path / "sys/devices/system/memory"
-        # "1\n" is every block's online and removable: twice as many links as blocks, more
-        # than one inode may hold, so they are spread over value files none past the limit
-        ones = [os.stat(p) for p in values.iterdir() if p.read_text() == "1\n"]
-        assert all(st.st_nlink <= limit for st in ones)
-        assert len(ones) >= -(-2 * info["blocks"] // limit)
-        inos = {st.st_ino for st in ones}
-        linked = sum(
-            os.stat(p).st_ino in inos
-            for attr in ("online", "removable")
-            for p in mem.glob(f"memory*/{attr}")
-        )
-        assert sum(st.st_nlink - 1 for st in ones) == linked
-        assert linked == 2 * info["blocks"]
-        last = max(int(p.name[6:]) for p in mem.glob("memory*"))
-        assert (mem / f"memory{last}/state").read_text() == "online\n"
-        got = lsmem_json(tmp_path)
-        assert len(got) == 1 and got[0]["state"] == "online"
+        _check_link_rotation(tmp_path, info, limit)
     finally:  # 70,000 directories: do not leave them to pytest's tmp_path rotation
         shutil.rmtree(tmp_path / "sys", ignore_errors=True)
 

@@ -77,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sysfs_export(args: argparse.Namespace) -> int:
     m = _machine(args)
     _populate(m, args)
-    info = m.export_sysfs(args.dir, kernel=args.kernel, on_fault=args.on_fault)
+    info = m.export_sysfs(args.dir, kernel=args.kernel, on_fault=args.on_fault, force=args.force)
     if args.json:
         json.dump(info, sys.stdout)
         sys.stdout.write("\n")
@@ -333,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="missing",
         choices=["missing", "0", "1"],
         help="removable of a block whose read faults: no file (lsmem says 'no'), or this value",
+    )
+    ex.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier export in DIR whole (default: DIR must be empty or missing)",
     )
     ex.set_defaults(func=cmd_sysfs_export)
     cp = sub.add_parser("capture", help="save a read-only snapshot of this machine (one .tar.gz)")

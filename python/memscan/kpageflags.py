@@ -54,6 +54,29 @@ def export_kpageflags(
     return total
 
 
+def check_kpageflags_size(source: str, size: int, max_pfn: int) -> int:
+    """The pfn count of a kpageflags file of ``size`` bytes for a machine ending at
+    ``max_pfn``; one check for every path that imports one (a file, a snapshot member).
+
+    Raises:
+        ParseError: empty, not a whole number of u64 words (truncated or misaligned), or
+            covering more pfns than the machine has.
+    """
+    if size % 8:
+        raise ParseError(
+            f"{source}: {size} bytes is not a whole number of 8-byte words "
+            "(truncated or misaligned)"
+        )
+    if size == 0:
+        raise ParseError(f"{source}: empty (no pfns)")
+    pfns = size // 8
+    if pfns > max_pfn:
+        raise ParseError(
+            f"{source}: covers {pfns:#x} pfns but the machine ends at pfn {max_pfn:#x}"
+        )
+    return pfns
+
+
 def import_kpageflags(
     machine: Any, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
 ) -> Dict[str, Any]:
@@ -69,15 +92,7 @@ def import_kpageflags(
         size = os.path.getsize(p)
     except OSError as e:
         raise ParseError(f"{p}: cannot read kpageflags: {e.strerror}") from None
-    if size % 8:
-        raise ParseError(
-            f"{p}: {size} bytes is not a whole number of 8-byte words (truncated or misaligned)"
-        )
-    pfns = size // 8
-    if pfns > machine.geometry.max_pfn:
-        raise ParseError(
-            f"{p}: covers {pfns:#x} pfns but the machine ends at pfn {machine.geometry.max_pfn:#x}"
-        )
+    pfns = check_kpageflags_size(p, size, machine.geometry.max_pfn)
     stats = _empty_stats()
     bar = Progress(pfns, "kpageflags", enabled=progress)
     with open(p, "rb") as f:

@@ -559,14 +559,16 @@ class Machine:
         kernel: str = "5.5",
         on_fault: str = "missing",
         values: str = "model",
+        force: bool = False,
     ) -> Dict[str, Any]:
         """Write ``root/sys/devices/system/memory`` as this kernel would show it; real
-        ``lsmem --sysroot root`` reads it. See ``memscan.sysfs`` for ``on_fault``.
+        ``lsmem --sysroot root`` reads it. See ``memscan.sysfs`` for ``on_fault``. ``root``
+        must be empty; ``force=True`` replaces an earlier export in it whole.
         ``values="sysfs"`` writes ``removable`` and ``valid_zones`` as the imported tree had
         them (machines from ``from_sysfs``), so lsmem prints what it printed on the original."""
         from .sysfs import export_sysfs
 
-        return export_sysfs(self, root, kernel, on_fault, values)
+        return export_sysfs(self, root, kernel, on_fault, values, force)
 
     def export_kpageflags(
         self, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None

@@ -16,12 +16,20 @@ A block whose ``removable`` read faults (memory96 of the seed) is written accord
   prints REMOVABLE "no" for that online block; the range splits there. This is the closest a
   file tree gets to the crashing kernel, where the read never returned and lsmem died.
 - ``"0"`` / ``"1"``: write that value instead (e.g. "1" for what the post-patch kernel says).
+
+The target must be empty (or missing): an export never merges with what is there, since lsmem
+would then show two machines mixed. ``force=True`` replaces an earlier export whole, and only
+one: a root holding anything but ``sys/devices/system/{memory,node}`` and ``.memscan-values``
+is refused even then. Files have the kernel's modes (0444; ``state`` and ``online`` 0644, each
+block's own file, so writing one block's ``state`` changes that block only).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Union
+import shutil
+import stat
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -40,19 +48,75 @@ def _refuse_real_sysfs(root: str) -> None:
             )
 
 
+#: What an earlier export leaves in its root, directory by directory (``force`` removes
+#: exactly such a tree and nothing else).
+_EXPORT_SHAPE = {
+    "": {"sys", ".memscan-values"},
+    "sys": {"devices"},
+    "sys/devices": {"system"},
+    "sys/devices/system": {"memory", "node"},
+}
+
+
+def _check_target(root: str, force: bool) -> List[str]:
+    """Refuse a non-empty ``root``; with ``force``, the directories of an earlier export in
+    it, to be removed whole before writing (after everything else was checked)."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ArgumentError(f"{root}: cannot use as the export target: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ArgumentError(f"{root}: exists and is not a directory")
+    entries = sorted(os.listdir(root))
+    if not entries:
+        return []
+    if not force:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise ArgumentError(
+            f"{root}: not empty (holds {shown}); an export writes a whole tree and never merges "
+            "with one: choose an empty directory, or force=True (--force) to replace an earlier "
+            "export"
+        )
+    for rel, allowed in _EXPORT_SHAPE.items():
+        path = os.path.join(root, rel)
+        if rel and not os.path.lexists(path):
+            continue
+        if rel and not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise ArgumentError(f"{path}: not a directory; {root} does not hold a memscan export")
+        extra = sorted(set(os.listdir(path)) - allowed)
+        if extra:
+            raise ArgumentError(
+                f"{root}: holds {os.path.join(rel, extra[0])!r}, which no memscan export "
+                "writes; refusing to replace it even with force"
+            )
+    remove = []
+    for top in ("sys", ".memscan-values"):
+        path = os.path.join(root, top)
+        if os.path.lexists(path):
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise ArgumentError(f"{path}: not a directory; refusing to replace it")
+            remove.append(path)
+    return remove
+
+
 def export_sysfs(
     machine: Any,
     root: PathLike,
     kernel: str = "5.5",
     on_fault: str = "missing",
     values: str = "model",
+    force: bool = False,
+    _link_limit: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Write ``root/sys/devices/system/memory`` (and ``node``) for ``machine`` under ``kernel``.
 
     Returns a summary: blocks written, and the blocks whose removable read faulted.
 
     Raises:
-        ArgumentError: ``root`` is under /sys or /proc, or ``on_fault`` is unknown.
+        ArgumentError: ``root`` is under /sys or /proc, is not empty (without ``force``) or
+            holds more than an earlier export (even with it), or ``on_fault`` is unknown.
     """
     imported = None
     if values == "sysfs":
@@ -65,6 +129,7 @@ def export_sysfs(
         raise ArgumentError(f"on_fault {on_fault!r}: expected 'missing', '0' or '1'")
     root = os.fspath(root)
     _refuse_real_sysfs(root)
+    earlier = _check_target(root, force)
     g = machine.geometry
     scan = machine.scan(kernel, progress=False)
     faulted = {f.block for f in scan.faults}
@@ -115,5 +180,9 @@ def export_sysfs(
             removable = None if src.removable is None else str(src.removable)
             pd = phys[i] if src.phys_device is None else src.phys_device
             rows.append((b, block_state[i], removable, src.valid_zones, nids_of[i], pd))
-    machine._core.write_sysfs_tree(root, g.block_size, rows)
+    for path in earlier:
+        # rmtree works through directory fds and unlinks symlinks, FIFOs and hard links
+        # without following or writing them
+        shutil.rmtree(path)
+    machine._core.write_sysfs_tree(root, g.block_size, rows, _link_limit)
     return {"root": root, "blocks": len(rows), "faulted": sorted(faulted), "kernel": kernel}

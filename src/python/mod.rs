@@ -659,12 +659,15 @@ impl CoreMachine {
     }
 
     /// Write a memory sysfs tree under `root` from per-block values (see memscan.sysfs).
+    /// `link_limit` stands in for the file system's limit on links per inode (tests).
     #[staticmethod]
+    #[pyo3(signature = (root, block_size, blocks, link_limit=None))]
     fn write_sysfs_tree(
         py: Python<'_>,
         root: String,
         block_size: u64,
         blocks: Vec<BlockFilesTuple>,
+        link_limit: Option<u32>,
     ) -> PyResult<()> {
         let files: Vec<sysfs::BlockFiles> = blocks
             .into_iter()
@@ -680,7 +683,9 @@ impl CoreMachine {
             )
             .collect();
         py.detach(|| {
-            guard_nopy(|| sysfs::write_tree(std::path::Path::new(&root), block_size, &files))
+            guard_nopy(|| {
+                sysfs::write_tree(std::path::Path::new(&root), block_size, &files, link_limit)
+            })
         })
         .map_err(|e| e.into_py(py))
     }

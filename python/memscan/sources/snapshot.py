@@ -37,13 +37,15 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ParseError
-from ..kpageflags import import_words
+from ..kpageflags import check_kpageflags_size, import_words
 from ..progress import Progress
 from .iomem import layout_from_iomem
 from .layout import ARCH_ALIASES
+from .sysfs_tree import MAX_VALUE_BYTES, excerpt
 
 PROC_FILES = ["iomem", "zoneinfo", "pagetypeinfo", "buddyinfo"]
 CHUNK = 1 << 20  # pfns per read of kpageflags
+MAX_TEXT_BYTES = 256 << 20  # /proc/iomem, zoneinfo, meta.json, ...: far above any real one
 _ZONE_HDR = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)")
 
 
@@ -208,15 +210,44 @@ class Snapshot:
             self.tar = tarfile.open(self.path)
         except (OSError, tarfile.TarError) as e:
             raise ParseError(f"{self.path}: not a readable snapshot: {e}") from None
-        for mem in self.tar.getmembers():
+        try:
+            members = self.tar.getmembers()
+        except (OSError, EOFError, tarfile.TarError) as e:
+            self.tar.close()
+            raise ParseError(f"{self.path}: not a readable snapshot: {e}") from None
+        for mem in members:
             if mem.name.startswith("/") or ".." in mem.name.split("/"):
+                self.tar.close()
                 raise ParseError(
-                    f"{self.path}: member {mem.name!r} points outside the archive root"
+                    f"{self.path}: member {excerpt(mem.name)} points outside the archive root"
+                )
+            # a member's size is checked before anything is read or extracted from it:
+            # sysfs values are one line, the /proc text files a few MiB on the largest
+            # machines; only kpageflags and kpagecount grow with the machine
+            cap = (
+                MAX_VALUE_BYTES
+                if mem.name.startswith("sys/")
+                else None
+                if mem.name in ("proc/kpageflags", "proc/kpagecount")
+                else MAX_TEXT_BYTES
+            )
+            if cap is not None and mem.size > cap:
+                self.tar.close()
+                raise ParseError(
+                    f"{self.path}: member {excerpt(mem.name)} is {mem.size} bytes, more than "
+                    f"a snapshot's {cap} for it"
                 )
         meta = self.text("meta.json")
         if meta is None:
             raise ParseError(f"{self.path}: meta.json is missing (not a memscan snapshot)")
-        self.meta = json.loads(meta)
+        try:
+            self.meta = json.loads(meta)
+        except ValueError as e:
+            self.tar.close()
+            raise ParseError(f"{self.path}: meta.json is not JSON: {e}") from None
+        if not isinstance(self.meta, dict):
+            self.tar.close()
+            raise ParseError(f"{self.path}: meta.json is not a JSON object")
 
     def text(self, name: str) -> Optional[str]:
         try:
@@ -292,13 +323,19 @@ def load(
         except KeyError:
             info["missing"].append("proc/kpageflags: page kinds are the boot state (all free)")
         if kpf is not None:
+            # the same check as import_kpageflags, on the member's size before reading it
+            limit = check_kpageflags_size(
+                f"{snap.path}: proc/kpageflags",
+                snap.tar.getmember("proc/kpageflags").size,
+                m.geometry.max_pfn,
+            )
             # streamed: memory stays bounded whatever the machine size
             st = None
-            start, limit = 0, m.geometry.max_pfn
+            start = 0
             while start < limit:
                 data = kpf.read(min(CHUNK, limit - start) * 8)
-                if len(data) < 8:
-                    break
+                if not data:
+                    raise ParseError(f"{snap.path}: proc/kpageflags ended early at pfn {start:#x}")
                 words = np.frombuffer(data[: len(data) // 8 * 8], dtype="<u8")
                 st = import_words(m, words, start, st)
                 start += len(words)

@@ -12,9 +12,10 @@ RAM of its node; online blocks get the zone their ``valid_zones`` names (a block
 
 from __future__ import annotations
 
-import io
+import errno
 import os
 import re
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
@@ -48,25 +49,74 @@ class SysfsTree:
         return {b.block: b.removable for b in self.blocks}
 
 
+#: The most a sysfs attribute file can hold: sysfs_emit() writes into one page
+#: (fs/sysfs/file.c, PAGE_SIZE; 4 KiB on x86, 64 KiB on ppc64). Value files longer than this,
+#: or tar members larger than it, did not come from sysfs.
+MAX_VALUE_BYTES = 64 << 10
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """A short, escaped quote of untrusted file content for an error message."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 class _Reader:
-    """Read files from a directory or from tar members, by relative path."""
+    """Read files from a directory or from tar members, by relative path.
+
+    A directory is walked one component at a time relative to the directory fds, without
+    following symlinks (O_NOFOLLOW): nothing outside the tree is read, whatever links it
+    holds. Only regular files are read (a FIFO or a device would block or never end), opened
+    O_NONBLOCK, and at most MAX_VALUE_BYTES of each. A tarball's members are indexed once
+    (name -> member, directory -> children), and a member larger than a sysfs value is
+    refused before anything is decompressed from it.
+    """
 
     def __init__(self, src: str):
         self.src = src
         self.tar: Optional[Dict[str, tarfile.TarInfo]] = None
+        self.children: Dict[str, set] = {}
+        self.data: Dict[str, bytes] = {}
+        self.prefix = ""
         self._tf: Optional[tarfile.TarFile] = None
+        self._root_fd: Optional[int] = None
+        self._dirs: Dict[str, int] = {}
+        self._last: Optional[Tuple[str, int]] = None
         if os.path.isfile(src):
             try:
                 self._tf = tarfile.open(src)
+                members: Dict[str, tarfile.TarInfo] = {}
+                for mem in self._tf:
+                    name = os.path.normpath(mem.name).lstrip("/")
+                    if (
+                        name.startswith("..")
+                        or os.path.isabs(mem.name)
+                        or "/../" in f"/{mem.name}/"
+                    ):
+                        raise ParseError(
+                            f"{src}: member {excerpt(mem.name)} points outside the archive root"
+                        )
+                    if mem.isfile() and mem.size > MAX_VALUE_BYTES:
+                        raise ParseError(
+                            f"{src}: member {excerpt(mem.name)} is {mem.size} bytes; a sysfs "
+                            f"tree holds files of at most {MAX_VALUE_BYTES} bytes"
+                        )
+                    members[name] = mem
+                    if mem.isfile():
+                        # read now, in archive order: a compressed tarball cannot seek, and
+                        # reading members in any other order decompresses from the start
+                        # again for each (quadratic); values are small, capped above
+                        f = self._tf.extractfile(mem)
+                        self.data[name] = b"" if f is None else f.read()
             except tarfile.TarError as e:
+                self.close()
                 raise ParseError(f"{src}: not a directory or a readable tarball: {e}") from None
-            members: Dict[str, tarfile.TarInfo] = {}
-            for mem in self._tf.getmembers():
-                name = os.path.normpath(mem.name).lstrip("./")
-                if name.startswith("..") or os.path.isabs(mem.name) or "/../" in f"/{mem.name}/":
-                    self.close()
-                    raise ParseError(f"{src}: member {mem.name!r} points outside the archive root")
-                members[name] = mem
+            except (ParseError, OSError, EOFError) as e:
+                self.close()
+                if isinstance(e, ParseError):
+                    raise
+                raise ParseError(f"{src}: cannot read the tarball: {e}") from None
             # the tree may sit under one top directory (e.g. "x86_64-16G/sys/...")
             prefix = ""
             for name in members:
@@ -74,51 +124,156 @@ class _Reader:
                 if i >= 0:
                     prefix = name[:i]
                     break
+            self.prefix = prefix
             self.tar = {k[len(prefix) :]: v for k, v in members.items() if k.startswith(prefix)}
-        elif not os.path.isdir(src):
+            self.data = {k[len(prefix) :]: v for k, v in self.data.items() if k.startswith(prefix)}
+            for name in self.tar:
+                parts = name.split("/")
+                for i in range(1, len(parts)):
+                    self.children.setdefault("/".join(parts[:i]), set()).add(parts[i])
+        elif os.path.isdir(src):
+            try:
+                self._root_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise ParseError(f"{src}: cannot open: {e.strerror}") from None
+        else:
             raise ParseError(f"{src}: no such directory or tarball")
 
     def close(self) -> None:
         if self._tf is not None:
             self._tf.close()
             self._tf = None
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs = {}
+        if self._last is not None:
+            os.close(self._last[1])
+            self._last = None
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    def _dir_fd(self, rel: str) -> Optional[int]:
+        """The fd of directory ``rel`` of the tree, opened component by component without
+        following symlinks; None if it does not exist."""
+        rel = rel.strip("/")
+        if not rel:
+            return self._root_fd
+        if rel in self._dirs:
+            return self._dirs[rel]
+        if self._last is not None and self._last[0] == rel:
+            return self._last[1]
+        parent, _, name = rel.rpartition("/")
+        pfd = self._dir_fd(parent)
+        if pfd is None:
+            return None
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd
+            )
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ParseError(
+                    f"{self.src}: {rel} is a symlink or not a directory; memscan does not "
+                    "follow links in a sysfs tree"
+                ) from None
+            raise ParseError(f"{self.src}: cannot open {rel}: {e.strerror}") from None
+        if rel.count("/") <= 3:
+            # sys, sys/devices, sys/devices/system, .../memory: kept open
+            self._dirs[rel] = fd
+        else:
+            # a block's directory: its files are read together, one kept open at a time
+            if self._last is not None:
+                os.close(self._last[1])
+            self._last = (rel, fd)
+        return fd
 
     def listdir(self, rel: str) -> List[str]:
         if self.tar is None:
+            fd = self._dir_fd(rel)
+            if fd is None:
+                raise ParseError(f"{self.src}: cannot list {rel}: no such directory")
             try:
-                return os.listdir(os.path.join(self.src, rel))
+                return os.listdir(fd)
             except OSError as e:
                 raise ParseError(f"{self.src}: cannot list {rel}: {e.strerror}") from None
-        pre = rel.rstrip("/") + "/"
-        return sorted(
-            {
-                k[len(pre) :].split("/")[0]
-                for k in self.tar
-                if k.startswith(pre) and len(k) > len(pre)
-            }
-        )
+        return sorted(self.children.get(rel.strip("/"), ()))
 
     def read(self, rel: str) -> Optional[str]:
+        """The text of value file ``rel``, None if it does not exist."""
         if self.tar is None:
-            try:
-                with open(os.path.join(self.src, rel), encoding="ascii", errors="replace") as f:
-                    return f.read()
-            except OSError:
+            parent, _, name = rel.rpartition("/")
+            pfd = self._dir_fd(parent)
+            if pfd is None:
                 return None
+            try:
+                fd = os.open(
+                    name,
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    dir_fd=pfd,
+                )
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise ParseError(
+                        f"{self.src}: {rel} is a symlink; memscan reads only regular files "
+                        "of the tree"
+                    ) from None
+                raise ParseError(f"{self.src}: cannot read {rel}: {e.strerror}") from None
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise ParseError(
+                        f"{self.src}: {rel} is not a regular file (sysfs values are files)"
+                    )
+                data = os.read(fd, MAX_VALUE_BYTES + 1)
+            except OSError as e:
+                raise ParseError(f"{self.src}: cannot read {rel}: {e.strerror}") from None
+            finally:
+                os.close(fd)
+            if len(data) > MAX_VALUE_BYTES:
+                raise ParseError(
+                    f"{self.src}: {rel} holds more than {MAX_VALUE_BYTES} bytes; a sysfs "
+                    "value is one line"
+                )
+            return data.decode("ascii", errors="replace")
         mem = self.tar.get(rel)
-        if mem is None or not (mem.isfile() or mem.islnk()) or self._tf is None:
+        if mem is None or self._tf is None:
             return None
-        data = self._tf.extractfile(mem)
-        return (
-            None
-            if data is None
-            else io.TextIOWrapper(data, encoding="ascii", errors="replace").read()
-        )
+        if mem.issym():
+            raise ParseError(
+                f"{self.src}: member {rel} is a symlink; memscan reads only regular files of "
+                "the tree"
+            )
+        if mem.islnk():
+            # a hard link member: the content of the member it names, in this archive
+            target = os.path.normpath(mem.linkname).lstrip("/")
+            raw = self.data.get(
+                target[len(self.prefix) :] if target.startswith(self.prefix) else ""
+            )
+            if raw is None:
+                raise ParseError(f"{self.src}: member {rel} links to a member not in the tree")
+        elif mem.isfile():
+            raw = self.data[rel]
+        else:
+            raise ParseError(f"{self.src}: member {rel} is not a regular file")
+        return raw.decode("ascii", errors="replace")
 
     def exists(self, rel: str) -> bool:
         if self.tar is None:
-            return os.path.lexists(os.path.join(self.src, rel))
-        return rel in self.tar or any(k.startswith(rel.rstrip("/") + "/") for k in self.tar)
+            parent, _, name = rel.strip("/").rpartition("/")
+            pfd = self._dir_fd(parent)
+            if pfd is None:
+                return False
+            try:
+                os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                return True
+            except OSError:
+                return False
+        rel = rel.strip("/")
+        return rel in self.tar or rel in self.children
 
 
 def read_sysfs_tree(src: Union[str, os.PathLike[str]]) -> SysfsTree:
@@ -142,7 +297,9 @@ def _read_tree(r: _Reader, src: str) -> SysfsTree:
     try:
         block_size = int(bsb.strip(), 16)
     except ValueError:
-        raise ParseError(f"{src}: block_size_bytes {bsb.strip()!r} is not hexadecimal") from None
+        raise ParseError(
+            f"{src}: block_size_bytes {excerpt(bsb.strip())} is not hexadecimal"
+        ) from None
     if block_size <= 0 or block_size & (block_size - 1):
         raise ParseError(f"{src}: block_size_bytes {block_size:#x} is not a power of two")
     tree = SysfsTree(src, block_size)
@@ -162,13 +319,15 @@ def _read_tree(r: _Reader, src: str) -> SysfsTree:
             try:
                 index = int(pi.strip(), 16)
             except ValueError:
-                raise ParseError(f"{where}/phys_index {pi.strip()!r} is not hexadecimal") from None
+                raise ParseError(
+                    f"{where}/phys_index {excerpt(pi.strip())} is not hexadecimal"
+                ) from None
             if index != n:
-                raise ParseError(f"{where}/phys_index reads {pi.strip()!r}, not block {n}")
+                raise ParseError(f"{where}/phys_index reads {excerpt(pi.strip())}, not block {n}")
         state = (r.read(os.path.join(d, "state")) or "").strip()
         if state not in ("online", "offline", "going-offline"):
             raise ParseError(
-                f"{where}/state reads {state!r} (want online, offline or going-offline)"
+                f"{where}/state reads {excerpt(state)} (want online, offline or going-offline)"
             )
         nids = sorted(int(x.group(1)) for x in map(_NODE.match, r.listdir(d)) if x)
         vz = r.read(os.path.join(d, "valid_zones"))
@@ -176,19 +335,23 @@ def _read_tree(r: _Reader, src: str) -> SysfsTree:
             vz = vz.strip()
             bad = [t for t in vz.split() if t not in ZONE_TOKENS]
             if not vz or bad:
-                raise ParseError(f"{where}/valid_zones reads {vz!r}: unknown zone names {bad}")
+                raise ParseError(
+                    f"{where}/valid_zones reads {excerpt(vz)}: unknown zone names {excerpt(' '.join(bad))}"
+                )
         rem_text = r.read(os.path.join(d, "removable"))
         rem: Optional[int] = None
         if rem_text is not None:
             if rem_text.strip() not in ("0", "1"):
-                raise ParseError(f"{where}/removable reads {rem_text.strip()!r} (want 0 or 1)")
+                raise ParseError(
+                    f"{where}/removable reads {excerpt(rem_text.strip())} (want 0 or 1)"
+                )
             rem = int(rem_text.strip())
         pd_text = r.read(os.path.join(d, "phys_device"))
         pd: Optional[int] = None
         if pd_text is not None:
             if not pd_text.strip().isdigit():
                 raise ParseError(
-                    f"{where}/phys_device reads {pd_text.strip()!r} (want a decimal number)"
+                    f"{where}/phys_device reads {excerpt(pd_text.strip())} (want a decimal number)"
                 )
             pd = int(pd_text.strip())
         tree.blocks.append(SysfsBlock(n, state, nids[0] if nids else None, vz, rem, pd))

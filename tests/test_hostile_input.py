@@ -1,0 +1,200 @@
+"""Hostile input from other machines: a sysfs tree, a tarball or a snapshot never makes memscan
+hang, read outside the tree, read without bound, or echo what it read into an error."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+
+import memscan
+from memscan.errors import ParseError
+from memscan.sources.sysfs_tree import MAX_VALUE_BYTES
+
+IOMEM = "00001000-3fffffff : System RAM\n"  # 1 GiB from pfn 1: blocks 0-7 of 128 MiB
+
+
+def small_tree(root, iomem=IOMEM):
+    m = memscan.Machine.from_iomem(iomem, block_size="128M")
+    m.export_sysfs(root, kernel="6.1")
+    return root / "sys/devices/system/memory"
+
+
+def in_time(fn, seconds=20):
+    """Run fn in a thread; fail (not hang) if it does not return in time."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} did not return in {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def replace(path, make):
+    path.chmod(0o644) if path.exists() and not path.is_symlink() else None
+    path.unlink()
+    make(path)
+
+
+def test_a_fifo_as_a_value_file_is_refused_not_waited_on(tmp_path):
+    mem = small_tree(tmp_path)
+    replace(mem / "memory2/state", os.mkfifo)
+    with pytest.raises(ParseError, match=r"memory2/state is not a regular file"):
+        in_time(lambda: memscan.Machine.from_sysfs(tmp_path))
+
+
+def test_value_file_symlinks_out_of_the_tree_are_not_followed(tmp_path):
+    """sys/.../block_size_bytes -> a file outside: refused, and its content is not printed."""
+    secret = tmp_path / "secret"
+    secret.write_text("root:x:0:0:SECRET-CONTENT\n")
+    tree = tmp_path / "tree"
+    mem = small_tree(tree)
+    replace(mem / "block_size_bytes", lambda p: p.symlink_to(secret))
+    with pytest.raises(ParseError, match="block_size_bytes is a symlink") as e:
+        memscan.Machine.from_sysfs(tree)
+    assert "SECRET" not in str(e.value)
+
+
+def test_a_block_directory_symlinked_out_of_the_tree_is_not_entered(tmp_path):
+    outside = tmp_path / "outside"
+    tree = tmp_path / "tree"
+    mem = small_tree(tree)
+    os.rename(mem / "memory3", outside)
+    (mem / "memory3").symlink_to(outside)
+    with pytest.raises(ParseError, match="memory3 is a symlink"):
+        memscan.Machine.from_sysfs(tree)
+
+
+def test_device_and_oversized_value_files_are_read_with_a_cap(tmp_path):
+    """/dev/zero never ends and a sparse 1 GiB file is not one line: neither is read whole,
+    and the error quotes none of it."""
+    mem = small_tree(tmp_path)
+    replace(mem / "memory1/state", lambda p: p.symlink_to("/dev/zero"))
+    with pytest.raises(ParseError, match="memory1/state is a symlink"):
+        memscan.Machine.from_sysfs(tmp_path)
+    (mem / "memory1/state").unlink()
+    with open(mem / "memory1/state", "wb") as f:
+        f.truncate(1 << 30)  # sparse: costs no disk
+    with pytest.raises(ParseError, match=f"more than {MAX_VALUE_BYTES} bytes") as e:
+        memscan.Machine.from_sysfs(tmp_path)
+    assert len(str(e.value)) < 300
+
+
+def test_a_long_value_is_quoted_short_and_escaped(tmp_path):
+    mem = small_tree(tmp_path)
+    (mem / "memory1/state").chmod(0o644)
+    (mem / "memory1/state").write_text("\x1b[2J" + "x" * 3000 + "\n")
+    with pytest.raises(ParseError, match="memory1/state reads") as e:
+        memscan.Machine.from_sysfs(tmp_path)
+    assert "\x1b" not in str(e.value) and len(str(e.value)) < 300
+
+
+def _tar_of(tree_root, out, extra=()):
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(tree_root / "sys", arcname="sys")
+        for name, data in extra:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def test_a_tar_member_larger_than_a_value_is_refused_before_reading(tmp_path):
+    tree = tmp_path / "tree"
+    small_tree(tree)
+    big = b"0" * (MAX_VALUE_BYTES + 1)
+    tb = _tar_of(tree, tmp_path / "t.tar.gz", [("sys/devices/system/memory/huge", big)])
+    with pytest.raises(ParseError, match=r"member 'sys/devices/system/memory/huge' is \d+ bytes"):
+        memscan.Machine.from_sysfs(tb)
+
+
+def test_a_tarball_tree_reads_as_its_directory_does(tmp_path):
+    """Members are indexed once: the same answers as the directory, block for block."""
+    tree = tmp_path / "tree"
+    small_tree(tree, iomem="00001000-1ffffffff : System RAM\n")
+    tb = _tar_of(tree, tmp_path / "t.tar.gz")
+    a, b = memscan.Machine.from_sysfs(tree), memscan.Machine.from_sysfs(tb)
+    assert a.blocks().tolist() == b.blocks().tolist()
+    assert a.sysfs_removable == b.sysfs_removable
+    assert [x.valid_zones for x in a.sysfs_tree.blocks] == [
+        x.valid_zones for x in b.sysfs_tree.blocks
+    ]
+
+
+def _snapshot(tmp_path, words: bytes, name="s.tar.gz", meta=None):
+    """A minimal snapshot of the small machine, with ``words`` as proc/kpageflags."""
+    tree = tmp_path / "tree"
+    if not tree.exists():
+        small_tree(tree)
+    iomem = IOMEM
+    zoneinfo = (
+        "Node 0, zone      DMA\n  pages free 0\n  spanned  4095\n  present 4095\n"
+        "  managed 4095\n  start_pfn:           1\n"
+        "Node 0, zone    DMA32\n  pages free 0\n  spanned  258048\n  present 258048\n"
+        "  managed 258048\n  start_pfn:           4096\n"
+    )
+    meta = json.dumps(meta or {"arch": "x86_64", "page_size": 4096}).encode()
+    files = [("meta.json", meta), ("proc/iomem", iomem.encode())]
+    files += [("proc/zoneinfo", zoneinfo.encode()), ("proc/kpageflags", words)]
+    return _tar_of(tree, tmp_path / name, files)
+
+
+@pytest.mark.parametrize(
+    "nbytes, problem",
+    [
+        (8 * 1000 + 3, "not a whole number of 8-byte words"),
+        (4, "not a whole number of 8-byte words"),
+        (0, "empty"),
+        (8 * (1 << 20), "covers 0x100000 pfns but the machine ends at pfn 0x40000"),
+    ],
+)
+def test_snapshot_kpageflags_gets_the_same_checks_as_a_file(tmp_path, nbytes, problem):
+    snap = _snapshot(tmp_path, b"\0" * nbytes)
+    with pytest.raises(ParseError, match=problem):
+        memscan.Machine.from_snapshot(snap)
+    # the same bytes as a file: the same refusal
+    f = tmp_path / "kpageflags"
+    f.write_bytes(b"\0" * nbytes)
+    m = memscan.Machine.from_iomem(IOMEM, block_size="128M")
+    with pytest.raises(ParseError, match=problem):
+        m.import_kpageflags(f)
+
+
+def test_snapshot_that_loads(tmp_path):
+    """The minimal snapshot above is a good one when its kpageflags fits (the checks above
+    fail for the reason they name, not for another)."""
+    words = np.zeros(0x40000, dtype="<u8")
+    m = memscan.Machine.from_snapshot(_snapshot(tmp_path, words.tobytes()))
+    assert m.geometry.max_pfn == 0x40000
+
+
+def test_snapshot_meta_that_is_not_json_is_a_parse_error(tmp_path):
+    tree = tmp_path / "tree"
+    small_tree(tree)
+    tb = _tar_of(tree, tmp_path / "s.tar.gz", [("meta.json", b"{not json")])
+    with pytest.raises(ParseError, match="meta.json is not JSON"):
+        memscan.Machine.from_snapshot(tb)
+
+
+def test_snapshot_sysfs_member_past_the_cap_is_refused(tmp_path):
+    tree = tmp_path / "tree"
+    small_tree(tree)
+    big = b"1" * (MAX_VALUE_BYTES + 1)
+    extra = [("meta.json", b"{}"), ("sys/devices/system/memory/memory0/extra", big)]
+    tb = _tar_of(tree, tmp_path / "s.tar.gz", extra)
+    with pytest.raises(ParseError, match="memory0/extra"):
+        memscan.Machine.from_snapshot(tb)

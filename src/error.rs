@@ -24,6 +24,10 @@ pub enum Error {
     /// A bad argument to a model call.
     #[error("invalid argument: {0}")]
     Argument(String),
+    /// An allocation the model needs cannot be made, or would exceed the machine's memory
+    /// (the message names the size); raised before allocating where it can be known.
+    #[error("not enough memory: {0}")]
+    Memory(String),
     /// The scan was interrupted (Ctrl-C in Python).
     #[error("interrupted")]
     Interrupted,

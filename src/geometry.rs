@@ -167,6 +167,13 @@ impl Geometry {
                 self.block_size
             ));
         }
+        if self.block_size > 1 << 40 {
+            return e(format!(
+                "memory block size {:#x} is larger than 1 TiB: no kernel makes memory \
+                 blocks that large",
+                self.block_size
+            ));
+        }
         if self.block_size < self.section_size() {
             return e(format!(
                 "memory block size {:#x} is smaller than a section ({:#x})",

@@ -166,8 +166,10 @@ pub fn import(m: &mut Machine, start: u64, flags: &[u64]) -> ImportStats {
             continue;
         }
         if f & KPF_COMPOUND_HEAD != 0 {
+            // tails only as far as online sections go: a run that reaches an offline block
+            // or ZONE_DEVICE memory stops there (their memmap is not the kernel's to report)
             let mut j = i + 1;
-            while j < n && flags[j as usize] & KPF_COMPOUND_TAIL != 0 {
+            while j < n && flags[j as usize] & KPF_COMPOUND_TAIL != 0 && online(m, start + j) {
                 j += 1;
             }
             let len = j - i;

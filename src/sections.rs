@@ -6,6 +6,7 @@
 //! slice that numpy can view without a copy. A chunk, once allocated, is never freed or moved
 //! while the store lives (views handed out stay valid).
 
+use crate::error::{Error, Result};
 use crate::geometry::Geometry;
 use crate::page::{kind, make, MigrateType, ZoneType};
 
@@ -64,6 +65,23 @@ impl Compact {
     }
 }
 
+/// `vec![value; n]` that returns None instead of aborting when the allocation fails.
+fn try_vec<T: Clone>(value: T, n: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, value);
+    Some(v)
+}
+
+/// Total RAM plus swap of the machine memscan runs on (sysinfo(2)).
+fn memory_and_swap() -> u64 {
+    let info = rustix::system::sysinfo();
+    let unit = u64::from(info.mem_unit.max(1));
+    (info.totalram as u64)
+        .saturating_add(info.totalswap as u64)
+        .saturating_mul(unit)
+}
+
 /// A read-only view of one pageblock (or any run inside one section).
 #[derive(Debug, Clone, Copy)]
 pub enum RunView<'a> {
@@ -103,25 +121,55 @@ pub struct PageStore {
 }
 
 impl PageStore {
+    /// Bytes of the per-section, per-block and per-pageblock tables of a store covering
+    /// `[0, max_pfn)` (rounded up to a whole block): what `new` allocates.
+    pub fn table_bytes(geometry: &Geometry, max_pfn: u64) -> u128 {
+        let ppb = u128::from(geometry.pages_per_block());
+        let max_pfn = u128::from(max_pfn).div_ceil(ppb).max(1) * ppb;
+        let per_section =
+            (std::mem::size_of::<SectionMeta>() + std::mem::size_of::<Compact>()) as u128;
+        max_pfn / u128::from(geometry.pages_per_section()) * per_section
+            + max_pfn / ppb * std::mem::size_of::<Option<Box<[u8]>>>() as u128
+            + max_pfn / u128::from(geometry.pageblock_nr_pages())
+    }
+
     /// An empty store (every section absent, no memmap) covering `[0, max_pfn)`; `max_pfn`
-    /// is rounded up to a whole memory block.
-    pub fn new(geometry: Geometry, max_pfn: u64) -> PageStore {
+    /// is rounded up to a whole memory block. The tables are allocated fallibly: a failure
+    /// is `Error::Memory` naming the size, never an abort.
+    pub fn new(geometry: Geometry, max_pfn: u64) -> Result<PageStore> {
         let ppb = geometry.pages_per_block();
         let max_pfn = max_pfn.div_ceil(ppb).max(1) * ppb;
         let nr_sections = (max_pfn / geometry.pages_per_section()) as usize;
         let nr_blocks = (max_pfn / ppb) as usize;
         let nr_pageblocks = (max_pfn / geometry.pageblock_nr_pages()) as usize;
-        PageStore {
+        let what = || {
+            format!(
+                "{} bytes of section and pageblock tables for pfns up to {max_pfn:#x}",
+                Self::table_bytes(&geometry, max_pfn)
+            )
+        };
+        let meta =
+            try_vec(SectionMeta::default(), nr_sections).ok_or_else(|| Error::Memory(what()))?;
+        let compact = try_vec(Compact::Uniform(kind::NOMEMMAP), nr_sections)
+            .ok_or_else(|| Error::Memory(what()))?;
+        let mut chunks = Vec::new();
+        chunks
+            .try_reserve_exact(nr_blocks)
+            .map_err(|_| Error::Memory(what()))?;
+        chunks.extend((0..nr_blocks).map(|_| None));
+        let pageblocks = try_vec(
+            (MigrateType::Movable as u8) | ((ZoneType::Normal as u8) << 4),
+            nr_pageblocks,
+        )
+        .ok_or_else(|| Error::Memory(what()))?;
+        Ok(PageStore {
             geometry,
             max_pfn,
-            meta: vec![SectionMeta::default(); nr_sections],
-            compact: vec![Compact::Uniform(kind::NOMEMMAP); nr_sections],
-            chunks: (0..nr_blocks).map(|_| None).collect(),
-            pageblocks: vec![
-                (MigrateType::Movable as u8) | ((ZoneType::Normal as u8) << 4);
-                nr_pageblocks
-            ],
-        }
+            meta,
+            compact,
+            chunks,
+            pageblocks,
+        })
     }
 
     pub fn nr_sections(&self) -> u64 {
@@ -198,24 +246,45 @@ impl PageStore {
         self.chunks[b] = Some(chunk);
     }
 
-    /// Make many blocks dense at once, in parallel (`blocks` sorted).
-    pub fn densify_many(&mut self, blocks: &[u64]) {
+    /// Make many blocks dense at once, in parallel (`blocks` sorted). The bytes needed are
+    /// known beforehand: more than the machine's RAM and swap is refused before allocating,
+    /// and each chunk is allocated fallibly (a memory limit gives `Error::Memory`, never an
+    /// abort; blocks made dense before the failure stay dense).
+    pub fn densify_many(&mut self, blocks: &[u64]) -> Result<()> {
         use rayon::prelude::*;
         let g = self.geometry;
         let pps = g.pages_per_section() as usize;
         let spb = g.sections_per_block() as usize;
+        let new = blocks.iter().filter(|&&b| !self.is_dense(b)).count() as u64;
+        let need = u128::from(new) * u128::from(g.pages_per_block());
+        let avail = memory_and_swap();
+        if need > u128::from(avail) {
+            return Err(Error::Memory(format!(
+                "{new} memory blocks of dense page bytes need {need} bytes, more than this \
+                 machine's RAM and swap ({avail} bytes); use fewer dense blocks (a sparse \
+                 workload) or a larger machine"
+            )));
+        }
         let compact = &self.compact;
         self.chunks
             .par_iter_mut()
             .enumerate()
             .filter(|(b, c)| c.is_none() && blocks.binary_search(&(*b as u64)).is_ok())
-            .for_each(|(b, c)| {
-                let mut chunk = vec![0u8; g.pages_per_block() as usize].into_boxed_slice();
+            .try_for_each(|(b, c)| {
+                let mut chunk = try_vec(0u8, g.pages_per_block() as usize)
+                    .ok_or_else(|| {
+                        Error::Memory(format!(
+                            "allocating {} bytes of page bytes for memory block {b} failed ({need} bytes for {new} blocks in all)",
+                            g.pages_per_block()
+                        ))
+                    })?
+                    .into_boxed_slice();
                 for (i, part) in chunk.chunks_mut(pps).enumerate() {
                     fill_compact(part, compact[b * spb + i]);
                 }
                 *c = Some(chunk);
-            });
+                Ok(())
+            })
     }
 
     /// The block's page bytes as one slice (made dense first).
@@ -390,7 +459,7 @@ mod tests {
             0,
         )
         .unwrap();
-        PageStore::new(g, 4 * 32768)
+        PageStore::new(g, 4 * 32768).unwrap()
     }
 
     #[test]

@@ -218,12 +218,27 @@ impl Machine {
         if max_pfn == 0 {
             return Err(Error::Layout("the layout has no memory at all".into()));
         }
-        if max_pfn > (1u64 << (52 - g.page_shift)) {
+        // the store covers whole blocks: the limit applies to the rounded end
+        let ppb = g.pages_per_block();
+        let rounded = u128::from(max_pfn).div_ceil(u128::from(ppb)) * u128::from(ppb);
+        if rounded > 1u128 << (52 - g.page_shift) {
             return Err(Error::Layout(format!(
-                "memory ends at pfn {max_pfn:#x}, beyond 2^52 bytes (MAX_PHYSMEM_BITS)"
+                "memory ends at pfn {max_pfn:#x}; its memory block ends beyond 2^52 bytes \
+                 (MAX_PHYSMEM_BITS)"
             )));
         }
-        let mut store = PageStore::new(g, max_pfn);
+        // The tables follow the address span, the pages the RAM described: a span of mostly
+        // nothing would cost far more than its memory. Refused with the size it would need.
+        let described: u128 = all.iter().map(|&(s, e)| u128::from(e - s)).sum();
+        let tables = PageStore::table_bytes(&g, max_pfn);
+        if tables > (256u128 << 20).max(2 * described) {
+            return Err(Error::Layout(format!(
+                "the layout spans pfns up to {max_pfn:#x} but describes only {described:#x} \
+                 pages of memory: its section and pageblock tables would need {tables} bytes \
+                 (memscan's tables cover the whole address span); refused"
+            )));
+        }
+        let mut store = PageStore::new(g, max_pfn)?;
         let pps = g.pages_per_section();
         let nr_nodes = all_nids(spec).max().map_or(1, |n| n as usize + 1);
 

@@ -406,7 +406,7 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
             })
         })
         .collect();
-    m.store.densify_many(&todo);
+    m.store.densify_many(&todo)?;
     let mut chunks = std::mem::take(m.store.chunks_mut());
     let store: &PageStore = &m.store;
     let mref: &Machine = m;

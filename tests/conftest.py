@@ -1,8 +1,21 @@
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import memscan
+
+# hypothesis keeps its example database and caches outside the checkout, so the suite runs
+# from a read-only copy (and leaves no .hypothesis/ behind)
+set_hypothesis_home_dir(
+    os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        "memscan",
+        "hypothesis",
+    )
+)
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -198,3 +198,120 @@ def test_snapshot_sysfs_member_past_the_cap_is_refused(tmp_path):
     tb = _tar_of(tree, tmp_path / "s.tar.gz", extra)
     with pytest.raises(ParseError, match="memory0/extra"):
         memscan.Machine.from_snapshot(tb)
+
+
+def _layout(start, size, block_size=None, **geometry):
+    d = {"arch": "x86_64", "ranges": [{"start": start, "size": size, "kind": "ram"}]}
+    if block_size is not None:
+        d["block_size"] = block_size
+    if geometry:
+        d["geometry"] = geometry
+    return d
+
+
+@pytest.mark.parametrize(
+    "layout, error, problem",
+    [
+        # a power of two that passed validation and then could not be allocated (SIGABRT)
+        (_layout(0, "1G", block_size=2**63), memscan.GeometryError, "larger than 1 TiB"),
+        # one page below 4 PiB: the address span, not the RAM, would set the cost
+        (_layout((1 << 52) - (2 << 30), "4K"), memscan.LayoutError, "describes only 0x1 pages"),
+        (
+            _layout((1 << 52) - (2 << 30), "4K", pageblock_order=0),
+            memscan.LayoutError,
+            "would need",
+        ),
+        (
+            _layout(1 << 40, "4K", section_size_bits=13, pageblock_order=0, max_order=1),
+            memscan.LayoutError,
+            "would need",
+        ),
+    ],
+)
+def test_layouts_whose_tables_cannot_be_built_are_refused_not_aborted(layout, error, problem):
+    with pytest.raises(error, match=problem):
+        memscan.Machine.from_layout(layout)
+
+
+def test_populate_beyond_this_machines_memory_is_a_memory_error():
+    """A fully dense machine needs a byte per page (64 TiB: 16 GiB): more than this
+    machine's RAM is refused before allocating, as MemoryError, never an abort."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    size = 1 << (2 * 4096 * total).bit_length()  # page bytes: more than twice this RAM
+    if size > 1 << 52:
+        pytest.skip(f"this machine's RAM ({total} bytes) is more than any modeled machine needs")
+    m = memscan.Machine.synthetic(f"{size >> 40}T")
+    with pytest.raises(MemoryError, match="dense page bytes need"):
+        m.populate("idle")
+    assert isinstance(memscan.ModelMemoryError("x"), memscan.MemscanError)
+
+
+def test_write_pages_refuses_what_it_would_cast():
+    m = memscan.Machine.from_iomem(IOMEM, block_size="128M")
+    with pytest.raises(memscan.ArgumentError, match="value 300 is not a page byte"):
+        m.write_pages(0x1000, np.array([1, 300]))
+    with pytest.raises(memscan.ArgumentError, match="value -1 is not a page byte"):
+        m.write_pages(0x1000, np.array([-1]))
+    with pytest.raises(memscan.ArgumentError, match=r"shape \(2, 2\)"):
+        m.write_pages(0x1000, np.zeros((2, 2), dtype=np.uint8))
+    with pytest.raises(memscan.ArgumentError, match="dtype float64"):
+        m.write_pages(0x1000, np.array([1.5]))
+    with pytest.raises(memscan.PfnRangeError, match="negative"):
+        m.write_pages(-1, np.array([1], dtype=np.uint8))
+    with pytest.raises(memscan.NoSuchBlockError, match="negative"):
+        m.removable(-3)
+    with pytest.raises(memscan.ArgumentError, match="want an integer"):
+        m.page(3.7)
+    m.write_pages(0x1000, np.array([1, 255]))  # a list of ints in range is fine
+    assert m.page_bytes(0x1000, 2).tolist() == [1, 255]
+
+
+def test_populate_under_a_memory_limit_is_a_memory_error_not_an_abort(tmp_path):
+    """Under RLIMIT_AS the page-byte allocations fail: MemoryError, not SIGABRT (run in a
+    child process, so the limit is its own)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, memscan\n"
+        "m = memscan.Machine.synthetic('8T')\n"  # 2 GiB of page bytes when populated
+        "import os\n"
+        "vm = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (512 << 20), vm + (512 << 20)))\n"
+        "try:\n"
+        "    m.populate('idle')\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError', type(e).__name__, e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("MemoryError ModelMemoryError"), r.stdout + r.stderr[-500:]
+    assert "allocating" in r.stdout and "failed" in r.stdout
+
+
+def test_kpageflags_compound_runs_stop_at_an_offline_block(tmp_path):
+    """fs/proc/page.c reports only online memmap (pfn_to_online_page): a compound run that
+    reaches into an offline block is not written into that block's pages."""
+    from memscan.kpageflags import KPF
+
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "x86_64",
+            "block_size": "128M",
+            "ranges": [{"start": 4096, "size": (1 << 30) - 4096, "kind": "ram"}],
+            "offline_blocks": [3],
+        }
+    )
+    ppb = m.geometry.pages_per_block
+    before = m.page_bytes(3 * ppb, 512).tolist()
+    words = np.zeros(4 * ppb, dtype="<u8")
+    head = 3 * ppb - 256  # a 2 MiB THP whose second half lies in block 3
+    thp = (1 << KPF["THP"]) | (1 << KPF["MMAP"]) | (1 << KPF["ANON"])
+    words[head] = (1 << KPF["COMPOUND_HEAD"]) | (1 << KPF["LRU"]) | thp
+    words[head + 1 : head + 512] = (1 << KPF["COMPOUND_TAIL"]) | thp
+    f = tmp_path / "kpageflags"
+    f.write_bytes(words.tobytes())
+    m.import_kpageflags(f)
+    assert m.page_bytes(3 * ppb, 512).tolist() == before  # the offline block is untouched
+    tails = m.page_bytes(head + 1, 255)
+    assert set((tails & 0xF).tolist()) == {int(memscan.PageKind.THP_TAIL)}

@@ -32,5 +32,10 @@ class ArgumentError(MemscanError, ValueError):
     """A bad argument to a model call (unknown kernel, bad workload knob, ...)."""
 
 
+class ModelMemoryError(MemscanError, MemoryError):
+    """The model would need more memory than can be allocated; the message says how much
+    and for what. Raised before allocating where the size is known in advance."""
+
+
 class InternalError(MemscanError, RuntimeError):
     """A bug in memscan (a Rust panic caught at the boundary). Please report it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -9,12 +10,32 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ._core import X86_VMEMMAP_BASE
-from .errors import ArgumentError, ParseError
+from .errors import ArgumentError, NoSuchBlockError, ParseError, PfnRangeError
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
 from .sizes import SizeLike, parse_size
 from .sources import Layout, layout_from_iomem, load_layout, seed_layout, synthetic_layout
 from .workload import Workload
+
+
+def _nonneg(value: Any, what: str, error: type) -> int:
+    """An integer argument (a Python or numpy integer: no float or string cast), >= 0."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ArgumentError(f"{what} {value!r}: want an integer") from None
+    if v < 0:
+        raise error(f"{what} {v}: negative")
+    return v
+
+
+def _pfn(value: Any, what: str = "pfn") -> int:
+    return _nonneg(value, what, PfnRangeError)
+
+
+def _block(value: Any) -> int:
+    return _nonneg(value, "block", NoSuchBlockError)
+
 
 #: Blocks per native call in ``scan``: between calls Ctrl-C is seen and progress advances.
 SCAN_CHUNK = 512
@@ -358,7 +379,7 @@ class Machine:
 
     def set_block_state(self, block: int, state: str) -> None:
         """Set a block's state by its sysfs name (online, offline, going-offline)."""
-        self._core.set_block_state(int(block), state)
+        self._core.set_block_state(_block(block), state)
 
     def block_range(self, block: int) -> tuple:
         """Physical [start, end] (inclusive) of a block."""
@@ -402,26 +423,43 @@ class Machine:
     def pages(self, block: int) -> np.ndarray:
         """Read-only numpy view of a block's page bytes (no copy; kept alive by this machine).
         Kind = ``v & 0xF``, field = ``v >> 4``."""
-        return self._core.block_view(int(block))
+        return self._core.block_view(_block(block))
 
     def page(self, pfn: int) -> int:
-        return self._core.page(int(pfn))
+        return self._core.page(_pfn(pfn))
 
     def page_bytes(self, pfn: int, count: int) -> np.ndarray:
         """A copy of ``count`` page bytes from ``pfn``."""
-        return self._core.page_bytes(int(pfn), int(count))
+        return self._core.page_bytes(_pfn(pfn), _pfn(count, "count"))
 
     def set_pages(self, pfn: int, count: int, kind: Union[PageKind, int], field: int = 0) -> None:
         """Set ``count`` pages from ``pfn`` to ``kind`` (with its 4-bit field)."""
-        self._core.set_pages(int(pfn), int(count), page_byte(PageKind(kind), field))
+        self._core.set_pages(_pfn(pfn), _pfn(count, "count"), page_byte(PageKind(kind), field))
 
     def write_pages(self, pfn: int, values: np.ndarray) -> None:
-        """Write raw page bytes (a contiguous uint8 array) from ``pfn``."""
-        self._core.write_pages(int(pfn), np.ascontiguousarray(values, dtype=np.uint8))
+        """Write raw page bytes from ``pfn``: a 1-D array of integers 0..255 (kind in the low
+        4 bits, field in the high 4), written as uint8. Nothing is cast silently: floats,
+        2-D arrays and values outside 0..255 are refused.
+
+        Raises:
+            ArgumentError: not a 1-D integer array, or a value outside 0..255.
+            PfnRangeError: a negative ``pfn`` or a range outside the machine.
+        """
+        start = _pfn(pfn)
+        arr = np.asarray(values)
+        if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+            raise ArgumentError(
+                f"write_pages: values has shape {arr.shape} and dtype {arr.dtype}; want a 1-D "
+                "array of integers 0..255"
+            )
+        if arr.dtype != np.uint8 and len(arr) and (arr.min() < 0 or arr.max() > 255):
+            bad = int(arr[(arr < 0) | (arr > 255)][0])
+            raise ArgumentError(f"write_pages: value {bad} is not a page byte (0..255)")
+        self._core.write_pages(start, np.ascontiguousarray(arr, dtype=np.uint8))
 
     def set_migratetype(self, pfn: int, mt: Union[MigrateType, int]) -> None:
         """Set the migratetype of the pageblock holding ``pfn``."""
-        self._core.set_migratetype(int(pfn), int(MigrateType(mt)))
+        self._core.set_migratetype(_pfn(pfn), int(MigrateType(mt)))
 
     def kind_counts(self) -> Dict[str, int]:
         """Pages per kind over present sections."""
@@ -452,7 +490,7 @@ class Machine:
             NoSuchBlockError: the block id is out of range or has no directory.
             ArgumentError: an unknown kernel.
         """
-        d = self._core.removable(int(block), kernel)
+        d = self._core.removable(_block(block), kernel)
         return Removable(
             block=d["block"],
             kernel=kernel,
@@ -517,7 +555,7 @@ class Machine:
         Raises:
             NoSuchBlockError: no such memory block.
         """
-        d = dict(self._core.offline(int(block), kernel, bool(dry_run), int(patience_rounds)))
+        d = dict(self._core.offline(_block(block), kernel, bool(dry_run), int(patience_rounds)))
         d["fault"] = _fault(d["fault"])
         return Offline(kernel=kernel, **d)
 
@@ -528,7 +566,7 @@ class Machine:
         patience_rounds: int = 1000,
     ) -> List[Offline]:
         """Dry-run offline of every block (or ``blocks``) in one native call."""
-        ids = [int(b) for b in (self.blocks() if blocks is None else blocks)]
+        ids = [_block(b) for b in (self.blocks() if blocks is None else blocks)]
         d = self._core.offline_many(ids, kernel, int(patience_rounds))
         work = (
             "struct_pages_read",
@@ -645,7 +683,7 @@ class Machine:
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).
         Returns None on success, or the errno name the write returns."""
-        return self._core.online(int(block), online_type)
+        return self._core.online(_block(block), online_type)
 
     def valid_zones(self, block: int, kernel: str = "6.1") -> Optional[str]:
         """The text of ``memory<block>/valid_zones`` (without the newline), or None where the
@@ -657,7 +695,7 @@ class Machine:
         kills the reader (5.4/5.5 ``test_pages_in_a_zone`` reads ``page_zone()`` of one
         struct page per MAX_ORDER_NR_PAGES: a poisoned one BUGs on a debug kernel, as a real
         5.4.59 kernel does on the seed's shape)."""
-        d = self._core.valid_zones(int(block), kernel)
+        d = self._core.valid_zones(_block(block), kernel)
         return ValidZones(
             block=int(block), kernel=kernel, value=d["value"], fault=_fault(d["fault"])
         )
@@ -683,7 +721,11 @@ class Machine:
         """``is_mem_section_removable()`` called directly with any range (as powerpc's
         ``lmb_is_removable()`` did); an unaligned start reaches ``next_active_pageblock``'s
         BUG_ON."""
-        d = dict(self._core.is_mem_section_removable(int(start_pfn), int(nr_pages), kernel))
+        d = dict(
+            self._core.is_mem_section_removable(
+                _pfn(start_pfn, "start_pfn"), _pfn(nr_pages, "nr_pages"), kernel
+            )
+        )
         d["fault"] = _fault(d["fault"])
         return d
 

@@ -41,6 +41,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::NoSuchBlock { .. } => "NoSuchBlockError",
         Error::PfnRange { .. } => "PfnRangeError",
         Error::Argument(_) => "ArgumentError",
+        Error::Memory(_) => "ModelMemoryError",
         Error::Interrupted => return pyo3::exceptions::PyKeyboardInterrupt::new_err(()),
     };
     raise(py, name, e.to_string())

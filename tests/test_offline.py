@@ -178,6 +178,32 @@ def test_holes_by_version():
     )
 
 
+def test_holes_inside_a_zone_are_allocated_pages_up_to_5_6():
+    """memmap_init_zone() (v5.4.18, v5.5-rc5, v5.6.4) initialises every pfn of a zone span,
+    holes of present sections included: refcount 1, no flags, so has_unmovable_pages()
+    finds the hole. 6.1 marks holes PG_reserved and refuses them first ("memory holes").
+    The same shape on real kernels: tests/groundtruth/holes-5.4-* and holes-6.1-debian."""
+    iomem = (
+        "00001000-0009fbff : System RAM\n"
+        "00100000-5fffffff : System RAM\n"
+        "60000000-600fffff : Reserved\n"  # 1 MiB hole in DMA32, block 12
+        "60100000-bfffffff : System RAM\n"
+    )
+    m = memscan.Machine.from_iomem(iomem)
+    assert m.geometry.block_size == 128 << 20
+    for k in ("5.4", "5.5", "5.6-rc"):
+        assert m.removable(12, k).value == 0, k
+        assert m.removable(11, k).value == 1, k
+    o = m.offline(12, "5.4")  # no holes check in 5.4: isolation stops at the hole
+    assert (o.errno, o.reason, o.pfn) == ("EBUSY", "failure to isolate range", 0x60000)
+    for k in ("5.5", "5.6", "6.1"):
+        assert (m.offline(12, k).errno, m.offline(12, k).reason) == ("EINVAL", "memory holes")
+    assert m.removable(12, "6.1").value == 1
+    # the hole's struct page has its zone: valid_zones reads DMA32, not a zeroed page's DMA
+    assert m.valid_zones(12, "5.5") == "DMA32"
+    assert m.offline(11, "5.4").errno is None
+
+
 def test_going_offline_and_hotremove_and_arm64_notifier():
     m = tiny()
     m.set_block_state(32, "going-offline")

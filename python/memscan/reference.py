@@ -65,6 +65,12 @@ class Profile:
         return self.version in ("5.4", "5.5", "5.6-rc")
 
     def holes_zeroed(self) -> bool:
+        # zero_resv_unavail() in 5.4.18 and 5.5-rc5; 5.6-rc1 init_unavailable_mem(): reserved
+        return self.version in ("5.4", "5.5")
+
+    def holes_in_zone_initialised(self) -> bool:
+        # memmap_init_zone() walks each zone span, holes of present sections included
+        # (5.4.18, 5.5-rc5, 5.6.4); 6.1 walks memblock ranges only
         return self.version in ("5.4", "5.5", "5.6-rc", "5.6")
 
     def has_memory_holes_check(self) -> bool:
@@ -171,7 +177,10 @@ class Reference:
             return ("missing", 0, "", False)
         if k == K.UNINIT:
             return ("poisoned" if self.p.debug_vm else "garbage", 0, "", False)
-        if k == K.ZEROED and not (f == 1 and not self.p.holes_zeroed()):
+        if k == K.ZEROED and f != 1:
+            return ("valid", 0, "DMA", True)
+        if k == K.ZEROED and self.p.version != "6.1" and self.hole_as(pfn) != "in-use":
+            # zeroed (5.4/5.5) or initialised as node 0, zone 0, PG_reserved (5.6)
             return ("valid", 0, "DMA", True)
         sec = pfn >> self.s.pfn_section_shift
         zone = ZONE_NAMES[int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) >> 4]
@@ -243,6 +252,16 @@ class Reference:
             )
         raise self._missing(function, pfn)
 
+    def hole_as(self, pfn: int) -> str:
+        """A hole's struct page: "in-use" (inside a zone span, 5.4..5.6: refcount 1, no
+        flags), "zeroed" (5.4/5.5 elsewhere) or "reserved"."""
+        if self.p.holes_in_zone_initialised():
+            nid = int(self.s.section_nid[pfn >> self.s.pfn_section_shift])
+            for (n, z), (lo, hi) in self.s.zones.items():
+                if n == nid and z != "Device" and lo <= pfn < hi:
+                    return "in-use"
+        return "zeroed" if self.p.holes_zeroed() else "reserved"
+
     def zone_span(self, nid: int, zone: str) -> Tuple[int, int]:
         return self.s.zones.get((nid, zone), (0, 0))
 
@@ -299,8 +318,11 @@ class Reference:
                 )
             b = self._byte(check)
             k, f = b & 15, b >> 4
+            hole = self.hole_as(check) if (k == K.ZEROED and f == 1) else None
+            if hole == "in-use":
+                k = K.UNMOVABLE  # refcount 1, not LRU: found++ below
             # PageReserved(page)
-            if k == K.RESERVED or (k == K.ZEROED and f == 1 and not self.p.holes_zeroed()):
+            if k == K.RESERVED or hole == "reserved":
                 return (check, "unmovable page")
             # if (zone_idx(zone) == ZONE_MOVABLE) continue;
             if zone == "Movable":

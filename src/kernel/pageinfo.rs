@@ -2,7 +2,7 @@
 //! include/linux/mm.h, v5.5) and of its flags, with what they do on a struct page that was
 //! never initialised. Faults are results: the model reports what the kernel would do.
 
-use crate::kernel::profile::KernelProfile;
+use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::page::{field_of, kind, kind_of, ZoneType, ZEROED_HOLE};
 use crate::topology::{Machine, UninitMemmap};
 
@@ -64,6 +64,38 @@ pub enum Memmap {
     Missing,
 }
 
+/// What the struct page of a hole (a pfn of a present section that is not RAM, page byte
+/// `ZEROED` with field `ZEROED_HOLE`) holds under a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoleAs {
+    /// All zeroes: refcount 0, no flags, node 0 / zone DMA (`zero_resv_unavail`, <= 5.5).
+    Zeroed,
+    /// PG_reserved (`init_unavailable_mem`, 5.6; `init_unavailable_range`, 6.1).
+    Reserved,
+    /// An ordinary page of its zone with refcount 1 and no flags: `memmap_init_zone` reached
+    /// it (inside a zone span, 5.4..5.6; see `KernelProfile::holes_in_zone_initialised`).
+    InUse,
+}
+
+/// How the hole at `pfn` reads under `profile`. Zone spans are the machine's current ones
+/// (the boot spans unless an offline or online changed them).
+pub fn hole_as(m: &Machine, pfn: u64, profile: &KernelProfile) -> HoleAs {
+    if profile.holes_in_zone_initialised() {
+        let nid = m.store.section_meta(m.geometry.pfn_to_section(pfn)).nid;
+        if ZoneType::ALL
+            .iter()
+            .any(|&z| z != ZoneType::Device && m.zone_span(nid, z).spans(pfn))
+        {
+            return HoleAs::InUse;
+        }
+    }
+    if profile.holes_zeroed() {
+        HoleAs::Zeroed
+    } else {
+        HoleAs::Reserved
+    }
+}
+
 /// Classify the struct page of `pfn`.
 pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
     let b = m.store.page(pfn);
@@ -80,11 +112,23 @@ pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
                 zeroed: true,
             },
         },
-        kind::ZEROED if field_of(b) != ZEROED_HOLE || profile.holes_zeroed() => Memmap::Valid {
+        kind::ZEROED if field_of(b) != ZEROED_HOLE => Memmap::Valid {
             nid: 0,
             zone: ZoneType::Dma,
             zeroed: true,
         },
+        // a hole: zeroed (<= 5.5) or PG_reserved as node 0, zone 0 (5.6) unless
+        // memmap_init_zone() reached it; 6.1 gives it its node and zone
+        kind::ZEROED
+            if profile.version <= KernelVersion::V5_6
+                && hole_as(m, pfn, profile) != HoleAs::InUse =>
+        {
+            Memmap::Valid {
+                nid: 0,
+                zone: ZoneType::Dma,
+                zeroed: true,
+            }
+        }
         _ => Memmap::Valid {
             nid: m.store.section_meta(m.geometry.pfn_to_section(pfn)).nid,
             zone: m.store.pageblock_zone(pfn),

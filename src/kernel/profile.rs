@@ -114,10 +114,27 @@ impl KernelProfile {
         )
     }
 
-    /// Whether the memmap of holes in present sections is zeroed (v5.5/v5.6
-    /// `zero_resv_unavail()`) rather than initialised PG_reserved (`init_unavailable_range()`,
-    /// later kernels; verified in the source of both forms).
+    /// Whether the memmap of holes in present sections is zeroed (`zero_resv_unavail()`,
+    /// v5.4.18 and v5.5-rc5, up to max_pfn) rather than initialised PG_reserved as node 0,
+    /// zone 0 (`init_unavailable_mem()`, 4b094b7851bf, from v5.6-rc1: read in v5.6.4; 6.1
+    /// gives them their real node and zone). Holes inside a zone's span are then
+    /// re-initialised up to v5.6: see `holes_in_zone_initialised`.
     pub fn holes_zeroed(&self) -> bool {
+        self.version <= KernelVersion::V5_5
+    }
+
+    /// Whether a hole inside a zone's span gets an ordinary struct page at boot:
+    /// `memmap_init_zone()` (MEMMAP_EARLY) in v5.4.18, v5.5-rc5 and v5.6.4 walks every pfn
+    /// of the zone span and initialises each valid one (`__init_single_page`: refcount 1,
+    /// no flags, the zone's node and zone), holes of present sections included, after the
+    /// zeroing or PG_reserved pass above; nothing frees it, so it reads as an allocated
+    /// kernel page. 6.1's `memmap_init_zone_range()` walks memblock ranges only and marks the
+    /// holes between them PG_reserved. Checked on the real 5.4.59 kernel: the hole pfns
+    /// 0xbffda-0xbffff of a QEMU guest read kpagecount 0 (a zeroed struct page reads 1, its
+    /// _mapcount being 0) and no flags. Assumes DEFERRED_STRUCT_PAGE_INIT off (as the
+    /// ground-truth kernels): with it, holes in the deferred part of a node's last zone are
+    /// never initialised [U].
+    pub fn holes_in_zone_initialised(&self) -> bool {
         self.version <= KernelVersion::V5_6
     }
 

@@ -7,7 +7,7 @@
 //! else `found++` and unmovable once `found > count`.
 
 use crate::cost::ScanCost;
-use crate::kernel::pageinfo::{effective_byte, page_flags, Fault};
+use crate::kernel::pageinfo::{effective_byte, hole_as, page_flags, Fault, HoleAs};
 use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, LRU_BATCH, ZEROED_HOLE};
 use crate::sections::RunView;
@@ -59,7 +59,6 @@ pub fn has_unmovable_pages(
         return Ok(Some(unmovable(0, reason)));
     }
     let view = m.store.run(pfn, nr);
-    let holes_reserved = !profile.holes_zeroed();
     let skip_hwpoison = flags & MEMORY_OFFLINE != 0;
 
     // Fast path: a dense pageblock in which every page is passed over one by one (no skips,
@@ -95,9 +94,16 @@ pub fn has_unmovable_pages(
             // Poisoned (all flags set) on a DEBUG_VM kernel without PGFLAGS: PG_reserved.
             return Ok(Some(unmovable(iter, "unmovable page")));
         }
-        let k = kind_of(b);
-        let reserved = k == kind::RESERVED
-            || (k == kind::ZEROED && field_of(b) == ZEROED_HOLE && holes_reserved);
+        // a hole reads as its profile initialised it (pageinfo::hole_as): PG_reserved
+        // (5.6 outside zone spans), zeroed (5.4/5.5 outside them), or an allocated page
+        // with no flags (inside a zone span, 5.4..5.6): found++ below, unmovable
+        let hole = (kind_of(b) == kind::ZEROED && field_of(b) == ZEROED_HOLE)
+            .then(|| hole_as(m, p, profile));
+        let k = match hole {
+            Some(HoleAs::InUse) => kind::UNMOVABLE,
+            _ => kind_of(b),
+        };
+        let reserved = k == kind::RESERVED || hole == Some(HoleAs::Reserved);
         if reserved {
             return Ok(Some(unmovable(iter, "unmovable page")));
         }

@@ -3,7 +3,7 @@
 //! into a `Machine`.
 
 use crate::error::{Error, Result};
-use crate::geometry::Geometry;
+use crate::geometry::{Arch, Geometry};
 use crate::page::{kind, make, MigrateType, ZoneType, ZEROED_HOLE};
 use crate::sections::{Compact, PageStore, SEC_DEVICE, SEC_EARLY, SEC_ONLINE, SEC_PRESENT};
 
@@ -297,6 +297,20 @@ impl Machine {
         }
         for &(s, e) in &spec.reserved {
             store.set_pages(s, e - s, kind::RESERVED);
+        }
+        // x86: every hole below 1 MiB is memblock-reserved at boot (trim_low_memory_range
+        // reserves [0, 64K), reserve_bios_regions [EBDA, 1 MiB): arch/x86/kernel/setup.c and
+        // ebda.c, 5.4..6.1), and reserve_bootmem_region() (memblock_free_all, after every
+        // memmap pass) sets PG_reserved on them. A real 5.4.59 guest reads KPF_RESERVED at
+        // pfn 0 and 0x9f..0xff.
+        if g.arch == Arch::X86_64 {
+            let hole = make(kind::ZEROED, ZEROED_HOLE);
+            let low = (0x10_0000u64 >> g.page_shift).min(store.max_pfn);
+            for pfn in 0..low {
+                if store.page(pfn) == hole {
+                    store.set_pages(pfn, 1, kind::RESERVED);
+                }
+            }
         }
         for d in &spec.device {
             let uninit = d.uninit_pages.min(d.end - d.start);

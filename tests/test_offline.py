@@ -204,6 +204,29 @@ def test_holes_inside_a_zone_are_allocated_pages_up_to_5_6():
     assert m.offline(11, "5.4").errno is None
 
 
+def test_x86_holes_below_1mib_are_reserved():
+    """trim_low_memory_range() and reserve_bios_regions() memblock-reserve every hole below
+    1 MiB on x86 and reserve_bootmem_region() makes them PG_reserved (a real 5.4.59 guest
+    reads KPF_RESERVED at pfn 0 and 0x9f..0xff); holes elsewhere stay holes."""
+    from memscan.kpageflags import KPF
+
+    iomem = (
+        "00000000-00000fff : Reserved\n"
+        "00001000-0009efff : System RAM\n"
+        "0009f000-000fffff : Reserved\n"
+        "00100000-5fffffff : System RAM\n"
+        "60000000-600fffff : Reserved\n"
+        "60100000-bfffffff : System RAM\n"
+    )
+    m = memscan.Machine.from_iomem(iomem)
+    for pfn in (0, 0x9F, 0xA0, 0xFF):
+        assert m.page(pfn) & 0xF == PageKind.RESERVED, hex(pfn)
+    assert m.page(0x60000) & 0xF == PageKind.ZEROED  # the mid-RAM hole: a hole
+    assert m.page(0x100) & 0xF != PageKind.RESERVED  # RAM from 1 MiB
+    words = m._core.kpageflags_export(0, 0x101)
+    assert all(int(words[p]) >> KPF["RESERVED"] & 1 for p in (0, 0x9F, 0xFF))
+
+
 def test_going_offline_and_hotremove_and_arm64_notifier():
     m = tiny()
     m.set_block_state(32, "going-offline")
@@ -225,6 +248,11 @@ def test_valid_zones_online_and_offline_blocks():
     assert m.valid_zones(32, "5.5") == "Normal"
     assert m.valid_zones(32, "6.1") == "Normal"
     assert m.valid_zones(33, "5.5") == "Normal Movable"
+    # valid_zones_show(): only MEM_ONLINE shows the block's zone; going-offline lists the
+    # zones an online would pick, as offline does (v5.5-rc5, 6.1)
+    m.set_block_state(32, "going-offline")
+    for k in ("5.5", "6.1"):
+        assert m.valid_zones(32, k) == m.valid_zones(33, k), k
     with pytest.raises(memscan.NoSuchBlockError):
         m.valid_zones(40, "5.5")
     with pytest.raises(memscan.NoSuchBlockError):

@@ -1025,7 +1025,9 @@ pub fn valid_zones(
         ));
     }
     let g = m.geometry;
-    if state != BlockState::Offline {
+    // valid_zones_show() (v5.5-rc5, 6.1): only MEM_ONLINE reports the block's zone; every
+    // other state, going-offline included, lists the zones an online would choose
+    if state == BlockState::Online {
         let z = if is_v61(*profile) {
             cached_zone(m, block)
         } else {

@@ -10,7 +10,7 @@ use crate::cost::ScanCost;
 use crate::kernel::pageinfo::{effective_byte, hole_as, page_flags, Fault, HoleAs};
 use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, LRU_BATCH, ZEROED_HOLE};
-use crate::sections::RunView;
+use crate::sections::{Compact, RunView};
 use crate::topology::Machine;
 
 /// `MEMORY_OFFLINE` (v5.5; `SKIP_HWPOISON` before).
@@ -64,18 +64,28 @@ pub fn has_unmovable_pages(
     // Fast path: a dense pageblock in which every page is passed over one by one (no skips,
     // no stop) reads every struct page and finds nothing. The limit is the largest kind that
     // is passed over page by page (see page::kind).
-    if let RunView::Dense(bytes) = view {
-        let limit = if zone == ZoneType::Movable {
-            kind::LAST_MOVABLE_ZONE_SKIP
-        } else if skip_hwpoison {
-            kind::LAST_PLAIN_SKIP
-        } else {
-            kind::THP_TAIL
-        };
-        if max_kind(bytes) <= limit {
+    let limit = if zone == ZoneType::Movable {
+        kind::LAST_MOVABLE_ZONE_SKIP
+    } else if skip_hwpoison {
+        kind::LAST_PLAIN_SKIP
+    } else {
+        kind::THP_TAIL
+    };
+    match view {
+        RunView::Dense(bytes) if max_kind(bytes) <= limit => {
             cost.struct_pages_read += nr as u64;
             return Ok(None);
         }
+        // A uniform section (every page one byte, held compact): the same test in O(1),
+        // with the reads the page-by-page loop makes
+        RunView::Compact {
+            how: Compact::Uniform(b),
+            ..
+        } if kind_of(b) <= limit => {
+            cost.struct_pages_read += nr as u64;
+            return Ok(None);
+        }
+        _ => {}
     }
 
     let mut found: u32 = 0;
@@ -202,6 +212,26 @@ pub fn has_unmovable_pages_6_1(
     }
     let skip_offline = flags & MEMORY_OFFLINE != 0;
     let pbn = m.geometry.pageblock_nr_pages();
+    // A uniform section whose kind the loop passes one page at a time: O(1), same reads.
+    // (effective_byte only changes UNINIT pages, which are not passed.)
+    if let RunView::Compact {
+        how: Compact::Uniform(b),
+        ..
+    } = m.store.run(start, (end - start) as usize)
+    {
+        let k = kind_of(b);
+        let hole = k == kind::ZEROED && field_of(b) == ZEROED_HOLE;
+        let passed = if zone == ZoneType::Movable {
+            !matches!(k, kind::UNINIT | kind::NOMEMMAP | kind::RESERVED) && !hole
+        } else {
+            matches!(k, kind::FREE | kind::MOVABLE | kind::LRU | kind::PINNED)
+                || (k == kind::ZEROED && !hole)
+        };
+        if passed {
+            cost.struct_pages_read += end - start;
+            return Ok(None);
+        }
+    }
     let mut pfn = start;
     while pfn < end {
         cost.struct_pages_read += 1;

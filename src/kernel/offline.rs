@@ -669,7 +669,7 @@ pub fn offline_block(
         applied: false,
     };
     if !opts.dry_run {
-        commit_offline(m, block, &to_move, &isolated, &allowed);
+        commit_offline(m, block, &to_move, &isolated, &allowed, profile);
         out.applied = true;
     }
     Ok(out)
@@ -760,7 +760,14 @@ struct Move {
 /// Move migrated pages to free memory of the allowed nodes, then take the block offline:
 /// sections offline, memmap uninitialised (re-poisoned on DEBUG_VM), pageblocks left
 /// MIGRATE_ISOLATE, zone spans shrunk (`remove_pfn_range_from_zone()`).
-fn commit_offline(m: &mut Machine, block: u64, moves: &[Move], isolated: &[u64], allowed: &[u16]) {
+fn commit_offline(
+    m: &mut Machine,
+    block: u64,
+    moves: &[Move],
+    isolated: &[u64],
+    allowed: &[u16],
+    profile: &KernelProfile,
+) {
     let g = m.geometry;
     let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
     let mut targets = TargetAllocator::new(start, end, allowed);
@@ -790,12 +797,24 @@ fn commit_offline(m: &mut Machine, block: u64, moves: &[Move], isolated: &[u64],
     for &pb in isolated {
         m.store.set_migratetype(pb, MigrateType::Isolate);
     }
+    // What the offlined struct pages hold (every page was free and isolated):
+    // 5.4.18 __offline_isolated_pages sets PG_reserved on each; 5.5 ("mm/page_alloc.c: don't
+    // set pages PageReserved() when offlining") leaves them stale: refcount 0, PageBuddy cleared,
+    // their node and zone; from v5.6-rc1 remove_pfn_range_from_zone() also poisons them
+    // (page_init_poison, d33695b16a9f; a no-op without DEBUG_VM). Read in 5.4.18, 5.5-rc5,
+    // 5.6.4 and 6.1-rc6. (HWPoison pages keep their flag from 5.5 on; not kept here.)
+    let after = if profile.version == KernelVersion::V5_4 {
+        kind::RESERVED
+    } else if profile.version >= KernelVersion::V5_6Rc && profile.debug_vm {
+        kind::UNINIT
+    } else {
+        kind::FREE
+    };
     let spb = g.sections_per_block();
     for s in block * spb..(block + 1) * spb {
         if m.store.meta[s as usize].present() {
             m.store.meta[s as usize].flags &= !SEC_ONLINE;
-            m.store
-                .set_section_compact(s, Compact::Uniform(kind::UNINIT));
+            m.store.set_section_compact(s, Compact::Uniform(after));
         }
     }
     m.blocks[block as usize] = BlockState::Offline;

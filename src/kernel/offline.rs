@@ -669,7 +669,7 @@ pub fn offline_block(
         applied: false,
     };
     if !opts.dry_run {
-        commit_offline(m, block, &to_move, &isolated, &allowed, profile);
+        commit_offline(m, block, &to_move, &isolated, &allowed, *profile);
         out.applied = true;
     }
     Ok(out)
@@ -766,7 +766,7 @@ fn commit_offline(
     moves: &[Move],
     isolated: &[u64],
     allowed: &[u16],
-    profile: &KernelProfile,
+    profile: KernelProfile,
 ) {
     let g = m.geometry;
     let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));

@@ -344,7 +344,11 @@ def test_pseries_cmm_loaned_pages_in_5_5():
 
 
 @pytest.mark.parametrize("kernel", ["5.5", "6.1"])
-def test_s390_standby_memory_cannot_go_offline_again(kernel):
+def test_s390_standby_memory_goes_offline_again_once_onlined(kernel):
+    """s390 sclp_mem_notifier (v5.5-rc5): MEM_GOING_ONLINE assigns the block's storage
+    increments and clears their standby mark, MEM_OFFLINE sets it back; GOING_OFFLINE vetoes
+    (EPERM) only a block that still holds standby increments. An onlined standby block goes
+    offline again (the earlier assertion that it could not was the fidelity issue's item 2)."""
     # s390x: 256 MiB sections and blocks; block 3 is standby memory, added offline at boot.
     m = memscan.Machine.from_layout(
         {
@@ -354,10 +358,14 @@ def test_s390_standby_memory_cannot_go_offline_again(kernel):
         }
     )
     assert m.block_state(3) == memscan.BlockState.OFFLINE
+    assert m._core.standby_blocks() == [3]
     assert m.online(3, "online") is None
-    o = m.offline(3, kernel)
-    assert (o.errno, o.reason) == ("EPERM", "notifier failure") and "standby" in o.detail
-    assert m.offline(2, kernel).ok  # ordinary memory goes offline
+    assert m._core.standby_blocks() == []
+    assert m.offline(3, kernel).ok  # dry run: no veto
+    assert m.offline(3, kernel, dry_run=False).applied
+    assert m._core.standby_blocks() == [3]  # standby again
+    assert m.offline(2, kernel, dry_run=False).applied  # boot memory too becomes standby
+    assert sorted(m._core.standby_blocks()) == [2, 3]
 
 
 def test_free_hugetlb_pages_all_reserved_fail_to_dissolve():

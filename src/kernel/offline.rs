@@ -818,6 +818,10 @@ fn commit_offline(
         }
     }
     m.blocks[block as usize] = BlockState::Offline;
+    // s390 sclp_mem_notifier: MEM_OFFLINE unassigns the increments and marks them standby
+    if g.arch == Arch::S390x && !m.standby_blocks.contains(&block) {
+        m.standby_blocks.push(block);
+    }
     shrink_zone_spans(m, start, end);
     // init_per_zone_wmark_min() runs again after an offline
     m.min_free_pages = compute_min_free_pages(m);
@@ -1106,6 +1110,9 @@ pub fn online_block(m: &mut Machine, block: u64, online_type: &str) -> Result<Op
         }
     }
     m.blocks[block as usize] = BlockState::Online;
+    // s390 sclp_mem_notifier (v5.5-rc5): MEM_GOING_ONLINE assigns the block's storage
+    // increments and clears their standby mark, so an onlined standby block is not vetoed
+    m.standby_blocks.retain(|&b| b != block);
     if let Some(n) = m.nodes.get_mut(nid as usize) {
         n.online = true;
     }

@@ -44,7 +44,10 @@ pub fn has_unmovable_pages(
     let unmovable = |iter: usize, reason: &'static str| Unmovable {
         pfn: pfn + iter as u64,
         reason,
-        movable_zone_warning: zone == ZoneType::Movable,
+        // WARN_ON_ONCE(zone_idx(zone) == ZONE_MOVABLE) at the `unmovable:` label in 5.4.18
+        // and 5.5-rc5; 5.6.4 moved it into set_migratetype_isolate()'s failure branch (not on
+        // this path; taken as from 5.6-rc1 [U]), 6.1 has none
+        movable_zone_warning: zone == ZoneType::Movable && profile.version <= KernelVersion::V5_5,
     };
     // is_migrate_cma_page() reads the pageblock bitmap (mem_section usemap), no struct page.
     if m.store.migratetype(pfn) == MigrateType::Cma {

@@ -321,6 +321,8 @@ class Reference:
             hole = self.hole_as(check) if (k == K.ZEROED and f == 1) else None
             if hole == "in-use":
                 k = K.UNMOVABLE  # refcount 1, not LRU: found++ below
+            if k == K.OFFLINE and self.s.arch == "ppc64" and self.p.version != "5.4":
+                k = K.MOVABLE  # pseries CMM balloon page: __PageMovable
             # PageReserved(page)
             if k == K.RESERVED or hole == "reserved":
                 return (check, "unmovable page")
@@ -655,7 +657,10 @@ class OfflineReference(Reference):
             if found is None:
                 return self._fail("EINVAL", "multizone range")
             zone = found
-        cmm = self.s.arch == "ppc64" and self.p.version in ("5.4", "5.5")
+        # pseries CMM: the isolate notifier in 5.4.18; balloon compaction from 5.5 (its
+        # pages __PageMovable: passed by has_unmovable_pages, migrated)
+        cmm = self.s.arch == "ppc64" and self.p.version == "5.4"
+        balloon = self.s.arch == "ppc64" and self.p.version != "5.4"
         # start_isolate_page_range()
         nr = 1 << self.s.pageblock_order
         pbs = list(range(start, end, nr))
@@ -736,7 +741,11 @@ class OfflineReference(Reference):
             k, f = b & 15, b >> 4
             any_zone = self._zone_of(pfn) == "Movable"
             huge = None
-            if k in (K.LRU, K.MOVABLE) or (k == K.UNMOVABLE and f == LRU_BATCH):
+            if (
+                k in (K.LRU, K.MOVABLE)
+                or (k == K.UNMOVABLE and f == LRU_BATCH)
+                or (k == K.OFFLINE and balloon)
+            ):
                 need = 1
             elif k == K.THP_HEAD:
                 need, any_zone = 1 << f, True

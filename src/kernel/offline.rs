@@ -23,7 +23,8 @@ use crate::geometry::Arch;
 use crate::kernel::pageinfo::{page_zone, Fault};
 use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::kernel::unmovable::{
-    has_unmovable_pages, has_unmovable_pages_6_1, MEMORY_OFFLINE, REPORT_FAILURE,
+    cmm_balloon_movable, has_unmovable_pages, has_unmovable_pages_6_1, MEMORY_OFFLINE,
+    REPORT_FAILURE,
 };
 use crate::page::{field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
 use crate::sections::{Compact, SEC_ONLINE};
@@ -211,9 +212,10 @@ pub fn cached_zone(m: &Machine, block: u64) -> Option<(u16, ZoneType)> {
     }
 }
 
-/// v5.5 pseries: `memory_isolate_notify(MEM_ISOLATE_COUNT)` reaches the CMM balloon, which
+/// 5.4 pseries: `memory_isolate_notify(MEM_ISOLATE_COUNT)` reaches the CMM balloon, which
 /// reports the pages it has loaned in the pageblock (modeled as its PG_offline pages); they are
-/// passed to `has_unmovable_pages()` as `count`. The notifier was removed in v5.6.
+/// passed to `has_unmovable_pages()` as `count`. v5.5-rc5 has no such notifier: CMM uses
+/// balloon compaction (see `unmovable::cmm_balloon_movable`).
 fn cmm_isolate_count(m: &Machine, profile: KernelProfile, pb: u64) -> u32 {
     if !cmm_notifier(m, profile) {
         return 0;
@@ -224,10 +226,11 @@ fn cmm_isolate_count(m: &Machine, profile: KernelProfile, pb: u64) -> u32 {
         .count() as u32
 }
 
-/// Whether the pseries CMM balloon's memory notifiers are registered (ppc64, 5.4 and v5.5
-/// as modeled; the fidelity issue's item 3, balloon compaction in 5.5, is not yet checked).
+/// Whether the pseries CMM balloon's memory notifiers are registered: 5.4.18 cmm.c
+/// registers the isolate notifier (and gives its pages back in MEM_GOING_OFFLINE); v5.5-rc5
+/// does not (read in both).
 fn cmm_notifier(m: &Machine, profile: KernelProfile) -> bool {
-    m.geometry.arch == Arch::Ppc64 && profile.version <= KernelVersion::V5_5
+    m.geometry.arch == Arch::Ppc64 && profile.version == KernelVersion::V5_4
 }
 
 /// What blocks migration of a page, if anything.
@@ -245,11 +248,24 @@ enum Movability {
     OfflineReferenced,
 }
 
-fn movability(m: &Machine, b: u8, zone: ZoneType, v61: bool, cmm: bool) -> Movability {
+fn movability(
+    m: &Machine,
+    b: u8,
+    zone: ZoneType,
+    v61: bool,
+    cmm: bool,
+    balloon: bool,
+) -> Movability {
     let movable_src = zone == ZoneType::Movable;
     match kind_of(b) {
-        // CMM's MEM_GOING_OFFLINE notifier gives its loaned pages in the range back.
+        // CMM's MEM_GOING_OFFLINE notifier gives its loaned pages in the range back (5.4).
         kind::OFFLINE if cmm => Movability::Nothing,
+        // 5.5+ pseries: CMM pages are balloon pages (__PageMovable): scan_movable_pages()
+        // finds them and balloon_page_migrate() moves them
+        kind::OFFLINE if balloon => Movability::Migrate {
+            pages: 1,
+            any_zone: movable_src,
+        },
         // an LRU page still in a per-CPU batch is PG_lru again after the loop's
         // lru_add_drain_all(), which runs before scan_movable_pages() in every version
         kind::LRU | kind::MOVABLE => Movability::Migrate {
@@ -576,10 +592,11 @@ pub fn offline_block(
     // nodes, read section by section only as far as the moves need (a pool that covers every
     // move gives the same answer as the whole machine's).
     let cmm = cmm_notifier(m, *profile);
+    let balloon = cmm_balloon_movable(m, profile);
     let cands: Vec<(u64, u8, Movability)> = (start..end)
         .filter_map(|pfn| {
             let b = m.store.page(pfn);
-            let mv = movability(m, b, m.store.pageblock_zone(pfn), v61, cmm);
+            let mv = movability(m, b, m.store.pageblock_zone(pfn), v61, cmm, balloon);
             (mv != Movability::Nothing).then_some((pfn, b, mv))
         })
         .collect();

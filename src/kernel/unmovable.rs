@@ -18,6 +18,13 @@ pub const MEMORY_OFFLINE: u32 = 0x1;
 /// `REPORT_FAILURE`.
 pub const REPORT_FAILURE: u32 = 0x2;
 
+/// pseries CMM from v5.5 (fe030c9b85e6 series; no isolate notifier in v5.5-rc5): its loaned
+/// pages (modeled PG_offline) are balloon pages with `__PageMovable` (BALLOON_COMPACTION,
+/// selected by default), so has_unmovable_pages() passes them and offline migrates them.
+pub fn cmm_balloon_movable(m: &Machine, profile: &KernelProfile) -> bool {
+    m.geometry.arch == crate::geometry::Arch::Ppc64 && profile.version >= KernelVersion::V5_5
+}
+
 /// Why a pageblock is unmovable: the pfn `dump_page()` would show and the reason string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unmovable {
@@ -63,6 +70,7 @@ pub fn has_unmovable_pages(
     }
     let view = m.store.run(pfn, nr);
     let skip_hwpoison = flags & MEMORY_OFFLINE != 0;
+    let balloon = cmm_balloon_movable(m, profile);
 
     // Fast path: a dense pageblock in which every page is passed over one by one (no skips,
     // no stop) reads every struct page and finds nothing. The limit is the largest kind that
@@ -114,6 +122,7 @@ pub fn has_unmovable_pages(
             .then(|| hole_as(m, p, profile));
         let k = match hole {
             Some(HoleAs::InUse) => kind::UNMOVABLE,
+            _ if kind_of(b) == kind::OFFLINE && balloon => kind::MOVABLE,
             _ => kind_of(b),
         };
         let reserved = k == kind::RESERVED || hole == Some(HoleAs::Reserved);
@@ -278,6 +287,8 @@ pub fn has_unmovable_pages_6_1(
             // lru_cache_disable() in offline_pages() drained the per-CPU batches first
             kind::UNMOVABLE if field_of(b) == LRU_BATCH => {}
             kind::HWPOISON | kind::OFFLINE if skip_offline => {}
+            // pseries CMM balloon pages: __PageMovable
+            kind::OFFLINE if cmm_balloon_movable(m, profile) => {}
             _ => return Ok(Some(unmovable(pfn))),
         }
         pfn += 1;

@@ -57,3 +57,25 @@ def test_cli_layout_and_block_size(tmp_path, capsys):
     # Reserved sections only: no memory193 directory, so nobody reads their struct pages.
     assert d["block_size"] == 1 << 30 and d["faults"] == []
     assert 193 not in [b["block"] for b in d["blocks"]] and 192 in [b["block"] for b in d["blocks"]]
+
+
+def test_version_has_one_home(capsys):
+    """memscan --version, memscan.__version__ and the installed metadata all say Cargo.toml's
+    version (pyproject.toml takes it dynamically)."""
+    import importlib.metadata
+
+    import pytest
+
+    import memscan
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    installed = importlib.metadata.version("memscan")
+    assert (
+        capsys.readouterr().out.strip()
+        == f"memscan {installed}"
+        == f"memscan {memscan.__version__}"
+    )
+    cargo = (pathlib.Path(__file__).parents[1] / "Cargo.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', cargo, re.M).group(1) == installed

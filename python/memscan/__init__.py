@@ -29,7 +29,7 @@ from .machine import Fault, Geometry, Machine, Offline, Prediction, Removable, S
 from .sizes import human, parse_size
 from .workload import PRESETS, Workload
 
-__version__ = "0.1.0"
+__version__: str = _core.VERSION
 
 __all__ = [
     "ArgumentError",

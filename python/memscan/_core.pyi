@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 X86_VMEMMAP_BASE: int
+VERSION: str
 
 class CoreMachine:
     @staticmethod

@@ -305,6 +305,9 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"memscan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser(
         "report", help="what lsmem would show: pre-patch removable, faults, scan cost"

@@ -957,4 +957,8 @@ mod _core {
     /// base + 64 N): the one home of this constant for Rust and Python.
     #[pymodule_export]
     const X86_VMEMMAP_BASE: u64 = crate::kernel::pageinfo::X86_VMEMMAP_BASE;
+
+    /// The package version: Cargo.toml's, the one home (pyproject.toml takes it dynamically).
+    #[pymodule_export]
+    const VERSION: &str = env!("CARGO_PKG_VERSION");
 }

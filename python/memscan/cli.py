@@ -115,6 +115,51 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON instead of text")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import live
+
+    cmd = list(args.command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise MemscanError("run: give the command after --, e.g. memscan run -- lsmem")
+    m = _machine(args)
+    _populate(m, args)
+    r = live.run(m, args.kernel, cmd, kernel_time=args.kernel_time, capture=False)
+    if args.log:
+        with open(args.log, "w") as f:
+            for o in r["ops"]:
+                f.write(json.dumps(o, sort_keys=True) + "\n")
+    s = r["summary"]
+    ops = ", ".join(f"{n} {k}" for k, n in sorted(s["operations"].items())) or "none"
+    print(
+        f"memscan run: {cmd[0]} exited {r['returncode']}; kernel {s['kernel']}: {ops}; "
+        f"{s['struct_pages_read']:,} struct pages read, modeled kernel time "
+        f"{s['modeled_kernel_ms']:.3f} ms, {s['faults']} faults"
+        + (f", errors {' '.join(s['errors'])}" if s["errors"] else ""),
+        file=sys.stderr,
+    )
+    if r["dmesg"]:
+        print("modeled kernel log:\n" + r["dmesg"].rstrip(), file=sys.stderr)
+    return int(r["returncode"])
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from . import live
+
+    m = _machine(args)
+    _populate(m, args)
+    ops = live.LiveSysfs(m, args.kernel, kernel_time=args.kernel_time)
+    print(
+        f"serving the live memory sysfs of {m!r} (kernel {args.kernel}) on {args.mountpoint}; "
+        f"read it with: lsmem --sysroot {args.mountpoint}; Ctrl-C or umount to stop",
+        file=sys.stderr,
+    )
+    live.serve(ops, args.mountpoint)
+    print(json.dumps(ops.summary()), file=sys.stderr)
+    return 0
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     from .sources.snapshot import capture
 
@@ -343,6 +388,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier export in DIR whole (default: DIR must be empty or missing)",
     )
     ex.set_defaults(func=cmd_sysfs_export)
+    for name, helptext in (
+        (
+            "run",
+            "run a command (lsmem, chmem, an agent) against the live modeled sysfs, in a "
+            "private mount namespace: memscan run [machine] --kernel K -- CMD ARGS",
+        ),
+        ("mount", "serve the live modeled sysfs on MOUNTPOINT (lsmem --sysroot MOUNTPOINT)"),
+    ):
+        lp = sub.add_parser(name, help=helptext)
+        if name == "mount":
+            lp.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory")
+        _add_source_args(lp)
+        lp.add_argument("--kernel", default="5.5+debug", help="modeled kernel (default 5.5+debug)")
+        lp.add_argument(
+            "--kernel-time",
+            action="store_true",
+            help="each operation also takes its modeled kernel time in wall time",
+        )
+        if name == "run":
+            lp.add_argument("--log", metavar="FILE", help="write the operations log (JSON lines)")
+            lp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+            lp.set_defaults(func=cmd_run)
+        else:
+            lp.set_defaults(func=cmd_mount)
     cp = sub.add_parser("capture", help="save a read-only snapshot of this machine (one .tar.gz)")
     cp.add_argument("out", metavar="OUT")
     cp.add_argument("--json", action="store_true", help="print the snapshot's meta record as JSON")

@@ -1,0 +1,218 @@
+"""The live sysfs: unmodified util-linux lsmem and chmem (and a plain writer) run against a
+modeled machine through FUSE in a private mount namespace. Needs root, /dev/fuse, libfuse3,
+mfusepy, unshare, lsmem and chmem; .ci/run installs them and sets MEMSCAN_REQUIRE_LIVE=1, so
+there these tests fail rather than skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import memscan
+
+MISSING = [
+    what
+    for what, ok in (
+        ("root", os.geteuid() == 0),
+        ("/dev/fuse", os.path.exists("/dev/fuse")),
+        ("unshare", shutil.which("unshare") is not None),
+        ("lsmem", shutil.which("lsmem") is not None),
+        ("chmem", shutil.which("chmem") is not None),
+    )
+    if not ok
+]
+try:
+    import mfusepy  # noqa: F401
+except (ImportError, OSError) as e:  # OSError: libfuse3 missing
+    MISSING.append(f"mfusepy ({e})")
+if MISSING and os.environ.get("MEMSCAN_REQUIRE_LIVE"):
+    raise RuntimeError(f"MEMSCAN_REQUIRE_LIVE is set but {', '.join(MISSING)} missing")
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"missing: {', '.join(MISSING)}")
+
+from memscan import live  # noqa: E402
+
+COLS = "RANGE,SIZE,STATE,REMOVABLE,BLOCK,NODE,ZONES"
+
+
+def test_live_lsmem_prints_what_it_prints_on_the_exported_tree(tmp_path):
+    """lsmem with no --sysroot, in the sandbox, reads the model as it reads an export of it
+    (the faulting memory96 read fails: lsmem says "no" for it in both)."""
+    m = memscan.Machine.seed().populate("fragmented", seed=1)
+    m.export_sysfs(tmp_path, kernel="5.5+debug")
+    for args in (["-a", "-o", COLS], ["-J", "-a", "-o", COLS], []):
+        want = subprocess.run(
+            ["lsmem", "--sysroot", str(tmp_path), *args], capture_output=True, text=True
+        )
+        got = live.run(m, "5.5+debug", ["lsmem", *args])
+        assert got["returncode"] == want.returncode == 0
+        assert got["stdout"] == want.stdout, args
+    s = got["summary"]
+    assert s["faults"] == 1 and s["struct_pages_read"] > 0
+    assert "memory96/removable" in got["dmesg"] and "PagePoisoned" in got["dmesg"]
+
+
+def test_live_chmem_offlines_what_the_model_offlines():
+    """chmem -d -b writes offline to each block's state: the model's offline_pages runs for
+    real, chmem prints the kernel's errno for the ones that fail, and the machine's states
+    are those of the same offlines made directly on a twin."""
+    a = memscan.Machine.synthetic("16G").populate("fragmented", seed=3)
+    b = memscan.Machine.synthetic("16G").populate("fragmented", seed=3)
+    first = int(a.blocks()[0])
+    ids = list(range(first + 4, first + 12))
+    r = live.run(a, "6.1", ["chmem", "-d", "-b", f"{ids[0]}-{ids[-1]}"])
+    failed = []
+    for blk in ids:
+        o = b.offline(blk, "6.1", dry_run=False)
+        if not o.ok:
+            failed.append((blk, o.errno))
+    assert a.block_states().tolist() == b.block_states().tolist()
+    assert [o["block"] for o in r["ops"] if o["op"] == "offline"] == ids
+    for blk, err in failed:
+        msg = os.strerror(getattr(__import__("errno"), err))
+        assert f"Memory Block {blk} " in r["stderr"] and msg in r["stderr"], (blk, err)
+    assert (r["returncode"] == 0) == (not failed)
+
+
+def test_live_stores_answer_as_state_store_does():
+    """Bad strings EINVAL; offline of an offline block EINVAL; online_movable then reads
+    Movable in valid_zones; read-only attributes refuse to open for writing (EACCES) even for
+    root, as kernfs does."""
+    m = memscan.Machine.synthetic("16G")
+    blk = int(m.blocks()[-1])
+    d = f"/sys/devices/system/memory/memory{blk}"
+    code = f"""
+import os
+def w(name, text):
+    try:
+        fd = os.open("{d}/" + name, os.O_WRONLY)
+    except OSError as e:
+        return "open " + e.strerror
+    try:
+        os.write(fd, text.encode())
+        return "ok"
+    except OSError as e:
+        return e.strerror
+    finally:
+        os.close(fd)
+def r(name):
+    with open("{d}/" + name) as f:
+        return f.read().strip()
+print(w("state", "bogus"))
+print(w("online", "maybe"))
+print(w("state", "offline\\n"))
+print(r("state"), r("online"))
+print(w("state", "offline"))
+print(w("state", "online_movable"))
+print(r("state"), r("valid_zones"))
+print(w("removable", "1"))
+"""
+    r = live.run(m, "6.1", [sys.executable, "-c", code])
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["stdout"].splitlines() == [
+        "Invalid argument",
+        "Invalid argument",
+        "ok",
+        "offline 0",
+        "Invalid argument",
+        "ok",
+        "online Movable",
+        "open Permission denied",
+    ]
+    assert m.block_state(blk) == memscan.BlockState.ONLINE
+
+
+def test_the_sandbox_refuses_a_directory_that_is_not_the_live_mount(tmp_path):
+    """Before exec the sandbox checks that what the command will see is the FUSE mount; a
+    plain directory is refused and the command never runs."""
+    (tmp_path / "sys/devices/system/memory").mkdir(parents=True)
+    marker = tmp_path / "ran"
+    r = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-m",
+            "memscan.live",
+            str(tmp_path),
+            "--",
+            "touch",
+            str(marker),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 125 and "refusing" in r.stderr
+    assert not marker.exists()
+
+
+def test_a_write_in_the_sandbox_reaches_the_model_not_the_machine():
+    """The command sees the model's block size and blocks; a block that only the model has
+    (memory5120 and up: 640 GiB into the address space) goes offline in the model, and the
+    real /sys never has it (a write that escaped would fail with ENOENT, harmlessly)."""
+    real = "/sys/devices/system/memory"
+    before = sorted(os.listdir(real)) if os.path.isdir(real) else None
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "x86_64",
+            "block_size": "128M",
+            "ranges": [{"start": 640 << 30, "size": "1G", "kind": "ram"}],
+        }
+    )
+    blk = int(m.blocks()[0])
+    assert blk == 5120
+    code = (
+        "import os;"
+        f"print(open('{real}/block_size_bytes').read().strip());"
+        f"print(sorted(x for x in os.listdir('{real}') if x.startswith('memory'))[0]);"
+        f"open('{real}/memory{blk}/state', 'w').write('offline')"
+    )
+    r = live.run(m, "6.1", [sys.executable, "-c", code])
+    assert r["returncode"] == 0, r["stderr"]
+    assert r["stdout"].split() == ["8000000", f"memory{blk}"]
+    assert m.block_state(blk) == memscan.BlockState.OFFLINE
+    if before is not None:
+        assert sorted(os.listdir(real)) == before
+        assert not os.path.exists(f"{real}/memory{blk}")
+    # and the mount is gone afterwards
+    with open("/proc/self/mountinfo") as f:
+        assert "fuse.memscan" not in f.read()
+
+
+def test_memscan_run_cli_passes_the_commands_exit_code(tmp_path):
+    log = tmp_path / "ops.jsonl"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memscan",
+            "run",
+            "--synthetic",
+            "8G",
+            "--workload",
+            "idle",
+            "--kernel",
+            "5.5",
+            "--log",
+            str(log),
+            "--",
+            "lsmem",
+            "-b",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Memory block size:" in r.stdout
+    assert "memscan run: lsmem exited 0; kernel 5.5:" in r.stderr
+    ops = [json.loads(x) for x in log.read_text().splitlines()]
+    assert ops and all(o["op"] == "read" for o in ops)
+    assert sum(o["attr"] == "removable" for o in ops) == len(
+        memscan.Machine.synthetic("8G").blocks()
+    )

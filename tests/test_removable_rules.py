@@ -250,3 +250,16 @@ def test_poisoned_page_inside_a_pageblock_on_each_config():
     assert m.removable(32, "5.5+debug").fault.access == "PageReserved"
     r = m.removable(32, "5.5")
     assert r.value is None and r.fault.kind == "undefined"
+
+
+def test_direct_is_mem_section_removable_exists_as_the_kernel_has_it():
+    """5.4..5.6 have it (a stub returning false without MEMORY_HOTREMOVE, 5.6.4
+    memory_hotplug.h); 6.1 has none."""
+    m = lru_machine()
+    assert m.is_mem_section_removable(PFN0, SEC, "5.5")["value"] == 1
+    with pytest.raises(memscan.ArgumentError, match="does not exist in 6.1"):
+        m.is_mem_section_removable(PFN0, SEC, "6.1")
+    a = memscan.Machine.synthetic("4G", arch="arm64")  # no MEMORY_HOTREMOVE before 5.7
+    p0 = int(a.blocks()[0]) * a.geometry.pages_per_block
+    r = a.is_mem_section_removable(p0, a.geometry.pages_per_section, "5.5")
+    assert r["value"] == 0 and r["struct_pages_read"] == 0

@@ -719,8 +719,13 @@ class Machine:
         self, start_pfn: int, nr_pages: int, kernel: str = "5.5"
     ) -> Dict[str, Any]:
         """``is_mem_section_removable()`` called directly with any range (as powerpc's
-        ``lmb_is_removable()`` did); an unaligned start reaches ``next_active_pageblock``'s
-        BUG_ON."""
+        ``lmb_is_removable()`` did up to 5.6); an unaligned start reaches
+        ``next_active_pageblock``'s BUG_ON. Without CONFIG_MEMORY_HOTREMOVE (arm64 before
+        5.7) it is the stub that answers 0 without a scan.
+
+        Raises:
+            ArgumentError: a kernel that has no such function (6.1).
+        """
         d = dict(
             self._core.is_mem_section_removable(
                 _pfn(start_pfn, "start_pfn"), _pfn(nr_pages, "nr_pages"), kernel

@@ -219,8 +219,9 @@ class Reference:
                 "page_zone",
                 pfn,
                 "oops",
-                "Oops: NULL pointer dereference: NODE_DATA() of the poisoned node id "
-                f"(struct page {self._addr(pfn)})",
+                "Oops: unable to handle page fault or NULL pointer dereference (which one "
+                "depends on node_data[] past the last node): NODE_DATA() of the poisoned node "
+                f"id (struct page {self._addr(pfn)})",
             )
         if st == "garbage":
             raise KernelFault(

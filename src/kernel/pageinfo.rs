@@ -173,6 +173,10 @@ fn bug(m: &Machine, function: &'static str, access: &'static str, pfn: u64) -> F
     }
 }
 
+/// The oops of a `page_zone()` read of a poisoned struct page without DEBUG_VM_PGFLAGS.
+pub const POISONED_NODE_OOPS: &str = "unable to handle page fault or NULL pointer dereference \
+     (which one depends on node_data[] past the last node): NODE_DATA() of the poisoned node id";
+
 fn oops(m: &Machine, function: &'static str, access: &'static str, pfn: u64, why: &str) -> Fault {
     Fault {
         function,
@@ -210,14 +214,11 @@ pub fn page_zone(
         Memmap::Poisoned if profile.debug_vm_pgflags => {
             Err(bug(m, function, "page_zone -> page_to_nid", pfn))
         }
-        // All-ones flags give nid = NODES_MASK; NODE_DATA() of that node is NULL.
-        Memmap::Poisoned => Err(oops(
-            m,
-            function,
-            "page_zone",
-            pfn,
-            "NULL pointer dereference: NODE_DATA() of the poisoned node id",
-        )),
+        // All-ones flags give nid = NODES_MASK: NODE_DATA() indexes node_data[] past the
+        // last node, and the zone address built from what it finds is dereferenced. x86 then
+        // prints "BUG: kernel NULL pointer dereference" or "BUG: unable to handle page fault"
+        // depending on that value (NULL or not), which the model cannot know.
+        Memmap::Poisoned => Err(oops(m, function, "page_zone", pfn, POISONED_NODE_OOPS)),
         Memmap::Garbage => Err(oops(
             m,
             function,

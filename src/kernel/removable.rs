@@ -7,9 +7,9 @@
 //! later): `IS_ENABLED(CONFIG_MEMORY_HOTREMOVE)`, no memmap access.
 
 use crate::cost::ScanCost;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernel::pageinfo::{page_to_nid, page_zone, wrong, Fault, FaultKind};
-use crate::kernel::profile::KernelProfile;
+use crate::kernel::profile::{KernelProfile, KernelVersion};
 use crate::kernel::unmovable::{has_unmovable_pages, Unmovable, MEMORY_OFFLINE};
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType};
 use crate::topology::{BlockState, Machine};
@@ -236,6 +236,29 @@ pub fn is_mem_section_removable(
     };
     let r = scan.section(start_pfn, nr_pages);
     (r, scan.cost)
+}
+
+/// A direct call of `is_mem_section_removable()` (as powerpc's `lmb_is_removable()` made in
+/// 5.6.4): without CONFIG_MEMORY_HOTREMOVE it is the header's stub that returns false without
+/// a scan (include/linux/memory_hotplug.h, read in 5.6.4); 6.1-rc6 has no such function
+/// (lmb_is_removable() leaves the decision to device_offline()), so a 6.1 profile is refused.
+/// Removed after 5.6 (v5.7 by the fidelity issue [R]).
+pub fn is_mem_section_removable_call(
+    m: &Machine,
+    start_pfn: u64,
+    nr_pages: u64,
+    profile: &KernelProfile,
+) -> Result<(std::result::Result<bool, Fault>, ScanCost)> {
+    if profile.version > KernelVersion::V5_6 {
+        return Err(Error::Argument(format!(
+            "is_mem_section_removable() does not exist in {} (removed after 5.6)",
+            profile.version.name()
+        )));
+    }
+    if !profile.memory_hotremove {
+        return Ok((Ok(false), ScanCost::default()));
+    }
+    Ok(is_mem_section_removable(m, start_pfn, nr_pages, profile))
 }
 
 /// `removable` of each listed block, in order; `parallel` spreads blocks over rayon threads.

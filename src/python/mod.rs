@@ -855,9 +855,7 @@ impl CoreMachine {
         let (r, cost) = guard(py, || {
             m.check_pfn_range(start_pfn, nr_pages)?;
             let p = KernelProfile::parse(kernel, m.geometry.arch)?;
-            Ok(removable::is_mem_section_removable(
-                &m, start_pfn, nr_pages, &p,
-            ))
+            removable::is_mem_section_removable_call(&m, start_pfn, nr_pages, &p)
         })?;
         let d = PyDict::new(py);
         match r {

@@ -118,6 +118,9 @@ pub struct PageStore {
     chunks: Vec<Option<Box<[u8]>>>,
     /// Per pageblock: migratetype in the low nibble, zone type in the high nibble.
     pageblocks: Vec<u8>,
+    /// Bumped by every call that may change page bytes or pageblock bits: state derived
+    /// from the store (the offline model's target cursors) is valid while it is unchanged.
+    generation: u64,
 }
 
 impl PageStore {
@@ -169,7 +172,13 @@ impl PageStore {
             compact,
             chunks,
             pageblocks,
+            generation: 0,
         })
+    }
+
+    /// See the field: changes whenever the pages or pageblock bits may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn nr_sections(&self) -> u64 {
@@ -295,6 +304,7 @@ impl PageStore {
 
     /// Mutable access to the block's dense bytes (made dense first).
     pub fn block_pages_mut(&mut self, block: u64) -> &mut [u8] {
+        self.generation += 1;
         self.densify(block);
         self.chunks[block as usize].as_deref_mut().unwrap()
     }
@@ -302,6 +312,7 @@ impl PageStore {
     /// Set `count` pages from `pfn` to `value`; whole sections of a block without a chunk stay
     /// compact.
     pub fn set_pages(&mut self, pfn: u64, count: u64, value: u8) {
+        self.generation += 1;
         let g = self.geometry;
         let pps = g.pages_per_section();
         let end = (pfn + count).min(self.max_pfn);
@@ -323,6 +334,7 @@ impl PageStore {
 
     /// Write page bytes from `pfn` (one copy per section touched).
     pub fn write_pages(&mut self, pfn: u64, values: &[u8]) {
+        self.generation += 1;
         let g = self.geometry;
         let mut done = 0usize;
         while done < values.len() {
@@ -358,6 +370,7 @@ impl PageStore {
 
     /// Set a whole section's compact form (dense blocks get the bytes written instead).
     pub fn set_section_compact(&mut self, sec: u64, how: Compact) {
+        self.generation += 1;
         let g = self.geometry;
         let block = sec / g.sections_per_block();
         if self.is_dense(block) {
@@ -382,6 +395,7 @@ impl PageStore {
 
     /// Iterate mutably over the dense chunks of the given blocks (for parallel population).
     pub fn chunks_mut(&mut self) -> &mut Vec<Option<Box<[u8]>>> {
+        self.generation += 1;
         &mut self.chunks
     }
 
@@ -400,10 +414,12 @@ impl PageStore {
         ZoneType::from_u8(self.pageblock_bits(pfn) >> 4).unwrap_or(ZoneType::Normal)
     }
     pub fn set_migratetype(&mut self, pfn: u64, mt: MigrateType) {
+        self.generation += 1;
         let i = (pfn >> self.geometry.pageblock_order) as usize;
         self.pageblocks[i] = (self.pageblocks[i] & 0xf0) | mt as u8;
     }
     pub fn set_pageblock_zone(&mut self, pfn: u64, zone: ZoneType) {
+        self.generation += 1;
         let i = (pfn >> self.geometry.pageblock_order) as usize;
         self.pageblocks[i] = (self.pageblocks[i] & 0x0f) | ((zone as u8) << 4);
     }

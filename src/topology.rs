@@ -127,9 +127,26 @@ pub struct Machine {
     /// `min_free_kbytes` in pages, as `init_per_zone_wmark_min()` last computed it (boot,
     /// and after every online or offline).
     pub min_free_pages: u64,
+    /// The offline model's migration-target search state after its last commit (kernel
+    /// offline_pages() allocates from free lists, which do not restart at pfn 0: a commit
+    /// costs its block, not the machine). Valid while the store generation is the one saved.
+    pub target_cursors: Option<TargetCursors>,
     /// What a struct page that was never initialised holds when DEBUG_VM did not poison it
     /// (an input: the kernel leaves whatever the memory held).
     pub uninit_memmap: UninitMemmap,
+}
+
+/// Where the offline model's search for free target blocks stands (see
+/// `kernel::offline::TargetAllocator`): per pool (kernel zones, ZONE_MOVABLE) and request
+/// kind (order 0, higher order) a cursor behind which no usable free block is left, the pools
+/// and orders found empty, and the largest order the higher-order cursor served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCursors {
+    pub generation: u64,
+    pub allowed: Vec<u16>,
+    pub cursors: [[u64; 2]; 2],
+    pub exhausted: [[bool; 16]; 2],
+    pub max_order: [u32; 2],
 }
 
 /// The content of never-initialised struct pages on a kernel without DEBUG_VM.
@@ -472,6 +489,7 @@ impl Machine {
             },
             hugetlb_resv,
             min_free_pages: 0,
+            target_cursors: None,
             uninit_memmap: UninitMemmap::default(),
         })
         .map(|mut m| {

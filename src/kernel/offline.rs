@@ -28,7 +28,7 @@ use crate::kernel::unmovable::{
 };
 use crate::page::{field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
 use crate::sections::{Compact, SEC_ONLINE};
-use crate::topology::{write_free_range, BlockState, Machine, ZoneSpan};
+use crate::topology::{write_free_range, BlockState, Machine, TargetCursors, ZoneSpan};
 
 /// The errno a write to `memoryN/state` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,13 +593,24 @@ pub fn offline_block(
     // move gives the same answer as the whole machine's).
     let cmm = cmm_notifier(m, *profile);
     let balloon = cmm_balloon_movable(m, profile);
-    let cands: Vec<(u64, u8, Movability)> = (start..end)
-        .filter_map(|pfn| {
-            let b = m.store.page(pfn);
-            let mv = movability(m, b, m.store.pageblock_zone(pfn), v61, cmm, balloon);
-            (mv != Movability::Nothing).then_some((pfn, b, mv))
-        })
-        .collect();
+    // pageblock by pageblock over the block's bytes (one zone lookup per pageblock); free
+    // pages and buddy heads, the bulk of an offlinable block, need nothing
+    let pbn = g.pageblock_nr_pages();
+    let mut cands: Vec<(u64, u8, Movability)> = Vec::new();
+    for pb in (start..end).step_by(pbn as usize) {
+        let zone_of_pb = m.store.pageblock_zone(pb);
+        let run = m.store.run(pb, pbn as usize);
+        for i in 0..run.len() {
+            let b = run.get(i);
+            if matches!(kind_of(b), kind::FREE | kind::BUDDY) {
+                continue;
+            }
+            let mv = movability(m, b, zone_of_pb, v61, cmm, balloon);
+            if mv != Movability::Nothing {
+                cands.push((pb + i as u64, b, mv));
+            }
+        }
+    }
     let allowed = allowed_nodes(m, zone.0);
     // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
     let reserve = m.min_free_pages;
@@ -788,6 +799,15 @@ fn commit_offline(
     let g = m.geometry;
     let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
     let mut targets = TargetAllocator::new(start, end, allowed);
+    // pick up where the last commit's search stopped if nothing but commits changed the
+    // pages since: commits only take free pages, so what was used up stays used up
+    if let Some(t) = &m.target_cursors {
+        if t.generation == m.store.generation() && t.allowed.as_slice() == allowed {
+            targets.cursors = t.cursors;
+            targets.exhausted = t.exhausted;
+            targets.max_order = t.max_order;
+        }
+    }
     for mv in moves {
         let b = m.store.page(mv.pfn);
         let order = mv.pages.trailing_zeros();
@@ -842,6 +862,15 @@ fn commit_offline(
     shrink_zone_spans(m, start, end);
     // init_per_zone_wmark_min() runs again after an offline
     m.min_free_pages = compute_min_free_pages(m);
+    // the commit's own writes after the moves (isolation bits, the offlined memmap) free no
+    // target pages behind the cursors
+    m.target_cursors = Some(TargetCursors {
+        generation: m.store.generation(),
+        allowed: allowed.to_vec(),
+        cursors: targets.cursors,
+        exhausted: targets.exhausted,
+        max_order: targets.max_order,
+    });
 }
 
 /// Hands out free buddy blocks as migration targets: per zone class (Movable, kernel zones)
@@ -853,9 +882,13 @@ struct TargetAllocator {
     end: u64,
     allowed: Vec<u16>,
     cursors: [[u64; 2]; 2],
-    /// Pool and order found empty twice: empty for the rest of this commit (pages are only
-    /// taken, never freed, while it runs).
+    /// Pool and order found empty twice: empty for the rest of this commit and later ones
+    /// (pages are only taken, never freed, while commits run).
     exhausted: [[bool; 16]; 2],
+    /// Per pool, the largest order the higher-order cursor has served since it last started
+    /// at 0: behind it no free block of that order is left, but smaller ones may be, so a
+    /// request of a smaller order starts again from 0.
+    max_order: [u32; 2],
 }
 
 impl TargetAllocator {
@@ -866,6 +899,7 @@ impl TargetAllocator {
             allowed: allowed.to_vec(),
             cursors: [[0; 2]; 2],
             exhausted: [[false; 16]; 2],
+            max_order: [0; 2],
         }
     }
 
@@ -877,6 +911,13 @@ impl TargetAllocator {
             let (i, j) = (usize::from(movable), usize::from(order > 0));
             if self.exhausted[i][order as usize] {
                 continue;
+            }
+            if j == 1 && order < self.max_order[i] {
+                self.cursors[i][1] = 0;
+                self.max_order[i] = order;
+            }
+            if j == 1 {
+                self.max_order[i] = self.max_order[i].max(order);
             }
             for attempt in 0..2 {
                 if attempt == 1 {

@@ -109,7 +109,7 @@ impl RunView<'_> {
 }
 
 /// Page bytes and pageblock bits for every pfn below `max_pfn`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PageStore {
     pub geometry: Geometry,
     pub max_pfn: u64,

@@ -110,7 +110,7 @@ pub struct LayoutSpec {
 }
 
 /// The modeled machine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Machine {
     pub geometry: Geometry,
     pub store: PageStore,

@@ -115,3 +115,24 @@ def test_layout_offline_block_and_tiny_sizes():
     m = tiny(offline_blocks=[33])
     assert m.block_states()[33] == 2
     assert len(m.scan("5.5")) == 2
+
+
+def test_copy_is_independent_and_equal():
+    """Machine.copy(): the same pages, states and answers; changes to one never reach the
+    other (the trade-off study populates once and copies)."""
+    import numpy as np
+
+    a = memscan.Machine.synthetic("8G", block_size="128M").populate("movable-node", seed=4)
+    b = a.copy()
+    ids = a.blocks()
+    assert all(np.array_equal(a.pages(int(x)), b.pages(int(x))) for x in ids)
+    assert (
+        a.scan("5.5", progress=False).value.tolist() == b.scan("5.5", progress=False).value.tolist()
+    )
+    ok = [int(x) for x in ids if a.offline(int(x), "6.1").ok][:3]
+    assert ok
+    for x in ok:
+        assert b.offline(x, "6.1", dry_run=False).applied
+    assert all(a.block_state(x) == memscan.BlockState.ONLINE for x in ok)
+    assert all(b.block_state(x) == memscan.BlockState.OFFLINE for x in ok)
+    assert not np.array_equal(a.pages(ok[0]), b.pages(ok[0]))

@@ -228,6 +228,20 @@ class Machine:
         #: 57b552ba0b2f, 2010; still in 6.1), 0 when rzm is unknown, and 0 on every other arch.
         self.storage_increment: Optional[int] = None
 
+    def copy(self) -> Machine:
+        """An independent copy: its pages, pageblock bits and block states change apart from
+        this machine's (a populated machine copied is far cheaper than populated again).
+
+        Raises:
+            ModelMemoryError: the copy does not fit in memory.
+        """
+        import copy as _copy
+
+        c = Machine(self._core.copy(), self.layout, self.name)
+        for k in ("sysfs_removable", "sysfs_tree", "snapshot_info", "storage_increment"):
+            setattr(c, k, _copy.deepcopy(getattr(self, k)))
+        return c
+
     # -- constructors -----------------------------------------------------------------------
     @classmethod
     def from_layout_object(cls, layout: Layout) -> Machine:

@@ -659,6 +659,24 @@ impl CoreMachine {
         Ok(d)
     }
 
+    /// An independent deep copy of the machine (page bytes, pageblock bits, block states).
+    /// The allocation is fallible: a copy that does not fit is a ModelMemoryError.
+    fn copy(&self, py: Python<'_>) -> PyResult<CoreMachine> {
+        let need = self.read().store.memory_bytes();
+        guard(py, || {
+            let mut probe: Vec<u8> = Vec::new();
+            probe
+                .try_reserve_exact(need as usize)
+                .map_err(|_| Error::Memory(format!("copying the machine needs {need} bytes")))?;
+            drop(probe);
+            Ok(())
+        })?;
+        let m = py.detach(|| self.read().clone());
+        Ok(CoreMachine {
+            inner: RwLock::new(m),
+        })
+    }
+
     /// Write a memory sysfs tree under `root` from per-block values (see memscan.sysfs).
     /// `link_limit` stands in for the file system's limit on links per inode (tests).
     #[staticmethod]

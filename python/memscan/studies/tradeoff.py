@@ -70,7 +70,13 @@ def run_case(
         m.populate(workload, seed=seed)
         return m
 
+    # built and populated once; the clients that offline blocks take copies of it (twice the
+    # machine's memory at the peak; where a copy does not fit, they populate their own again)
     m = fresh()
+    try:
+        base: Any = m.copy()
+    except MemoryError:
+        base = None
     pred = m.predict(pre, post_kernel=post, offline_kernel=pre.replace("+debug", ""))
     conf = pred.confusion("pre")
     tp, fp, fn = conf["tp"], conf["fp"], conf["fn"]
@@ -89,12 +95,23 @@ def run_case(
         "offlineable_blocks": sum(1 for o in pred.offline if o.ok),
     }
     del pred
-    # One machine at a time, each client on a freshly populated one: predict() and lsmem only
-    # read (dry-run offlines), so the first client takes this machine as it is.
+    # Each client on the populated machine as it was: predict() and lsmem only read (dry-run
+    # offlines), so the first client takes this machine as it is, the others copies.
     rec["drmgr_pre"] = drmgr(m, pre, request_blocks, cost, seed=seed).to_dict()
     del m
-    rec["blind_post"] = blind(fresh(), post, request_blocks, cost, seed=seed).to_dict()
-    rec["chmem_post"] = chmem_size(fresh(), post, request_blocks, cost).to_dict()
+
+    def copy_or_fresh() -> Any:
+        if base is not None:
+            try:
+                return base.copy()
+            except MemoryError:
+                pass
+        return fresh()
+
+    rec["blind_post"] = blind(copy_or_fresh(), post, request_blocks, cost, seed=seed).to_dict()
+    last = base if base is not None else fresh()
+    rec["chmem_post"] = chmem_size(last, post, request_blocks, cost).to_dict()
+    del last
     d, b = rec["drmgr_pre"], rec["blind_post"]
     rec["hint_saves_ns"] = b["kernel_ns"] - d["kernel_ns"]
     rec["memscan_seconds"] = time.perf_counter() - started

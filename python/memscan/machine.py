@@ -26,6 +26,8 @@ def _nonneg(value: Any, what: str, error: type) -> int:
         raise ArgumentError(f"{what} {value!r}: want an integer") from None
     if v < 0:
         raise error(f"{what} {v}: negative")
+    if v >= 1 << 64:
+        raise error(f"{what} {v}: beyond any pfn or block id (2^64)")
     return v
 
 
@@ -35,6 +37,13 @@ def _pfn(value: Any, what: str = "pfn") -> int:
 
 def _block(value: Any) -> int:
     return _nonneg(value, "block", NoSuchBlockError)
+
+
+def _str(value: Any, what: str) -> str:
+    """A string argument (a kernel name, a state): anything else is refused, not cast."""
+    if not isinstance(value, str):
+        raise ArgumentError(f"{what} {value!r}: want a string")
+    return value
 
 
 #: Blocks per native call in ``scan``: between calls Ctrl-C is seen and progress advances.
@@ -382,10 +391,9 @@ class Machine:
         return np.nonzero(self._core.block_states())[0].astype(np.uint64)
 
     def block_state(self, block: int) -> BlockState:
+        block = _block(block)
         st = self._core.block_states()
-        if not 0 <= block < len(st):
-            from .errors import NoSuchBlockError
-
+        if not block < len(st):
             raise NoSuchBlockError(
                 f"memory block {block} does not exist (the machine has block ids 0..{len(st)})"
             )
@@ -393,7 +401,7 @@ class Machine:
 
     def set_block_state(self, block: int, state: str) -> None:
         """Set a block's state by its sysfs name (online, offline, going-offline)."""
-        self._core.set_block_state(_block(block), state)
+        self._core.set_block_state(_block(block), _str(state, "state"))
 
     def block_range(self, block: int) -> tuple:
         """Physical [start, end] (inclusive) of a block."""
@@ -448,7 +456,13 @@ class Machine:
 
     def set_pages(self, pfn: int, count: int, kind: Union[PageKind, int], field: int = 0) -> None:
         """Set ``count`` pages from ``pfn`` to ``kind`` (with its 4-bit field)."""
-        self._core.set_pages(_pfn(pfn), _pfn(count, "count"), page_byte(PageKind(kind), field))
+        try:
+            k = PageKind(kind)
+        except ValueError:
+            raise ArgumentError(f"set_pages: {kind!r} is not a page kind") from None
+        self._core.set_pages(
+            _pfn(pfn), _pfn(count, "count"), page_byte(k, _nonneg(field, "field", ArgumentError))
+        )
 
     def write_pages(self, pfn: int, values: np.ndarray) -> None:
         """Write raw page bytes from ``pfn``: a 1-D array of integers 0..255 (kind in the low
@@ -504,7 +518,7 @@ class Machine:
             NoSuchBlockError: the block id is out of range or has no directory.
             ArgumentError: an unknown kernel.
         """
-        d = self._core.removable(_block(block), kernel)
+        d = self._core.removable(_block(block), _str(kernel, "kernel"))
         return Removable(
             block=d["block"],
             kernel=kernel,
@@ -529,7 +543,9 @@ class Machine:
         released while Rust scans; Ctrl-C stops between chunks; a progress bar shows on a
         terminal unless ``progress=False``."""
         ids = self.blocks() if blocks is None else np.asarray(blocks, dtype=np.uint64)
-        self._core.scan([], kernel, False)  # refuse an unknown kernel even with no blocks
+        self._core.scan(
+            [], _str(kernel, "kernel"), False
+        )  # refuse an unknown kernel even with no blocks
         parts = []
         bar = Progress(len(ids), f"removable ({kernel})", enabled=progress)
         try:
@@ -569,7 +585,11 @@ class Machine:
         Raises:
             NoSuchBlockError: no such memory block.
         """
-        d = dict(self._core.offline(_block(block), kernel, bool(dry_run), int(patience_rounds)))
+        d = dict(
+            self._core.offline(
+                _block(block), _str(kernel, "kernel"), bool(dry_run), int(patience_rounds)
+            )
+        )
         d["fault"] = _fault(d["fault"])
         return Offline(kernel=kernel, **d)
 
@@ -581,7 +601,7 @@ class Machine:
     ) -> List[Offline]:
         """Dry-run offline of every block (or ``blocks``) in one native call."""
         ids = [_block(b) for b in (self.blocks() if blocks is None else blocks)]
-        d = self._core.offline_many(ids, kernel, int(patience_rounds))
+        d = self._core.offline_many(ids, _str(kernel, "kernel"), int(patience_rounds))
         work = (
             "struct_pages_read",
             "pageblocks_isolated",
@@ -697,7 +717,7 @@ class Machine:
     def online(self, block: int, online_type: str = "online") -> Optional[str]:
         """``echo <online_type> > memory<block>/state`` (online, online_kernel, online_movable).
         Returns None on success, or the errno name the write returns."""
-        return self._core.online(_block(block), online_type)
+        return self._core.online(_block(block), _str(online_type, "online_type"))
 
     def valid_zones(self, block: int, kernel: str = "6.1") -> Optional[str]:
         """The text of ``memory<block>/valid_zones`` (without the newline), or None where the
@@ -709,7 +729,7 @@ class Machine:
         kills the reader (5.4/5.5 ``test_pages_in_a_zone`` reads ``page_zone()`` of one
         struct page per MAX_ORDER_NR_PAGES: a poisoned one BUGs on a debug kernel, as a real
         5.4.59 kernel does on the seed's shape)."""
-        d = self._core.valid_zones(_block(block), kernel)
+        d = self._core.valid_zones(_block(block), _str(kernel, "kernel"))
         return ValidZones(
             block=int(block), kernel=kernel, value=d["value"], fault=_fault(d["fault"])
         )
@@ -742,7 +762,7 @@ class Machine:
         """
         d = dict(
             self._core.is_mem_section_removable(
-                _pfn(start_pfn, "start_pfn"), _pfn(nr_pages, "nr_pages"), kernel
+                _pfn(start_pfn, "start_pfn"), _pfn(nr_pages, "nr_pages"), _str(kernel, "kernel")
             )
         )
         d["fault"] = _fault(d["fault"])

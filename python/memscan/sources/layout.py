@@ -245,6 +245,27 @@ def _num(v: Any, what: str) -> int:
     return parse_size(v, what)
 
 
+def _int(v: Any, what: str, hi: int = (1 << 63) - 1) -> int:
+    """A non-negative integer field of a layout (no bool, float or string casts)."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise LayoutError(f"{what}: {v!r} is not an integer")
+    if not 0 <= v <= hi:
+        raise LayoutError(f"{what}: {v} is out of range 0..{hi}")
+    return v
+
+
+def _list(v: Any, what: str) -> List[Any]:
+    if not isinstance(v, list):
+        raise LayoutError(f"{what}: want a list, got {type(v).__name__}")
+    return v
+
+
+def _hstate(h: Any, what: str) -> Tuple[int, bool]:
+    if not isinstance(h, (list, tuple)) or len(h) != 2 or not isinstance(h[1], bool):
+        raise LayoutError(f"{what}: want [order, migration_supported (true/false)]")
+    return (_int(h[0], f"{what}[0]", 30), h[1])
+
+
 def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
     """A Layout from its dict form (see the module docstring)."""
     if not isinstance(d, dict):
@@ -266,7 +287,7 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
             f"{source}: unknown layout keys {sorted(unknown)} (known: {sorted(known)})"
         )
     ranges = []
-    for i, r in enumerate(d.get("ranges", [])):
+    for i, r in enumerate(_list(d.get("ranges", []), f"{source}: ranges")):
         where = f"{source}: ranges[{i}]"
         if not isinstance(r, dict) or "start" not in r or ("end" not in r and "size" not in r):
             raise LayoutError(f"{where}: needs start and end (exclusive) or size")
@@ -277,16 +298,22 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
             else start + _num(r["size"], f"{where}.size")
         )
         uninit = r.get("uninit")
+        kind = r.get("kind", "ram")
+        if not isinstance(kind, str):
+            raise LayoutError(f"{where}.kind: {kind!r} is not a string")
         ranges.append(
             Range(
                 start,
                 end,
-                str(r.get("kind", "ram")),
-                int(r.get("nid", 0)),
+                kind,
+                _int(r.get("nid", 0), f"{where}.nid", 1023),
                 None if uninit is None else _num(uninit, f"{where}.uninit"),
             )
         )
-    geometry = dict(d.get("geometry", {}))
+    g = d.get("geometry", {})
+    if not isinstance(g, dict):
+        raise LayoutError(f"{source}: geometry: want an object, got {type(g).__name__}")
+    geometry = {str(k): _int(v, f"{source}: geometry.{k}", 64) for k, v in g.items()}
     if "page_size" in d:
         ps = str(d["page_size"]).upper()
         if ps not in PAGE_SHIFTS:
@@ -295,8 +322,20 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
     zones = None
     if "zones" in d:
         zones = []
-        for z in d["zones"]:
-            zones.append((int(z["nid"]), str(z["zone"]), int(z["start_pfn"]), int(z["end_pfn"])))
+        for i, z in enumerate(_list(d["zones"], f"{source}: zones")):
+            where = f"{source}: zones[{i}]"
+            if not isinstance(z, dict) or not {"nid", "zone", "start_pfn", "end_pfn"} <= set(z):
+                raise LayoutError(f"{where}: needs nid, zone, start_pfn and end_pfn")
+            if not isinstance(z["zone"], str):
+                raise LayoutError(f"{where}.zone: {z['zone']!r} is not a zone name")
+            zones.append(
+                (
+                    _int(z["nid"], f"{where}.nid", 1023),
+                    z["zone"],
+                    _int(z["start_pfn"], f"{where}.start_pfn"),
+                    _int(z["end_pfn"], f"{where}.end_pfn"),
+                )
+            )
     return Layout(
         arch=str(d.get("arch", "x86_64")),
         ranges=ranges,
@@ -305,8 +344,14 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
         else _num(d["block_size"], f"{source}: block_size"),
         geometry=geometry,
         zones=zones,
-        offline_blocks=[int(b) for b in d.get("offline_blocks", [])],
-        hstates=[(int(h[0]), bool(h[1])) for h in d.get("hstates", [])],
+        offline_blocks=[
+            _int(b, f"{source}: offline_blocks[{i}]")
+            for i, b in enumerate(_list(d.get("offline_blocks", []), f"{source}: offline_blocks"))
+        ],
+        hstates=[
+            _hstate(h, f"{source}: hstates[{i}]")
+            for i, h in enumerate(_list(d.get("hstates", []), f"{source}: hstates"))
+        ],
         name=str(d.get("name", source)),
     )
 

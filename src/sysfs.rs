@@ -258,6 +258,7 @@ pub fn write_tree(
     block_size: u64,
     blocks: &[BlockFiles],
     link_limit: Option<u32>,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
     let mem = Dir::open(root, "sys/devices/system/memory")?;
     let mut values = Values::new(
@@ -341,6 +342,10 @@ pub fn write_tree(
         make_dirs(first)?;
     }
     for (c, (chunk, their_slots)) in chunks.iter().zip(&chunk_slots).enumerate() {
+        // between chunks of CHUNK blocks: Ctrl-C stops the export (the tree is left partial)
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         let (ahead, filled) = rayon::join(
             || chunks.get(c + 1).map_or(Ok(()), |next| make_dirs(next)),
             || {

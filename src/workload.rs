@@ -387,6 +387,18 @@ fn fill_pageblock(
 
 /// Rewrite the pages of online RAM with `w`, seeded by `seed`.
 pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
+    populate_cancellable(m, w, seed, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// `populate`, stopping with `Error::Interrupted` soon after `cancel` is set (checked per
+/// block); the machine is then partly populated.
+pub fn populate_cancellable(
+    m: &mut Machine,
+    w: &Workload,
+    seed: u64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
     w.validate(m)?;
     if w.movable_node {
         apply_movable_node(m);
@@ -428,6 +440,9 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
         .enumerate()
         .filter(|(b, c)| c.is_some() && todo.binary_search(&(*b as u64)).is_ok())
         .map(|(b, c)| {
+            if cancel.load(Ordering::Relaxed) {
+                return (b as u64, Vec::new());
+            }
             let bytes = c.as_deref_mut().expect("filtered on is_some");
             let b = b as u64;
             let base_pfn = g.block_to_pfn(b);
@@ -465,6 +480,9 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
         })
         .collect();
     *m.store.chunks_mut() = chunks;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
     for (_, mts) in results {
         for (pb, mt) in mts {
             m.store

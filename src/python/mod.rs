@@ -458,8 +458,9 @@ impl CoreMachine {
     #[pyo3(signature = (workload, seed))]
     fn populate(&self, py: Python<'_>, workload: &Bound<'_, PyDict>, seed: u64) -> PyResult<()> {
         let w = workload_from_dict(py, workload)?;
-        py.detach(|| guard_nopy(|| workload::populate(&mut self.write(), &w, seed)))
-            .map_err(|e| e.into_py(py))
+        interruptible(py, |cancel| {
+            workload::populate_cancellable(&mut self.write(), &w, seed, cancel)
+        })
     }
 
     fn kind_counts(&self) -> Vec<u64> {
@@ -701,12 +702,15 @@ impl CoreMachine {
                 },
             )
             .collect();
-        py.detach(|| {
-            guard_nopy(|| {
-                sysfs::write_tree(std::path::Path::new(&root), block_size, &files, link_limit)
-            })
+        interruptible(py, |cancel| {
+            sysfs::write_tree(
+                std::path::Path::new(&root),
+                block_size,
+                &files,
+                link_limit,
+                cancel,
+            )
         })
-        .map_err(|e| e.into_py(py))
     }
 
     /// ns per open + read + close of one attribute file (read-only; see memscan calibrate).
@@ -909,6 +913,51 @@ impl Detached {
                 format!("memscan internal error: {msg}"),
             ),
         }
+    }
+}
+
+/// Run long core work `f` on a worker thread without the GIL while this (the calling)
+/// thread looks for signals every 50 ms: Ctrl-C sets the flag `f` checks between its chunks,
+/// and `f` stops with `Error::Interrupted` (KeyboardInterrupt). Python only runs signal
+/// handlers in the main thread, which is why the work is not done on it.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&std::sync::atomic::AtomicBool) -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cancel = AtomicBool::new(false);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // a Receiver is not Sync; the Mutex lets the GIL-free closure borrow it
+    let done_rx = std::sync::Mutex::new(done_rx);
+    let out = std::thread::scope(|s| {
+        let cancel = &cancel;
+        let worker = s.spawn(move || {
+            let r = guard_nopy(|| f(cancel));
+            let _ = done_tx.send(());
+            r
+        });
+        loop {
+            let finished = py.detach(|| {
+                !matches!(
+                    done_rx
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv_timeout(std::time::Duration::from_millis(50)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                )
+            });
+            if finished {
+                break;
+            }
+            if py.check_signals().is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        worker.join()
+    });
+    match out {
+        Ok(r) => r.map_err(|e| e.into_py(py)),
+        Err(_) => Err(to_py(py, Error::Argument("worker thread died".into()))),
     }
 }
 

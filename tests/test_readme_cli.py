@@ -79,3 +79,23 @@ def test_version_has_one_home(capsys):
     )
     cargo = (pathlib.Path(__file__).parents[1] / "Cargo.toml").read_text()
     assert re.search(r'^version = "([^"]+)"', cargo, re.M).group(1) == installed
+
+
+def test_kernels_as_uname_names_them(capsys):
+    """`uname -r` strings are read as the profile parser reads versions; a captured machine
+    is reported under its own kernel; versions no profile models are refused by name."""
+    import pytest
+
+    import memscan
+
+    m = memscan.Machine.seed()
+    a = m.scan("5.5.10-200.fc31.x86_64+debug", progress=False)
+    b = m.scan("5.5+debug", progress=False)
+    assert a.value.tolist() == b.value.tolist() and len(a.faults) == len(b.faults) == 1
+    assert m.offline(40, "6.1.0-18-amd64").errno == m.offline(40, "6.1").errno
+    with pytest.raises(memscan.ArgumentError, match="5.10.0-28-amd64"):
+        m.removable(40, "5.10.0-28-amd64")
+    snap = pathlib.Path(__file__).parent / "groundtruth/offline-6.1-debian/snapshot.tar.xz"
+    assert main(["report", "--snapshot", str(snap), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kernel"] == "6.1.0-57-cloud-amd64"

@@ -65,11 +65,31 @@ def test_model_from_live_snapshot(snap):
 
 @needs_kpf
 def test_report_live_runs(capsys):
-    assert main(["report", "--live", "--json"]) == 0
+    """report --live models this machine's own kernel (uname -r) where a profile models it,
+    and otherwise says so and asks for --kernel (it never silently models another)."""
+    import platform
+
+    from memscan import Machine
+
+    release = platform.release()
+    try:
+        Machine.seed().scan(release, blocks=[], progress=False)
+        modeled = True
+    except memscan.ArgumentError:
+        modeled = False
+    rc = main(["report", "--live", "--json"])
+    if not modeled:
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert release in err and "--kernel" in err
+    else:
+        assert rc == 0
+        assert json.loads(capsys.readouterr().out)["kernel"] == release
+    assert main(["report", "--live", "--json", "--kernel", "6.1"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["extra"]["snapshot"]["kpageflags"]["pages"] > 0
-    assert d["workload"] == "none"
-    assert main(["report", "--live"]) == 0
+    assert d["workload"] == "none" and d["kernel"] == "6.1"
+    assert main(["report", "--live", "--kernel", "5.5"]) == 0
     assert "uncertain: kpagecount is the map count" in capsys.readouterr().out
 
 

@@ -58,6 +58,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     m = _machine(args)
     _populate(m, args)
     quiet = args.json or not sys.stderr.isatty()
+    if args.kernel is None:
+        # a captured machine is modeled under its own kernel (uname -r, read as the profile
+        # parser reads release strings); anything else under the seed's 5.5+debug
+        release = ((m.snapshot_info or {}).get("meta") or {}).get("kernel_release")
+        args.kernel = release or "5.5+debug"
+        if release:
+            try:
+                m.scan(release, blocks=[], progress=False)
+            except MemscanError as e:
+                raise MemscanError(
+                    f"the captured machine runs {release}, which memscan does not model ({e}); "
+                    "give --kernel to model it as a modeled kernel (6.1: today's offline path)"
+                ) from None
+            if not args.json:
+                print(f"memscan: modeling the captured machine's kernel {release}", file=sys.stderr)
     r = build_report(
         m,
         kernel=args.kernel,
@@ -360,8 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(r)
     r.add_argument(
         "--kernel",
-        default="5.5+debug",
-        help="pre-patch kernel: 5.5[.N], 5.6-rcN, each optionally +debug (default 5.5+debug, the seed's)",
+        default=None,
+        help="pre-patch kernel: 5.4[.N], 5.5[.N], 5.6-rcN, 5.6, 6.1 or a `uname -r` string such "
+        "as 6.1.0-18-amd64, each optionally +debug (default: a captured machine's own kernel, "
+        "else 5.5+debug, the seed's)",
     )
     r.add_argument("--post-kernel", default="5.6", help="post-patch kernel (default 5.6)")
     r.add_argument("-a", "--all", action="store_true", help="one line per block (lsmem -a)")

@@ -48,6 +48,34 @@ pub struct KernelProfile {
     pub memory_hotremove: bool,
 }
 
+/// The MAJOR.MINOR[.SUB][-rcN] at the start of a kernel release string (the rest, a
+/// distribution's build suffix after "-" or "+", is dropped).
+fn release_version(s: &str) -> &str {
+    let bytes = s.as_bytes();
+    let mut end = 0;
+    let mut dots = 0;
+    while end < bytes.len() {
+        match bytes[end] {
+            b'0'..=b'9' => end += 1,
+            b'.' if dots < 2 && end + 1 < bytes.len() && bytes[end + 1].is_ascii_digit() => {
+                dots += 1;
+                end += 1;
+            }
+            _ => break,
+        }
+    }
+    let rest = &s[end..];
+    if let Some(rc) = rest.strip_prefix("-rc") {
+        let n = rc.bytes().take_while(u8::is_ascii_digit).count();
+        return &s[..end + 3 + n];
+    }
+    // a release string goes on with "-..." or "+..." after its version (or ends there)
+    if end == 0 || dots == 0 || !(rest.is_empty() || rest.starts_with(['-', '+'])) {
+        return s; // not a version: refused below with the whole string
+    }
+    &s[..end]
+}
+
 impl KernelProfile {
     /// Parse "5.4", "5.4.59", "5.5", "5.5.10", "5.6-rc7", "5.6", "6.1.0", each optionally with "+debug"
     /// (DEBUG_VM and DEBUG_VM_PGFLAGS, as Fedora's debug kernels set them).
@@ -58,9 +86,16 @@ impl KernelProfile {
             Some(v) => (v, true),
             None => (s, false),
         };
+        // `uname -r` strings: "5.5.10-200.fc31.x86_64", "6.1.0-18-amd64", "5.4.59": the
+        // version is the leading MAJOR.MINOR[.SUB] (with -rcN kept); a distribution's suffix
+        // after it says nothing the profiles model
+        let ver = release_version(ver);
         let bad = || {
             Error::Argument(format!(
-                "unknown kernel {spec:?}: expected 5.4[.N], 5.5[.N], 5.6-rcN, 5.6[.N] or 6.1[.N], optionally with +debug"
+                "unknown kernel {spec:?}: expected 5.4[.N], 5.5[.N], 5.6-rcN, 5.6[.N] or 6.1[.N] \
+                 (a `uname -r` string such as 6.1.0-18-amd64 or 5.5.10-200.fc31.x86_64+debug \
+                 is read the same way), optionally with +debug; other versions are not modeled: \
+                 5.7..6.0 and after 6.1 changed the offline path in ways no profile follows"
             ))
         };
         let version = if let Some(rest) = ver.strip_prefix("5.6-rc") {
@@ -192,6 +227,30 @@ mod tests {
             .has_memory_holes_check());
         for bad in ["5.7", "4.19", "5.5.x", "5.6-rc9", "banana", "5.5.14"] {
             assert!(KernelProfile::parse(bad, Arch::X86_64).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_uname_release_strings() {
+        let p = KernelProfile::parse("5.5.10-200.fc31.x86_64+debug", Arch::X86_64).unwrap();
+        assert_eq!(p.version, KernelVersion::V5_5);
+        assert!(p.debug_vm);
+        let p = KernelProfile::parse("6.1.0-18-amd64", Arch::X86_64).unwrap();
+        assert_eq!(p.version, KernelVersion::V6_1);
+        assert!(!p.debug_vm);
+        let p = KernelProfile::parse("5.4.59", Arch::X86_64).unwrap();
+        assert_eq!(p.version, KernelVersion::V5_4);
+        let p = KernelProfile::parse("5.6.0-rc7-1-default", Arch::X86_64);
+        assert!(p.is_err()); // "5.6.0-rc7": a sub-level and an rc: not a form kernels use
+        assert_eq!(
+            KernelProfile::parse("5.6-rc3-gabcdef", Arch::X86_64)
+                .unwrap()
+                .version,
+            KernelVersion::V5_6Rc
+        );
+        for bad in ["5.10.0-28-amd64", "6.18.44", "5.5.16-200.fc31.x86_64"] {
+            let e = KernelProfile::parse(bad, Arch::X86_64).unwrap_err();
+            assert!(format!("{e}").contains(bad), "{bad}: {e}");
         }
     }
 }

@@ -132,19 +132,7 @@ def test_the_sandbox_refuses_a_directory_that_is_not_the_live_mount(tmp_path):
     (tmp_path / "sys/devices/system/memory").mkdir(parents=True)
     marker = tmp_path / "ran"
     r = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            sys.executable,
-            "-m",
-            "memscan.live",
-            str(tmp_path),
-            "--",
-            "touch",
-            str(marker),
-        ],
+        live.sandbox_argv(str(tmp_path), ["touch", str(marker)]),
         capture_output=True,
         text=True,
     )

@@ -488,18 +488,7 @@ def run(
     def go() -> None:
         try:
             p = subprocess.run(
-                [
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    sys.executable,
-                    "-m",
-                    "memscan.live",
-                    mnt,
-                    "--",
-                    *argv,
-                ],
+                sandbox_argv(mnt, argv),
                 capture_output=capture,
                 text=True,
             )
@@ -520,6 +509,23 @@ def run(
         raise MemscanError("run: the command did not run (the live mount never came up)")
     out.update(ops=ops.ops, dmesg="".join(ops.dmesg), summary=ops.summary())
     return out
+
+
+def sandbox_argv(mnt: str, argv: Sequence[str]) -> List[str]:
+    """The command line that runs ``argv`` in a private mount namespace with the live view at
+    ``mnt`` bound over the real paths (``_sandbox`` below does the binding and the checks)."""
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        sys.executable,
+        "-m",
+        "memscan.live",
+        mnt,
+        "--",
+        *argv,
+    ]
 
 
 def _sandbox(mnt: str, argv: List[str]) -> int:

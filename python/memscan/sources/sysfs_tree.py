@@ -163,8 +163,7 @@ class _Reader:
             return self._dirs[rel]
         if self._last is not None and self._last[0] == rel:
             return self._last[1]
-        parent, _, name = rel.rpartition("/")
-        pfd = self._dir_fd(parent)
+        pfd, name = self._parent_fd(rel)
         if pfd is None:
             return None
         try:
@@ -190,6 +189,11 @@ class _Reader:
             self._last = (rel, fd)
         return fd
 
+    def _parent_fd(self, rel: str) -> Tuple[Optional[int], str]:
+        """The fd of ``rel``'s directory (None if it does not exist) and ``rel``'s name."""
+        parent, _, name = rel.rpartition("/")
+        return self._dir_fd(parent), name
+
     def listdir(self, rel: str) -> List[str]:
         if self.tar is None:
             fd = self._dir_fd(rel)
@@ -204,8 +208,7 @@ class _Reader:
     def read(self, rel: str) -> Optional[str]:
         """The text of value file ``rel``, None if it does not exist."""
         if self.tar is None:
-            parent, _, name = rel.rpartition("/")
-            pfd = self._dir_fd(parent)
+            pfd, name = self._parent_fd(rel)
             if pfd is None:
                 return None
             try:
@@ -263,8 +266,7 @@ class _Reader:
 
     def exists(self, rel: str) -> bool:
         if self.tar is None:
-            parent, _, name = rel.strip("/").rpartition("/")
-            pfd = self._dir_fd(parent)
+            pfd, name = self._parent_fd(rel.strip("/"))
             if pfd is None:
                 return False
             try:

@@ -330,3 +330,61 @@ def test_pins_and_levels_may_be_one_shot_iterables():
     assert [(r["machine"], r["fragmentation"], r["pinned"]) for r in recs] == [
         (c, lv, p) for c in "ab" for lv, p in want
     ]
+
+
+def test_tradeoff_takes_calibrated_costs_a_seed_and_can_leave_the_seed_machine_out(
+    tmp_path, capsys
+):
+    """`memscan calibrate --json` output feeds `memscan tradeoff --cost`; the constants it
+    measured replace the defaults (the modeled lsmem time follows ns_per_syscall)."""
+    import json as _json
+    import pickle
+
+    from memscan.cli import main
+    from memscan.studies.cost import CostModel
+
+    cal = tmp_path / "cal.json"
+    cal.write_text(
+        _json.dumps(
+            {
+                "measured": {
+                    "ns_per_struct_page": 1.0,
+                    "ns_per_page_copy": 100.0,
+                    "ns_per_syscall": 1_000_000.0,
+                    "machine": "test",
+                }
+            }
+        )
+    )
+    c = CostModel.from_file(str(cal))
+    assert c.ns_per_syscall == 1e6 and c.ns_per_struct_page == 1.0 and "test" in c.source
+    args = ["tradeoff", "--synthetic", "4G", "--levels", "0", "--no-seed-machine", "--json"]
+    assert main([*args, "--cost", str(cal), "--seed", "5"]) == 0
+    slow = _json.loads(capsys.readouterr().out)["records"]
+    assert main([*args, "--seed", "5"]) == 0
+    fast = _json.loads(capsys.readouterr().out)["records"]
+    assert [r["machine"] for r in slow] == ["synthetic 4G/128M"]  # no seed machine
+    assert slow[0]["lsmem_pre"]["kernel_ns"] > 20 * fast[0]["lsmem_pre"]["kernel_ns"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"ns_per_syscall": "fast"}')
+    assert main([*args, "--cost", str(bad)]) == 2
+    assert "not a non-negative number" in capsys.readouterr().err
+    # the cases the CLI builds are picklable (a ProcessPoolExecutor can take them)
+    import functools
+
+    from memscan import Machine
+    from memscan.studies.tradeoff import Case
+
+    pickle.dumps(Case("x", functools.partial(Machine.synthetic, "4G", block_size="128M")))
+
+
+def test_plot_without_matplotlib_fails_before_the_sweep():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from memscan.cli import main; "
+        "sys.exit(main(['tradeoff', '--plot', 'x.png']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'memscan[plot]'" in r.stderr

@@ -217,14 +217,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_tradeoff(args: argparse.Namespace) -> int:
+    import functools
+
+    from .studies.cost import CostModel
     from .studies.tradeoff import Case, break_even, break_even_blocks, plot, tradeoff
 
-    cases = [Case("seed", Machine.seed)]
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise MemscanError(
+                "--plot needs matplotlib: pip install 'memscan[plot]' (checked before the sweep)"
+            ) from None
+    cost = CostModel.from_file(args.cost) if args.cost else CostModel()
+    # picklable cases (no lambdas), so a process pool can run them
+    cases = [] if args.no_seed_machine else [Case("seed", Machine.seed)]
     for size in args.synthetic or ["4G", "16G", "64G"]:
         cases.append(
             Case(
                 f"synthetic {size}/{args.block_size}",
-                lambda size=size: Machine.synthetic(size, block_size=args.block_size),
+                functools.partial(Machine.synthetic, size, block_size=args.block_size),
             )
         )
     levels = [float(x) for x in args.levels.split(",")]
@@ -237,6 +249,8 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         pre=args.kernel,
         post=args.post_kernel,
         pins=pins,
+        seed=args.seed,
+        cost=cost,
         progress=False if args.json or not sys.stderr.isatty() else None,
     )
     wall = time.perf_counter() - started
@@ -463,6 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--post-kernel", default="5.6")
     tr.add_argument("--plot", metavar="FILE.png")
     tr.add_argument("--json", action="store_true")
+    tr.add_argument(
+        "--cost",
+        metavar="FILE",
+        help="cost constants: the output of `memscan calibrate --json` (its measured "
+        "constants over the defaults) or a JSON object of CostModel fields",
+    )
+    tr.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    tr.add_argument(
+        "--no-seed-machine", action="store_true", help="leave the embedded seed machine out"
+    )
     tr.set_defaults(func=cmd_tradeoff)
     gt = sub.add_parser(
         "groundtruth", help="real kernels under QEMU: run a scenario, compare the model with it"

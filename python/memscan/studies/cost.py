@@ -8,6 +8,7 @@ memscan's own run time is never part of these figures.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -62,6 +63,41 @@ class CostModel:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str) -> CostModel:
+        """Constants from a JSON file: the output of ``memscan calibrate --json`` (its
+        ``measured`` constants over the defaults) or an object of CostModel fields.
+
+        Raises:
+            ArgumentError: not readable JSON, an unknown field, or a non-numeric value.
+        """
+        from ..errors import ArgumentError
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ArgumentError(f"{path}: not a readable cost file: {e}") from None
+        if not isinstance(d, dict):
+            raise ArgumentError(f"{path}: a cost file is a JSON object")
+        if "measured" in d:  # memscan calibrate --json
+            measured = d["measured"]
+            src = f"{path} (memscan calibrate on {measured.get('machine', '?')})"
+            d = {
+                k: measured[k]
+                for k in ("ns_per_struct_page", "ns_per_page_copy", "ns_per_syscall")
+                if measured.get(k) is not None
+            }
+            d["source"] = src
+        fields = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ArgumentError(f"{path}: unknown cost fields {unknown} (known: {sorted(fields)})")
+        for k, v in d.items():
+            if k != "source" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                raise ArgumentError(f"{path}: {k} = {v!r} is not a non-negative number")
+        return cls(**{k: (str(v) if k == "source" else float(v)) for k, v in d.items()})
 
 
 #: attribute files a sysfs read is timed on, first that exists (read-only)

@@ -342,3 +342,14 @@ print("usable")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.stdout.split() == ["interrupted", "usable"], r.stdout + r.stderr[-1000:]
+
+
+def test_many_nodes_build_and_bad_block_sizes_are_refused_first():
+    """synthetic(nodes=N): a bad block size is refused before any per-node work, and the
+    per-node zones are derived once per node (they were a filter per node: quadratic)."""
+    with pytest.raises(memscan.GeometryError, match="not a power of two"):
+        memscan.Machine.synthetic("16T", nodes=65536, block_size="3M")
+    m = memscan.Machine.synthetic("1T", nodes=4096, block_size="128M")
+    zones = m._core.zones()
+    assert sorted({z[0] for z in zones}) == list(range(4096))
+    assert all(z[2] < z[3] for z in zones)

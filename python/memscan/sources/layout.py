@@ -181,9 +181,11 @@ class Layout:
             self.arch, min(r[0] for r in ram) << shift, max(r[1] for r in ram) << shift
         )
         zones = []
-        nids = sorted({r[2] for r in ram})
-        for nid in nids:
-            mine = [r for r in ram if r[2] == nid]
+        by_node: Dict[int, List[Tuple[int, int, int, int]]] = {}
+        for r in ram:  # grouped once: a per-node filter is quadratic in nodes
+            by_node.setdefault(r[2], []).append(r)
+        for nid in sorted(by_node):
+            mine = by_node[nid]
             node_start, node_end = min(r[0] for r in mine), max(r[1] for r in mine)
             lo = 0
             for name, hi_bytes in limits:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, GeometryError
 from ..sizes import SizeLike, parse_size
 from .layout import Layout, Range, canonical_arch, page_shift_of
 
@@ -31,6 +31,9 @@ def synthetic_layout(
         raise ArgumentError("total: a machine needs some memory")
     if nodes < 1:
         raise ArgumentError(f"nodes: need at least one node, got {nodes}")
+    if bs is not None and (bs <= 0 or bs & (bs - 1)):
+        # refused before any per-node work (the core would refuse it after the layout)
+        raise GeometryError(f"block_size {block_size}: {bs:#x} is not a power of two")
     geometry = {}
     if page_size is not None:
         geometry["page_shift"] = page_shift_of(page_size)

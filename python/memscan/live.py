@@ -116,6 +116,7 @@ class LiveSysfs:
         except ArgumentError:
             self._has_zones = False  # no CONFIG_MEMORY_HOTREMOVE: no valid_zones file
         self._rzm = getattr(machine, "storage_increment", None) if g.arch == "s390x" else None
+        self._nodes: Optional[List[int]] = None
 
     # -- the tree ------------------------------------------------------------------------------
     def _nids(self, block: int) -> List[int]:
@@ -129,7 +130,11 @@ class LiveSysfs:
         )
 
     def _node_ids(self) -> List[int]:
-        return sorted({n for b in self._blocks for n in self._nids(b)})
+        # sections keep their node, so this is computed once (on first use: startup stays
+        # independent of the machine's size)
+        if self._nodes is None:
+            self._nodes = sorted({n for b in self._blocks for n in self._nids(b)})
+        return self._nodes
 
     def _resolve(self, path: str) -> tuple:
         """(kind, block, name) for a path; kind is dir/file/link; raises ENOENT."""

@@ -18,9 +18,10 @@ pub const MEMORY_OFFLINE: u32 = 0x1;
 /// `REPORT_FAILURE`.
 pub const REPORT_FAILURE: u32 = 0x2;
 
-/// pseries CMM from v5.5 (fe030c9b85e6 series; no isolate notifier in v5.5-rc5): its loaned
-/// pages (modeled PG_offline) are balloon pages with `__PageMovable` (BALLOON_COMPACTION,
-/// selected by default), so has_unmovable_pages() passes them and offline migrates them.
+/// pseries CMM from v5.5 (read in v5.5-rc5 cmm.c: no isolate notifier, balloon_page_enqueue,
+/// cmm_migratepage; the fidelity issue names the fe030c9b85e6 series [R]): its loaned pages
+/// (modeled PG_offline) are balloon pages with `__PageMovable` (BALLOON_COMPACTION, selected
+/// by default), so has_unmovable_pages() passes them and offline migrates them.
 pub fn cmm_balloon_movable(m: &Machine, profile: &KernelProfile) -> bool {
     m.geometry.arch == crate::geometry::Arch::Ppc64 && profile.version >= KernelVersion::V5_5
 }

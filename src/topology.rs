@@ -393,19 +393,23 @@ impl Machine {
                 } else {
                     zone_for_pageblock(&nodes[nid], pb, pbn)
                 };
-                match zone {
-                    Some(z) => store.set_pageblock_zone(pb, z),
-                    None => {
-                        // RAM outside every zone span: only possible with an explicit layout.
-                        if spec
+                if let Some(z) = zone {
+                    store.set_pageblock_zone(pb, z);
+                } else {
+                    // RAM outside every zone span: memory added but not onlined (a
+                    // coldplugged DIMM, standby memory: its block is offline, and it joins a
+                    // zone when onlined, move_pfn_range_to_zone) or, in an explicit layout, a
+                    // contradiction.
+                    let offline = spec.offline_blocks.contains(&(pb / g.pages_per_block()));
+                    if !offline
+                        && spec
                             .ram
                             .iter()
                             .any(|r| r.start < pb + pbn && pb < r.end && r.nid as usize == nid)
-                        {
-                            return Err(Error::Layout(format!(
-                                "RAM at pfn {pb:#x} (node {nid}) lies outside every zone of its node"
-                            )));
-                        }
+                    {
+                        return Err(Error::Layout(format!(
+                            "RAM at pfn {pb:#x} (node {nid}) lies outside every zone of its node"
+                        )));
                     }
                 }
                 store.set_migratetype(pb, MigrateType::Movable);

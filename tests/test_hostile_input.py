@@ -353,3 +353,46 @@ def test_many_nodes_build_and_bad_block_sizes_are_refused_first():
     zones = m._core.zones()
     assert sorted({z[0] for z in zones}) == list(range(4096))
     assert all(z[2] < z[3] for z in zones)
+
+
+def test_snapshot_with_coldplugged_dimms_still_offline_loads(tmp_path):
+    """Hot-added memory that is not onlined yet is System RAM in iomem, in no zone (it joins
+    one when onlined: move_pfn_range_to_zone) and offline in sysfs: the normal state of a
+    coldplugged DIMM. Such a snapshot loads, and onlining it picks the zone the kernel would."""
+    files = {
+        "meta.json": json.dumps({"arch": "x86_64", "page_size": 4096}).encode(),
+        "proc/iomem": b"00001000-3fffffff : System RAM\n100000000-13fffffff : System RAM\n",
+        "proc/zoneinfo": (
+            b"Node 0, zone      DMA\n  spanned  4095\n  start_pfn:           1\n"
+            b"Node 0, zone    DMA32\n  spanned  258048\n  start_pfn:           4096\n"
+        ),
+        "sys/devices/system/memory/block_size_bytes": b"8000000\n",
+    }
+    for b in range(8):
+        files[f"sys/devices/system/memory/memory{b}/state"] = b"online\n"
+    for b in range(32, 40):
+        files[f"sys/devices/system/memory/memory{b}/state"] = b"offline\n"
+    out = tmp_path / "dimm.tar.gz"
+    with tarfile.open(out, "w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    m = memscan.Machine.from_snapshot(out)
+    assert [int(x) for x in m.block_states()[32:40]] == [int(memscan.BlockState.OFFLINE)] * 8
+    assert m.valid_zones(33, "6.1") == "Normal Movable"
+    assert m.online(33, "online_movable") is None
+    assert m.valid_zones(33, "6.1") == "Movable" and m.offline(33, "6.1").ok
+    # an explicit layout with online RAM outside every zone is still a contradiction
+    with pytest.raises(memscan.LayoutError, match="outside every zone"):
+        memscan.Machine.from_layout(
+            {
+                "arch": "x86_64",
+                "block_size": "128M",
+                "ranges": [
+                    {"start": 4096, "size": (1 << 30) - 4096, "kind": "ram"},
+                    {"start": 4 << 30, "size": "1G", "kind": "ram"},
+                ],
+                "zones": [{"nid": 0, "zone": "DMA32", "start_pfn": 1, "end_pfn": 0x40000}],
+            }
+        )

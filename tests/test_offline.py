@@ -390,3 +390,15 @@ def test_free_hugetlb_pages_all_reserved_fail_to_dissolve():
     assert (o.errno, o.reason, o.pfn) == ("EBUSY", "failure to dissolve huge pages", base + 2 * PB)
     with pytest.raises(memscan.ArgumentError):
         m.set_hugetlb_reserved(7, 1)
+
+
+def test_lru_add_drain_all_before_every_scan_movable_pages():
+    """5.4.18/5.5-rc5/5.6.4 __offline_pages: the inner loop drains before each
+    scan_movable_pages(); after the moves a rescan finds nothing, so a block with pages to
+    migrate drains twice and an empty one once. 6.1 drains once, in lru_cache_disable()."""
+    m = tiny()
+    m.set_pages(PFN0 + 100, 10, PageKind.LRU)  # block 32: ten pages to move
+    for k in ("5.4", "5.5", "5.6"):
+        assert m.offline(32, k).lru_add_drain_all == 2, k
+        assert m.offline(33, k).lru_add_drain_all == 1, k  # nothing to move
+    assert m.offline(32, "6.1").lru_add_drain_all == 1

@@ -826,7 +826,8 @@ class OfflineReference(Reference):
         self.work["migration_rounds"] = 1
         self.work["struct_pages_read"] += end - start
         if not v61:
-            self.work["lru_add_drain_all"] += 1
+            # a drain before each scan_movable_pages(): the rescan after moves is a second
+            self.work["lru_add_drain_all"] += 2 if self.work["pages_migrated"] else 1
         return OfflineResult(None, None, None, dict(self.work))
 
 

@@ -684,7 +684,10 @@ pub fn offline_block(
     work.migration_rounds = 1;
     work.struct_pages_read += end - start;
     if !v61 {
-        work.lru_add_drain_all += 1;
+        // __offline_pages' inner loop (5.4.18, 5.5-rc5, 5.6.4) drains before every
+        // scan_movable_pages(): once when there is nothing to move, and once more for the
+        // rescan that finds nothing after the moves
+        work.lru_add_drain_all += if migrated > 0 { 2 } else { 1 };
     }
     let mut out = OfflineOutcome {
         block,

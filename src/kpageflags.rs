@@ -151,10 +151,10 @@ pub fn import(m: &mut Machine, start: u64, flags: &[u64]) -> ImportStats {
         let f = flags[i as usize];
         // a hole of the layout (not RAM in iomem) keeps its byte: what its struct page holds
         // is the profile's (pageinfo::hole_as), and it reads no flags on 5.4..5.6 either way
-        let hole = m.store.page(pfn) == make(kind::ZEROED, ZEROED_HOLE);
-        if f & KPF_NOPAGE != 0 || !online(m, pfn) || hole {
+        let cur = m.store.page(pfn);
+        if f & KPF_NOPAGE != 0 || !online(m, pfn) || cur == make(kind::ZEROED, ZEROED_HOLE) {
             st.nopage += u64::from(f & KPF_NOPAGE != 0);
-            bytes.push(m.store.page(pfn));
+            bytes.push(cur);
             i += 1;
             continue;
         }

@@ -108,8 +108,8 @@ impl RunView<'_> {
     }
 }
 
-/// Page bytes and pageblock bits for every pfn below `max_pfn`.
-#[derive(Debug, Clone)]
+/// Page bytes and pageblock bits for every pfn below `max_pfn`. Copied with `try_clone`.
+#[derive(Debug)]
 pub struct PageStore {
     pub geometry: Geometry,
     pub max_pfn: u64,
@@ -173,6 +173,47 @@ impl PageStore {
             chunks,
             pageblocks,
             generation: 0,
+        })
+    }
+
+    /// A copy whose allocations are fallible: `Error::Memory` (naming the size) where it does
+    /// not fit, never an abort.
+    pub fn try_clone(&self) -> Result<PageStore> {
+        let oom = || {
+            Error::Memory(format!(
+                "copying the model needs {} bytes",
+                self.memory_bytes()
+            ))
+        };
+        let copy = |v: &[u8]| -> Result<Box<[u8]>> {
+            let mut c = Vec::new();
+            c.try_reserve_exact(v.len()).map_err(|_| oom())?;
+            c.extend_from_slice(v);
+            Ok(c.into_boxed_slice())
+        };
+        let mut chunks = Vec::new();
+        chunks
+            .try_reserve_exact(self.chunks.len())
+            .map_err(|_| oom())?;
+        for c in &self.chunks {
+            chunks.push(c.as_deref().map(copy).transpose()?);
+        }
+        let mut meta = Vec::new();
+        meta.try_reserve_exact(self.meta.len()).map_err(|_| oom())?;
+        meta.extend_from_slice(&self.meta);
+        let mut compact = Vec::new();
+        compact
+            .try_reserve_exact(self.compact.len())
+            .map_err(|_| oom())?;
+        compact.extend_from_slice(&self.compact);
+        Ok(PageStore {
+            geometry: self.geometry,
+            max_pfn: self.max_pfn,
+            meta,
+            compact,
+            chunks,
+            pageblocks: copy(&self.pageblocks)?.into_vec(),
+            generation: self.generation,
         })
     }
 

@@ -109,8 +109,8 @@ pub struct LayoutSpec {
     pub hstates: Vec<Hstate>,
 }
 
-/// The modeled machine.
-#[derive(Debug, Clone)]
+/// The modeled machine. Copied with `try_clone` (its page store's allocations are fallible).
+#[derive(Debug)]
 pub struct Machine {
     pub geometry: Geometry,
     pub store: PageStore,
@@ -140,13 +140,20 @@ pub struct Machine {
 /// `kernel::offline::TargetAllocator`): per pool (kernel zones, ZONE_MOVABLE) and request
 /// kind (order 0, higher order) a cursor behind which no usable free block is left, the pools
 /// and orders found empty, and the largest order the higher-order cursor served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetSearch {
+    pub cursors: [[u64; 2]; 2],
+    pub exhausted: [[bool; 16]; 2],
+    pub max_order: [u32; 2],
+}
+
+/// A `TargetSearch` kept after a commit, with what it is valid for: the store generation
+/// and the nodes migration may allocate on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetCursors {
     pub generation: u64,
     pub allowed: Vec<u16>,
-    pub cursors: [[u64; 2]; 2],
-    pub exhausted: [[bool; 16]; 2],
-    pub max_order: [u32; 2],
+    pub search: TargetSearch,
 }
 
 /// The content of never-initialised struct pages on a kernel without DEBUG_VM.
@@ -194,6 +201,23 @@ fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
 }
 
 impl Machine {
+    /// An independent copy; `Error::Memory` where the page store does not fit.
+    pub fn try_clone(&self) -> Result<Machine> {
+        Ok(Machine {
+            geometry: self.geometry,
+            store: self.store.try_clone()?,
+            nodes: self.nodes.clone(),
+            blocks: self.blocks.clone(),
+            hstates: self.hstates.clone(),
+            system_ram: self.system_ram.clone(),
+            standby_blocks: self.standby_blocks.clone(),
+            hugetlb_resv: self.hugetlb_resv.clone(),
+            min_free_pages: self.min_free_pages,
+            target_cursors: self.target_cursors.clone(),
+            uninit_memmap: self.uninit_memmap,
+        })
+    }
+
     /// Build a machine from a layout: sections, memmap states, zones, blocks.
     /// Free RAM starts as the buddy allocator holds it after boot (largest aligned blocks).
     pub fn build(spec: &LayoutSpec) -> Result<Machine> {
@@ -381,6 +405,8 @@ impl Machine {
         }
         // Pageblock zone links: the zone spanning the pageblock's first pfn, else any pfn of it.
         let pbn = g.pageblock_nr_pages();
+        let mut offline_sorted = spec.offline_blocks.clone();
+        offline_sorted.sort_unstable();
         for sec in 0..store.nr_sections() {
             let m = store.meta[sec as usize];
             if !m.present() {
@@ -400,7 +426,9 @@ impl Machine {
                     // coldplugged DIMM, standby memory: its block is offline, and it joins a
                     // zone when onlined, move_pfn_range_to_zone) or, in an explicit layout, a
                     // contradiction.
-                    let offline = spec.offline_blocks.contains(&(pb / g.pages_per_block()));
+                    let offline = offline_sorted
+                        .binary_search(&(pb / g.pages_per_block()))
+                        .is_ok();
                     if !offline
                         && spec
                             .ram

@@ -28,7 +28,9 @@ use crate::kernel::unmovable::{
 };
 use crate::page::{field_of, kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
 use crate::sections::{Compact, SEC_ONLINE};
-use crate::topology::{write_free_range, BlockState, Machine, TargetCursors, ZoneSpan};
+use crate::topology::{
+    write_free_range, BlockState, Machine, TargetCursors, TargetSearch, ZoneSpan,
+};
 
 /// The errno a write to `memoryN/state` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -806,9 +808,7 @@ fn commit_offline(
     // pages since: commits only take free pages, so what was used up stays used up
     if let Some(t) = &m.target_cursors {
         if t.generation == m.store.generation() && t.allowed.as_slice() == allowed {
-            targets.cursors = t.cursors;
-            targets.exhausted = t.exhausted;
-            targets.max_order = t.max_order;
+            targets.search = t.search.clone();
         }
     }
     for mv in moves {
@@ -870,9 +870,7 @@ fn commit_offline(
     m.target_cursors = Some(TargetCursors {
         generation: m.store.generation(),
         allowed: allowed.to_vec(),
-        cursors: targets.cursors,
-        exhausted: targets.exhausted,
-        max_order: targets.max_order,
+        search: targets.search,
     });
 }
 
@@ -884,14 +882,11 @@ struct TargetAllocator {
     start: u64,
     end: u64,
     allowed: Vec<u16>,
-    cursors: [[u64; 2]; 2],
-    /// Pool and order found empty twice: empty for the rest of this commit and later ones
-    /// (pages are only taken, never freed, while commits run).
-    exhausted: [[bool; 16]; 2],
-    /// Per pool, the largest order the higher-order cursor has served since it last started
-    /// at 0: behind it no free block of that order is left, but smaller ones may be, so a
-    /// request of a smaller order starts again from 0.
-    max_order: [u32; 2],
+    /// Cursors, empty pools and the higher-order cursor's largest order; "found empty
+    /// twice" holds for the rest of this commit and later ones (pages are only taken, never
+    /// freed, while commits run), and behind the higher-order cursor no free block of its
+    /// largest order is left, but smaller ones may be.
+    search: TargetSearch,
 }
 
 impl TargetAllocator {
@@ -900,9 +895,7 @@ impl TargetAllocator {
             start,
             end,
             allowed: allowed.to_vec(),
-            cursors: [[0; 2]; 2],
-            exhausted: [[false; 16]; 2],
-            max_order: [0; 2],
+            search: TargetSearch::default(),
         }
     }
 
@@ -912,26 +905,26 @@ impl TargetAllocator {
         let pools: &[bool] = if any_zone { &[true, false] } else { &[false] };
         for &movable in pools {
             let (i, j) = (usize::from(movable), usize::from(order > 0));
-            if self.exhausted[i][order as usize] {
+            if self.search.exhausted[i][order as usize] {
                 continue;
             }
-            if j == 1 && order < self.max_order[i] {
-                self.cursors[i][1] = 0;
-                self.max_order[i] = order;
-            }
             if j == 1 {
-                self.max_order[i] = self.max_order[i].max(order);
+                // a smaller order than the cursor has served may lie behind it
+                if order < self.search.max_order[i] {
+                    self.search.cursors[i][1] = 0;
+                }
+                self.search.max_order[i] = order;
             }
             for attempt in 0..2 {
                 if attempt == 1 {
                     // split remainders may lie behind the cursor: look once more from the start
-                    self.cursors[i][j] = 0;
+                    self.search.cursors[i][j] = 0;
                 }
                 if let Some(p) = self.scan(m, movable, order) {
                     return Some(p);
                 }
             }
-            self.exhausted[i][order as usize] = true;
+            self.search.exhausted[i][order as usize] = true;
         }
         None
     }
@@ -940,7 +933,7 @@ impl TargetAllocator {
         let g = m.geometry;
         let pps = g.pages_per_section();
         let pbn = g.pageblock_nr_pages();
-        let cursor = &mut self.cursors[usize::from(movable)][usize::from(order > 0)];
+        let cursor = &mut self.search.cursors[usize::from(movable)][usize::from(order > 0)];
         let mut p = *cursor;
         while p < m.store.max_pfn {
             let meta = m.store.section_meta(g.pfn_to_section(p));

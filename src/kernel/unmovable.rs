@@ -224,6 +224,7 @@ pub fn has_unmovable_pages_6_1(
         });
     }
     let skip_offline = flags & MEMORY_OFFLINE != 0;
+    let balloon = cmm_balloon_movable(m, profile);
     let pbn = m.geometry.pageblock_nr_pages();
     // A uniform section whose kind the loop passes one page at a time: O(1), same reads.
     // (effective_byte only changes UNINIT pages, which are not passed.)
@@ -289,7 +290,7 @@ pub fn has_unmovable_pages_6_1(
             kind::UNMOVABLE if field_of(b) == LRU_BATCH => {}
             kind::HWPOISON | kind::OFFLINE if skip_offline => {}
             // pseries CMM balloon pages: __PageMovable
-            kind::OFFLINE if cmm_balloon_movable(m, profile) => {}
+            kind::OFFLINE if balloon => {}
             _ => return Ok(Some(unmovable(pfn))),
         }
         pfn += 1;

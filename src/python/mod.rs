@@ -663,16 +663,9 @@ impl CoreMachine {
     /// An independent deep copy of the machine (page bytes, pageblock bits, block states).
     /// The allocation is fallible: a copy that does not fit is a ModelMemoryError.
     fn copy(&self, py: Python<'_>) -> PyResult<CoreMachine> {
-        let need = self.read().store.memory_bytes();
-        guard(py, || {
-            let mut probe: Vec<u8> = Vec::new();
-            probe
-                .try_reserve_exact(need as usize)
-                .map_err(|_| Error::Memory(format!("copying the machine needs {need} bytes")))?;
-            drop(probe);
-            Ok(())
-        })?;
-        let m = py.detach(|| self.read().clone());
+        let m = py
+            .detach(|| guard_nopy(|| self.read().try_clone()))
+            .map_err(|e| e.into_py(py))?;
         Ok(CoreMachine {
             inner: RwLock::new(m),
         })

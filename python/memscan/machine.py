@@ -543,9 +543,8 @@ class Machine:
         released while Rust scans; Ctrl-C stops between chunks; a progress bar shows on a
         terminal unless ``progress=False``."""
         ids = self.blocks() if blocks is None else np.asarray(blocks, dtype=np.uint64)
-        self._core.scan(
-            [], _str(kernel, "kernel"), False
-        )  # refuse an unknown kernel even with no blocks
+        # refuse an unknown kernel even with no blocks
+        self._core.scan([], _str(kernel, "kernel"), False)
         parts = []
         bar = Progress(len(ids), f"removable ({kernel})", enabled=progress)
         try:

@@ -2,6 +2,7 @@
 //! kernel-semantics.md section 1), each overridable, validated as the kernel would need them.
 
 use crate::error::{Error, Result};
+use crate::kernel::profile::KernelVersion;
 
 /// The architectures memscan models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +58,9 @@ pub struct GeometryOverrides {
     pub pageblock_order: Option<u32>,
     pub max_order: Option<u32>,
     pub block_size: Option<u64>,
+    /// The kernel whose defaults apply where they changed between versions (arm64 section
+    /// sizes); `None` takes v5.5's, the seed's kernel.
+    pub kernel: Option<KernelVersion>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -89,11 +93,16 @@ impl Geometry {
             Arch::Ppc64 => 16,
             _ => 12,
         });
+        // arm64 SECTION_SIZE_BITS (arch/arm64/include/asm/sparsemem.h): 30 in v5.5-rc5; from
+        // v5.12 (f0b13ee23241) 27 for 4K and 16K pages and 29 for 64K (read in 6.1-rc6). The
+        // memory block is one section there (no memory_block_size_bytes() override).
+        let small_sections = ov.kernel.is_some_and(|v| v >= KernelVersion::V6_1);
+        let arm64_bits = |small: u32| if small_sections { small } else { 30 };
         let (section_bits, pb_order, max_order, block) = match (arch, page_shift) {
             (Arch::X86_64, _) => (27, 9, 11, 0),
-            (Arch::Arm64, 12) => (30, 9, 11, GIB),
-            (Arch::Arm64, 14) => (30, 11, 12, GIB),
-            (Arch::Arm64, 16) => (30, 13, 14, GIB),
+            (Arch::Arm64, 12) => (arm64_bits(27), 9, 11, 1u64 << arm64_bits(27)),
+            (Arch::Arm64, 14) => (arm64_bits(27), 11, 12, 1u64 << arm64_bits(27)),
+            (Arch::Arm64, 16) => (arm64_bits(29), 13, 14, 1u64 << arm64_bits(29)),
             (Arch::Arm64, p) => {
                 return Err(Error::Geometry(format!(
                     "arm64 supports 4K, 16K and 64K pages, not 2^{p} bytes"
@@ -292,6 +301,21 @@ mod tests {
             .unwrap();
             assert_eq!(g.pageblock_order, pb);
             assert_eq!(g.block_size, GIB);
+            assert_eq!(g.section_size_bits, 30);
+        }
+        // v5.12+ (6.1-rc6 sparsemem.h): 128 MiB sections for 4K/16K pages, 512 MiB for 64K
+        for (shift, bits) in [(12, 27), (14, 27), (16, 29)] {
+            let g = Geometry::for_arch(
+                Arch::Arm64,
+                GeometryOverrides {
+                    page_shift: Some(shift),
+                    kernel: Some(KernelVersion::V6_1),
+                    ..Default::default()
+                },
+                0,
+            )
+            .unwrap();
+            assert_eq!((g.section_size_bits, g.block_size), (bits, 1 << bits));
         }
         assert!(Geometry::for_arch(
             Arch::Arm64,

@@ -134,6 +134,10 @@ pub struct Machine {
     /// What a struct page that was never initialised holds when DEBUG_VM did not poison it
     /// (an input: the kernel leaves whatever the memory held).
     pub uninit_memmap: UninitMemmap,
+    /// v6.1 `mem->zone` of every block, kept from the first online or offline on: `None`
+    /// while no block changed state, when each online block's is still its boot value
+    /// (see `kernel::offline::mem_zone`).
+    pub mem_zone: Option<Vec<Option<(u16, ZoneType)>>>,
 }
 
 /// Where the offline model's search for free target blocks stands (see
@@ -215,6 +219,7 @@ impl Machine {
             min_free_pages: self.min_free_pages,
             target_cursors: self.target_cursors.clone(),
             uninit_memmap: self.uninit_memmap,
+            mem_zone: self.mem_zone.clone(),
         })
     }
 
@@ -523,6 +528,7 @@ impl Machine {
             min_free_pages: 0,
             target_cursors: None,
             uninit_memmap: UninitMemmap::default(),
+            mem_zone: None,
         })
         .map(|mut m| {
             m.min_free_pages = crate::kernel::offline::compute_min_free_pages(&m);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 import memscan
 from conftest import PFN0, tiny
@@ -136,3 +137,28 @@ def test_copy_is_independent_and_equal():
     assert all(a.block_state(x) == memscan.BlockState.ONLINE for x in ok)
     assert all(b.block_state(x) == memscan.BlockState.OFFLINE for x in ok)
     assert not np.array_equal(a.pages(ok[0]), b.pages(ok[0]))
+
+
+def test_arm64_geometry_follows_the_kernel():
+    """arm64 SECTION_SIZE_BITS: 30 in v5.5-rc5; from v5.12 (f0b13ee23241, read in 6.1-rc6
+    arch/arm64/include/asm/sparsemem.h) 27 with 4K or 16K pages and 29 with 64K; a memory
+    block is one section. The node split takes the core's block size, so three nodes of
+    4 GiB split at block boundaries on every page size (it used to guess 128 MiB and refuse
+    1 GiB-section layouts)."""
+    want = {
+        (None, "4K"): 30,
+        (None, "64K"): 30,
+        ("5.5", "16K"): 30,
+        ("6.1", "4K"): 27,
+        ("6.1", "16K"): 27,
+        ("6.1", "64K"): 29,
+    }
+    for (kernel, ps), bits in want.items():
+        m = memscan.Machine.synthetic("4G", arch="arm64", nodes=3, page_size=ps, kernel=kernel)
+        g = m.geometry
+        assert (g.section_size_bits, g.block_size) == (bits, 1 << bits), (kernel, ps)
+        assert sorted(set(m._core.sections()["nid"].tolist())) == [0, 1, 2]
+    lay = {"arch": "arm64", "kernel": "6.1", "ranges": [{"start": 1 << 30, "size": "2G"}]}
+    assert memscan.Machine.from_layout(lay).geometry.block_size == 128 << 20
+    with pytest.raises(memscan.ArgumentError):
+        memscan.Machine.synthetic("4G", arch="arm64", kernel="5.10")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import memscan
-from conftest import PFN0, tiny
+from conftest import GIB, PFN0, tiny
 from memscan import MigrateType, PageKind
 
 SEC = 32768
@@ -280,6 +280,31 @@ def test_valid_zones_online_and_offline_blocks():
         m.valid_zones(40, "5.5")
     with pytest.raises(memscan.NoSuchBlockError):
         m.offline(40, "5.5")
+
+
+def test_6_1_keeps_mem_zone_rather_than_reading_zone_spans():
+    """6.1-rc6 drivers/base/memory.c: mem->zone is set at boot (early_node_zone_for_memory_block),
+    to the chosen zone by memory_block_online() and to NULL by memory_block_offline(); nothing
+    recomputes it from the zone spans. Onlining blocks 33 and 35 movable inside Normal's span
+    makes Movable's span cover block 34 too: 34 stays Normal, each onlined block Movable."""
+    m = tiny(ranges=[{"start": 4 * GIB, "size": "512M", "kind": "ram"}], offline_blocks=[33, 35])
+    for b in (33, 35):
+        assert m.online(b, "online_movable") is None
+    assert [m.valid_zones(b, "6.1") for b in (32, 33, 34, 35)] == [
+        "Normal",
+        "Movable",
+        "Normal",
+        "Movable",
+    ]
+    for b in (34, 33):
+        o = m.offline(b, "6.1", dry_run=False)
+        assert o.ok, (b, o)
+    # offline: valid_zones lists what an online would pick; mem->zone is NULL again
+    assert m.valid_zones(33, "6.1") == m.valid_zones(33, "5.5")
+    assert m.online(33, "online_kernel") is None
+    assert m.valid_zones(33, "6.1") == "Normal" and m.offline(33, "6.1").ok
+    # 5.5 has no mem->zone: test_pages_in_a_zone() reads the pages, which agree here
+    assert m.valid_zones(35, "5.5") == "Movable"
 
 
 def test_kernel_zone_pages_cannot_migrate_into_zone_movable():

@@ -6,7 +6,7 @@ import pytest
 
 import memscan
 from conftest import PFN0, tiny
-from memscan import MigrateType, PageKind
+from memscan import MigrateType, PageKind, reference
 
 SEC = 32768  # pages per x86 section
 PB = 512
@@ -151,6 +151,22 @@ def test_vacuous_true_when_first_page_zone_ends_before_the_section():
     assert r.value == 1
     assert r.pageblocks_visited == 0 and r.struct_pages_read == 1
     assert r.note is not None and r.note.kind == "wrong-answer"
+
+
+def test_pseries_zeroed_struct_page_reads_zone_normal():
+    """pseries has no ZONE_DMA (arch/powerpc/Kconfig, v5.5-rc5 and 6.1-rc6: only for
+    PPC_BOOK3E_64) and no ZONE_DMA32, so zone index 0 of a zeroed struct page is ZONE_NORMAL:
+    at node 0 that is the page's real zone, and the 5.5 scan goes on to the unmovable page
+    (on x86 the same page reads ZONE_DMA and the section passes vacuously, above)."""
+    m = tiny(arch="ppc64", block_size="256M", ranges=[{"start": 0, "size": "1G", "kind": "ram"}])
+    pfn = (256 << 20) >> 16  # block 1, 64 KiB pages
+    n = (256 << 20) >> 16
+    m.set_pages(pfn, n, PageKind.LRU)
+    m.set_pages(pfn + 7, 1, PageKind.UNMOVABLE)
+    m.set_pages(pfn, 1, PageKind.ZEROED)
+    r = m.removable(1, "5.5")
+    assert r.value == 0 and r.note is None
+    assert reference.removable(m, 1, "5.5").value == 0
 
 
 def test_offline_and_going_offline_blocks_read_1_without_scan():

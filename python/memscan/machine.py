@@ -303,11 +303,14 @@ class Machine:
         nodes: int = 1,
         pmem: SizeLike = 0,
         page_size: Optional[str] = None,
+        kernel: Optional[str] = None,
     ) -> Machine:
         """A synthetic machine of ``total`` bytes of RAM (e.g. "1T"), see
-        ``memscan.sources.synthetic``."""
+        ``memscan.sources.synthetic``. ``kernel`` picks the geometry defaults where kernel
+        versions differ (arm64: 1 GiB sections before v5.12, 128 MiB with 4K/16K pages and
+        512 MiB with 64K from v5.12, so "6.1" gives those); None takes v5.5's."""
         return cls.from_layout_object(
-            synthetic_layout(total, arch, block_size, nodes, pmem, page_size)
+            synthetic_layout(total, arch, block_size, nodes, pmem, page_size, kernel)
         )
 
     @classmethod

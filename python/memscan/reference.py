@@ -108,6 +108,8 @@ class Snapshot:
     hugetlb_reserved: List[int] = field(default_factory=list)
     #: what never-initialised struct pages hold without DEBUG_VM: "garbage" or "zero"
     uninit_memmap: str = "garbage"
+    #: 6.1 mem->zone per block, (nid, zone) or None: state the kernel keeps, not derived
+    mem_zone: List[Optional[Tuple[int, str]]] = field(default_factory=list)
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -133,6 +135,7 @@ class Snapshot:
             standby_blocks=list(core.standby_blocks()),
             hugetlb_reserved=list(core.hugetlb_reserved()),
             uninit_memmap=core.uninit_memmap,
+            mem_zone=[None if z is None else (int(z[0]), z[1]) for z in core.mem_zones()],
         )
 
 
@@ -178,13 +181,23 @@ class Reference:
         if k == K.UNINIT:
             return ("poisoned" if self.p.debug_vm else "garbage", 0, "", False)
         if k == K.ZEROED and f != 1:
-            return ("valid", 0, "DMA", True)
+            return ("valid", 0, self.zone_zero(), True)
         if k == K.ZEROED and self.p.version != "6.1" and self.hole_as(pfn) != "in-use":
             # zeroed (5.4/5.5) or initialised as node 0, zone 0, PG_reserved (5.6)
-            return ("valid", 0, "DMA", True)
+            return ("valid", 0, self.zone_zero(), True)
         sec = pfn >> self.s.pfn_section_shift
         zone = ZONE_NAMES[int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) >> 4]
         return ("valid", int(self.s.section_nid[sec]), zone, False)
+
+    def zone_zero(self) -> str:
+        """Zone index 0 of enum zone_type, as a zeroed struct page names it: pseries has no
+        ZONE_DMA (powerpc Kconfig: only PPC_BOOK3E_64) nor DMA32, so Normal; arm64 got
+        ZONE_DMA in 5.5, so 5.4's first zone is DMA32; DMA elsewhere."""
+        if self.s.arch == "ppc64":
+            return "Normal"
+        if self.s.arch == "arm64" and self.p.version == "5.4":
+            return "DMA32"
+        return "DMA"
 
     def _bug(self, function: str, access: str, pfn: int) -> KernelFault:
         return KernelFault(
@@ -281,7 +294,7 @@ class Reference:
                 access,
                 pfn,
                 "wrong-answer",
-                f"zeroed struct page {self._addr(pfn)} reads as node 0, zone DMA",
+                f"zeroed struct page {self._addr(pfn)} reads as node 0, zone {self.zone_zero()}",
             )
 
     # -- mm/page_alloc.c ----------------------------------------------------------------------
@@ -516,8 +529,14 @@ class OfflineReference(Reference):
         """walk_system_ram_range(): pages of "System RAM" resources in [start, end)."""
         return sum(max(0, min(e, end) - max(s, start)) for s, e in self.s.system_ram)
 
-    def cached_zone(self, block: int) -> Optional[Tuple[int, str]]:
-        """6.1 mem->zone of a boot block (early_node_zone_for_memory_block)."""
+    def mem_zone(self, block: int) -> Optional[Tuple[int, str]]:
+        """6.1 mem->zone: kept per block (boot value, then set by online, cleared by offline);
+        never recomputed from zone spans."""
+        return self.s.mem_zone[block] if block < len(self.s.mem_zone) else None
+
+    def early_node_zone_for_memory_block(self, block: int) -> Optional[Tuple[int, str]]:
+        """6.1 boot value of mem->zone: the one populated zone of the block's only node whose
+        span intersects the block."""
         spb = self.s.sections_per_block
         nids: List[int] = []
         for sec in range(block * spb, (block + 1) * spb):
@@ -633,7 +652,7 @@ class OfflineReference(Reference):
         start, end = self._block_range(block)
         spb = self.s.sections_per_block
         if v61:
-            zone = self.cached_zone(block)
+            zone = self.mem_zone(block)
             if zone is None:
                 return self._fail("EINVAL", None)
             if self._ram_pages(start, end) != end - start:

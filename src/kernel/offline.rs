@@ -183,10 +183,12 @@ fn test_pages_in_a_zone(
     Ok(found)
 }
 
-/// v6.1 `mem->zone` of a boot block (`early_node_zone_for_memory_block()`): the one populated
-/// zone of the block's node whose span intersects the block; `None` for two or more zones or
-/// two nodes (and for offline blocks).
-pub fn cached_zone(m: &Machine, block: u64) -> Option<(u16, ZoneType)> {
+/// v6.1 `early_node_zone_for_memory_block()` (drivers/base/memory.c, 6.1-rc6): the boot
+/// value of `mem->zone`, set when the node registers its early blocks
+/// (`memory_block_add_nid()`, MEMINIT_EARLY): the one populated zone of the block's node whose
+/// span intersects the block; `None` for two or more zones, or where a second node registers
+/// the same block.
+pub fn early_zone(m: &Machine, block: u64) -> Option<(u16, ZoneType)> {
     let g = m.geometry;
     let spb = g.sections_per_block();
     let mut nids: Vec<u16> = (block * spb..(block + 1) * spb)
@@ -211,6 +213,35 @@ pub fn cached_zone(m: &Machine, block: u64) -> Option<(u16, ZoneType)> {
     match (zones.next(), zones.next()) {
         (Some(z), None) => Some((nid, z)),
         _ => None,
+    }
+}
+
+/// v6.1 `mem->zone`: its boot value (`early_zone`) for a block online at boot (blocks added
+/// offline, hot-added or coldplugged DIMMs, start NULL), then what `memory_block_online()`
+/// set (the zone the online chose) or `memory_block_offline()` cleared (NULL). It is never
+/// recomputed from the zone spans, which overlap once a block inside one zone's span is
+/// onlined to another (6.1-rc6 drivers/base/memory.c).
+pub fn mem_zone(m: &Machine, block: u64) -> Option<(u16, ZoneType)> {
+    match &m.mem_zone {
+        Some(v) => v.get(block as usize).copied().flatten(),
+        None if m.blocks.get(block as usize) == Some(&BlockState::Online)
+            || m.blocks.get(block as usize) == Some(&BlockState::GoingOffline) =>
+        {
+            early_zone(m, block)
+        }
+        None => None,
+    }
+}
+
+/// Record a new `mem->zone` for `block`, keeping every other block's boot value (computed
+/// now, before the state change alters any zone span).
+fn set_mem_zone(m: &mut Machine, block: u64, zone: Option<(u16, ZoneType)>) {
+    if m.mem_zone.is_none() {
+        let all = (0..m.nr_blocks()).map(|b| mem_zone(m, b)).collect();
+        m.mem_zone = Some(all);
+    }
+    if let Some(slot) = m.mem_zone.as_mut().and_then(|v| v.get_mut(block as usize)) {
+        *slot = zone;
     }
 }
 
@@ -469,7 +500,7 @@ pub fn offline_block(
     let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
     let zone = if v61 {
         // memory_block_offline(): mem->zone == NULL → -EINVAL, no reason logged.
-        let Some(z) = cached_zone(m, block) else {
+        let Some(z) = mem_zone(m, block) else {
             return Ok(fail(block, Errno::Einval, None, work));
         };
         if system_ram_pages(m, start, end) != end - start {
@@ -857,6 +888,8 @@ fn commit_offline(
             m.store.set_section_compact(s, Compact::Uniform(after));
         }
     }
+    // memory_block_offline() (6.1): mem->zone = NULL once the pages are offline
+    set_mem_zone(m, block, None);
     m.blocks[block as usize] = BlockState::Offline;
     // s390 sclp_mem_notifier: MEM_OFFLINE unassigns the increments and marks them standby
     if g.arch == Arch::S390x && !m.standby_blocks.contains(&block) {
@@ -1106,7 +1139,7 @@ pub fn valid_zones(
     // other state, going-offline included, lists the zones an online would choose
     if state == BlockState::Online {
         let z = if is_v61(*profile) {
-            cached_zone(m, block)
+            mem_zone(m, block)
         } else {
             let mut w = OfflineWork::default();
             let (s, e) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
@@ -1142,6 +1175,8 @@ pub fn online_block(m: &mut Machine, block: u64, online_type: &str) -> Result<Op
         // device_online() returns 1 for an online device: -EINVAL.
         return Ok(Some(Errno::Einval));
     }
+    // memory_block_online() (6.1): mem->zone = the zone chosen, before any span grows
+    set_mem_zone(m, block, Some((nid, zone)));
     let g = m.geometry;
     let spb = g.sections_per_block();
     let pbn = g.pageblock_nr_pages();

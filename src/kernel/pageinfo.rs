@@ -50,7 +50,7 @@ pub struct Fault {
 /// The state of a struct page's memmap, as a reader sees it under a profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Memmap {
-    /// Initialised (or zeroed: node 0, zone DMA, flags 0) links.
+    /// Initialised (or zeroed: node 0, zone index 0, flags 0) links.
     Valid {
         nid: u16,
         zone: ZoneType,
@@ -108,13 +108,13 @@ pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
             UninitMemmap::Garbage => Memmap::Garbage,
             UninitMemmap::Zero => Memmap::Valid {
                 nid: 0,
-                zone: ZoneType::Dma,
+                zone: profile.zone_zero(),
                 zeroed: true,
             },
         },
         kind::ZEROED if field_of(b) != ZEROED_HOLE => Memmap::Valid {
             nid: 0,
-            zone: ZoneType::Dma,
+            zone: profile.zone_zero(),
             zeroed: true,
         },
         // a hole: zeroed (<= 5.5) or PG_reserved as node 0, zone 0 (5.6) unless
@@ -125,7 +125,7 @@ pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
         {
             Memmap::Valid {
                 nid: 0,
-                zone: ZoneType::Dma,
+                zone: profile.zone_zero(),
                 zeroed: true,
             }
         }
@@ -187,16 +187,24 @@ fn oops(m: &Machine, function: &'static str, access: &'static str, pfn: u64, why
     }
 }
 
-/// A silently wrong read: a zeroed struct page whose real node/zone differs from 0/DMA.
-pub fn wrong(m: &Machine, function: &'static str, access: &'static str, pfn: u64) -> Fault {
+/// A silently wrong read: a zeroed struct page whose real node/zone differs from node 0 and
+/// zone index 0 (`KernelProfile::zone_zero`).
+pub fn wrong(
+    m: &Machine,
+    profile: &KernelProfile,
+    function: &'static str,
+    access: &'static str,
+    pfn: u64,
+) -> Fault {
     Fault {
         function,
         access,
         pfn,
         kind: FaultKind::WrongAnswer,
         message: format!(
-            "zeroed struct page {} reads as node 0, zone DMA",
-            page_addr(m, pfn)
+            "zeroed struct page {} reads as node 0, zone {}",
+            page_addr(m, pfn),
+            profile.zone_zero().name()
         ),
     }
 }

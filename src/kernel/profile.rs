@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::geometry::Arch;
+use crate::page::ZoneType;
 
 /// Kernel versions with distinct behaviour on these paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -178,6 +179,19 @@ impl KernelProfile {
     /// v5.5-rc5 right after mem_hotplug_begin()).
     pub fn has_memory_holes_check(&self) -> bool {
         self.version >= KernelVersion::V5_5
+    }
+
+    /// The zone a zeroed struct page names (zone index 0 of `enum zone_type`, whose members
+    /// are each behind a config): ZONE_DMA where the arch has it (x86_64; s390; arm64 from
+    /// v5.5, 1a8e1cef7603), arm64 5.4's first zone ZONE_DMA32, and ZONE_NORMAL on pseries,
+    /// which has neither (arch/powerpc/Kconfig in v5.5-rc5 and 6.1-rc6: ZONE_DMA only
+    /// `if PPC_BOOK3E_64`; no ZONE_DMA32 on powerpc).
+    pub fn zone_zero(&self) -> ZoneType {
+        match self.arch {
+            Arch::Ppc64 => ZoneType::Normal,
+            Arch::Arm64 if self.version == KernelVersion::V5_4 => ZoneType::Dma32,
+            _ => ZoneType::Dma,
+        }
     }
 
     /// Human-readable name, e.g. "5.5+debug".

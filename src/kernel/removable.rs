@@ -50,7 +50,7 @@ impl Scan<'_> {
         nid: u16,
         zone: ZoneType,
     ) {
-        // A zeroed struct page says node 0 / DMA; note it when that is not where the pfn is.
+        // A zeroed struct page says node 0, zone index 0; note it when the pfn is elsewhere.
         let real_nid = self
             .m
             .store
@@ -58,7 +58,7 @@ impl Scan<'_> {
             .nid;
         let real_zone = self.m.store.pageblock_zone(pfn);
         if self.note.is_none() && (real_nid, real_zone) != (nid, zone) {
-            self.note = Some(wrong(self.m, function, access, pfn));
+            self.note = Some(wrong(self.m, self.profile, function, access, pfn));
         }
     }
 

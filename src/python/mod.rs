@@ -145,7 +145,8 @@ fn parse_zone(name: &str) -> crate::Result<ZoneType> {
 impl CoreMachine {
     /// Build from a layout (see memscan.sources.layout for the Python form).
     #[staticmethod]
-    #[pyo3(signature = (arch, geometry, boot_mem_end, ram, reserved, device, zones, offline_blocks, hstates))]
+    #[pyo3(signature = (arch, geometry, boot_mem_end, ram, reserved, device, zones, offline_blocks, hstates, kernel=None))]
+    #[allow(clippy::too_many_arguments)]
     fn build(
         py: Python<'_>,
         arch: &str,
@@ -157,31 +158,12 @@ impl CoreMachine {
         zones: Vec<(u16, String, u64, u64)>,
         offline_blocks: Vec<u64>,
         hstates: Vec<(u32, bool)>,
+        kernel: Option<String>,
     ) -> PyResult<CoreMachine> {
         let m = py.detach(|| {
             guard_nopy(|| {
                 let arch = Arch::parse(arch)?;
-                let get = |k: &str| geometry.get(k).copied();
-                let ov = GeometryOverrides {
-                    page_shift: get("page_shift").map(|v| v as u32),
-                    section_size_bits: get("section_size_bits").map(|v| v as u32),
-                    pageblock_order: get("pageblock_order").map(|v| v as u32),
-                    max_order: get("max_order").map(|v| v as u32),
-                    block_size: get("block_size"),
-                };
-                for k in geometry.keys() {
-                    if ![
-                        "page_shift",
-                        "section_size_bits",
-                        "pageblock_order",
-                        "max_order",
-                        "block_size",
-                    ]
-                    .contains(&k.as_str())
-                    {
-                        return Err(Error::Geometry(format!("unknown geometry key {k:?}")));
-                    }
-                }
+                let ov = geometry_overrides(&geometry, arch, kernel.as_deref())?;
                 let g = Geometry::for_arch(arch, ov, boot_mem_end)?;
                 let zones = zones
                     .into_iter()
@@ -317,6 +299,14 @@ impl CoreMachine {
 
     fn hugetlb_reserved(&self) -> Vec<u64> {
         self.read().hugetlb_resv.clone()
+    }
+
+    /// v6.1 `mem->zone` per block: (nid, zone name), or None (NULL).
+    fn mem_zones(&self) -> Vec<Option<(u16, &'static str)>> {
+        let m = self.read();
+        (0..m.nr_blocks())
+            .map(|b| crate::kernel::offline::mem_zone(&m, b).map(|(n, z)| (n, z.name())))
+            .collect()
     }
 
     /// s390 standby blocks.
@@ -1005,11 +995,73 @@ fn workload_from_dict(py: Python<'_>, d: &Bound<'_, PyDict>) -> PyResult<Workloa
     Ok(w)
 }
 
+/// Geometry overrides from a layout's `geometry` dict (keys checked) and the kernel whose
+/// defaults apply.
+fn geometry_overrides(
+    geometry: &std::collections::HashMap<String, u64>,
+    arch: Arch,
+    kernel: Option<&str>,
+) -> crate::Result<GeometryOverrides> {
+    const KEYS: [&str; 5] = [
+        "page_shift",
+        "section_size_bits",
+        "pageblock_order",
+        "max_order",
+        "block_size",
+    ];
+    if let Some(k) = geometry.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(Error::Geometry(format!("unknown geometry key {k:?}")));
+    }
+    let get = |k: &str| geometry.get(k).copied();
+    Ok(GeometryOverrides {
+        page_shift: get("page_shift").map(|v| v as u32),
+        section_size_bits: get("section_size_bits").map(|v| v as u32),
+        pageblock_order: get("pageblock_order").map(|v| v as u32),
+        max_order: get("max_order").map(|v| v as u32),
+        block_size: get("block_size"),
+        kernel: kernel
+            .map(|k| KernelProfile::parse(k, arch).map(|p| p.version))
+            .transpose()?,
+    })
+}
+
+/// The geometry an arch (and a kernel, where its defaults differ) gives a machine whose RAM
+/// ends at `boot_mem_end`, with `geometry`'s overrides applied: the one home of the defaults.
+#[pyfunction]
+#[pyo3(signature = (arch, geometry=std::collections::HashMap::new(), boot_mem_end=0, kernel=None))]
+fn default_geometry(
+    py: Python<'_>,
+    arch: &str,
+    geometry: std::collections::HashMap<String, u64>,
+    boot_mem_end: u64,
+    kernel: Option<&str>,
+) -> PyResult<std::collections::HashMap<&'static str, u64>> {
+    let r = guard_nopy(|| {
+        let arch = Arch::parse(arch)?;
+        let g = Geometry::for_arch(
+            arch,
+            geometry_overrides(&geometry, arch, kernel)?,
+            boot_mem_end,
+        )?;
+        Ok(std::collections::HashMap::from([
+            ("page_shift", u64::from(g.page_shift)),
+            ("section_size_bits", u64::from(g.section_size_bits)),
+            ("pageblock_order", u64::from(g.pageblock_order)),
+            ("max_order", u64::from(g.max_order)),
+            ("block_size", g.block_size),
+        ]))
+    });
+    r.map_err(|e| e.into_py(py))
+}
+
 /// The native module. Structure lives in the Python package.
 #[pymodule]
 mod _core {
     #[pymodule_export]
     use super::CoreMachine;
+
+    #[pymodule_export]
+    use super::default_geometry;
 
     /// x86_64 vmemmap base with 4-level paging and no KASLR (struct page of pfn N at
     /// base + 64 N): the one home of this constant for Rust and Python.

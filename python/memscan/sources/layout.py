@@ -123,6 +123,9 @@ class Layout:
     offline_blocks: List[int] = field(default_factory=list)
     hstates: List[Tuple[int, bool]] = field(default_factory=list)
     name: str = "layout"
+    #: the kernel whose geometry defaults apply where versions differ (arm64 sections:
+    #: 1 GiB up to v5.11, 128/512 MiB from v5.12); None takes v5.5's
+    kernel: Optional[str] = None
 
     def page_shift(self) -> int:
         return int(
@@ -222,6 +225,7 @@ class Layout:
             list(zones),
             list(self.offline_blocks),
             list(self.hstates),
+            self.kernel,
         )
 
 
@@ -282,6 +286,7 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
         "hstates",
         "name",
         "page_size",
+        "kernel",
     }
     unknown = set(d) - known
     if unknown:
@@ -355,6 +360,7 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
             for i, h in enumerate(_list(d.get("hstates", []), f"{source}: hstates"))
         ],
         name=str(d.get("name", source)),
+        kernel=None if d.get("kernel") is None else str(d["kernel"]),
     )
 
 

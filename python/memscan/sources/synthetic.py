@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import _core
 from ..errors import ArgumentError, GeometryError
 from ..sizes import SizeLike, parse_size
 from .layout import Layout, Range, canonical_arch, page_shift_of
@@ -23,6 +24,7 @@ def synthetic_layout(
     nodes: int = 1,
     pmem: SizeLike = 0,
     page_size: Optional[str] = None,
+    kernel: Optional[str] = None,
 ) -> Layout:
     arch = canonical_arch(arch)
     size = parse_size(total, "total")
@@ -38,7 +40,10 @@ def synthetic_layout(
     if page_size is not None:
         geometry["page_shift"] = page_shift_of(page_size)
     start = RAM_START[arch]
-    unit = bs or (128 << 20)
+    # nodes split at block boundaries: the core's default block size for this arch, page size
+    # and kernel (x86's probe depends on the end of RAM: its smallest answer, 128 MiB, is a
+    # boundary for every larger one)
+    unit = bs or _core.default_geometry(arch, geometry, 0, kernel)["block_size"]
     per = (size // nodes) // unit * unit
     if per == 0:
         raise ArgumentError(f"total {total} is too small for {nodes} nodes of whole blocks")
@@ -53,4 +58,6 @@ def synthetic_layout(
         pstart = (pos + unit - 1) // unit * unit
         ranges.append(Range(pstart, pstart + p, "device", nodes - 1))
     name = f"synthetic {total} {arch}" + (f", {nodes} nodes" if nodes > 1 else "")
-    return Layout(arch=arch, ranges=ranges, block_size=bs, geometry=geometry, name=name)
+    return Layout(
+        arch=arch, ranges=ranges, block_size=bs, geometry=geometry, name=name, kernel=kernel
+    )

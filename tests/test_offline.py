@@ -250,10 +250,38 @@ def test_offlined_memmap_by_version(kernel, after):
     assert set((m.pages(33) & 0xF).tolist()) == {int(after)}
 
 
-def test_going_offline_and_hotremove_and_arm64_notifier():
-    m = tiny()
-    m.set_block_state(32, "going-offline")
-    assert m.offline(32, "5.5").errno == "EINVAL"
+def test_a_write_to_a_going_offline_block_waits_for_the_offline_in_progress():
+    """state_store() (v5.5-rc5, 6.1-rc6): lock_device_hotplug_sysfs() fails while the
+    offline in progress holds device_hotplug_lock and restarts the write. When that offline
+    succeeds, this write finds the block offline (EINVAL, no work of its own); when it fails,
+    the block is online again and this write fails the same way."""
+    for kernel in ("5.5", "6.1"):
+        m = tiny()
+        m.set_block_state(32, "going-offline")
+        o = m.offline(32, kernel)
+        assert (o.errno, o.reason) == ("EINVAL", "already offline") and "waited" in o.detail
+        assert o.struct_pages_read == 0 and not o.applied
+        assert m.block_state(32) == memscan.BlockState.GOING_OFFLINE  # a dry run
+        o = m.offline(32, kernel, dry_run=False)
+        assert o.errno == "EINVAL" and o.applied  # the offline in progress completed
+        assert m.block_state(32) == memscan.BlockState.OFFLINE
+        m = tiny()
+        m.set_pages(PFN0 + SEC + 9, 1, PageKind.PINNED)
+        m.set_block_state(33, "going-offline")
+        o, fresh = m.offline(33, kernel), tiny()
+        fresh.set_pages(PFN0 + SEC + 9, 1, PageKind.PINNED)
+        assert (
+            (o.errno, o.pfn)
+            == (fresh.offline(33, kernel).errno, PFN0 + SEC + 9)
+            == (
+                "EINTR",
+                PFN0 + SEC + 9,
+            )
+        )
+        assert "in progress failed" in o.detail
+
+
+def test_hotremove_and_arm64_notifier():
     a = memscan.Machine.synthetic("4G", arch="arm64")
     b = int(a.blocks()[0])
     assert (a.offline(b, "5.5").errno, a.offline(b, "5.5").reason) == (

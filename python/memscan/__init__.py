@@ -24,6 +24,7 @@ from .errors import (
     ParseError,
     PfnRangeError,
 )
+from .kernel import Kernel
 from .kinds import HUGETLB_FREE, ZEROED_HOLE, BlockState, MigrateType, PageKind, page_byte
 from .machine import Fault, Geometry, Machine, Offline, Prediction, Removable, ScanResult
 from .sizes import human, parse_size
@@ -39,6 +40,7 @@ __all__ = [
     "GeometryError",
     "HUGETLB_FREE",
     "InternalError",
+    "Kernel",
     "LayoutError",
     "Machine",
     "MemscanError",

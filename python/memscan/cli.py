@@ -9,6 +9,7 @@ import time
 from typing import List, Optional
 
 from .errors import MemscanError
+from .kernel import POST_PATCH_KERNEL, SEED_KERNEL
 from .machine import Machine
 from .report import build_report, format_report
 from .workload import PRESETS
@@ -62,7 +63,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         # a captured machine is modeled under its own kernel (uname -r, read as the profile
         # parser reads release strings); anything else under the seed's 5.5+debug
         release = ((m.snapshot_info or {}).get("meta") or {}).get("kernel_release")
-        args.kernel = release or "5.5+debug"
+        args.kernel = release or SEED_KERNEL
         if release:
             try:
                 m.scan(release, blocks=[], progress=False)
@@ -394,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
         "as 6.1.0-18-amd64, each optionally +debug (default: a captured machine's own kernel, "
         "else 5.5+debug, the seed's)",
     )
-    r.add_argument("--post-kernel", default="5.6", help="post-patch kernel (default 5.6)")
+    r.add_argument(
+        "--post-kernel",
+        default=POST_PATCH_KERNEL,
+        help=f"post-patch kernel (default {POST_PATCH_KERNEL})",
+    )
     r.add_argument("-a", "--all", action="store_true", help="one line per block (lsmem -a)")
     r.set_defaults(func=cmd_report)
     sy = sub.add_parser("sysfs", help="sysfs trees")
@@ -405,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dir", metavar="DIR")
     _add_source_args(ex)
     ex.add_argument(
-        "--kernel", default="5.5+debug", help="kernel whose sysfs is written (default 5.5+debug)"
+        "--kernel",
+        default=SEED_KERNEL,
+        help=f"kernel whose sysfs is written (default {SEED_KERNEL})",
     )
     ex.add_argument(
         "--on-fault",
@@ -431,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "mount":
             lp.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory")
         _add_source_args(lp)
-        lp.add_argument("--kernel", default="5.5+debug", help="modeled kernel (default 5.5+debug)")
+        lp.add_argument(
+            "--kernel", default=SEED_KERNEL, help=f"modeled kernel (default {SEED_KERNEL})"
+        )
         lp.add_argument(
             "--kernel-time",
             action="store_true",
@@ -474,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: each level's own (2e-6 x level)",
     )
     tr.add_argument("--kernel", default="5.5", help="pre-patch kernel (default 5.5)")
-    tr.add_argument("--post-kernel", default="5.6")
+    tr.add_argument("--post-kernel", default=POST_PATCH_KERNEL)
     tr.add_argument("--plot", metavar="FILE.png")
     tr.add_argument("--json", action="store_true")
     tr.add_argument(

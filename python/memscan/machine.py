@@ -11,6 +11,7 @@ import numpy as np
 
 from ._core import X86_VMEMMAP_BASE
 from .errors import ArgumentError, NoSuchBlockError, ParseError, PfnRangeError
+from .kernel import OFFLINE_KERNEL, POST_PATCH_KERNEL, Kernel, KernelLike, kernel_spec
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
 from .sizes import SizeLike, parse_size
@@ -514,17 +515,17 @@ class Machine:
         return int(self._core.memory_bytes())
 
     # -- kernel models ----------------------------------------------------------------------
-    def removable(self, block: int, kernel: str = "5.5") -> Removable:
+    def removable(self, block: int, kernel: KernelLike = "5.5") -> Removable:
         """Read ``memory<block>/removable`` under ``kernel``.
 
         Raises:
             NoSuchBlockError: the block id is out of range or has no directory.
             ArgumentError: an unknown kernel.
         """
-        d = self._core.removable(_block(block), _str(kernel, "kernel"))
+        d = self._core.removable(_block(block), kernel_spec(kernel))
         return Removable(
             block=d["block"],
-            kernel=kernel,
+            kernel=kernel_spec(kernel),
             value=d["value"],
             fault=_fault(d["fault"]),
             note=_fault(d["note"]),
@@ -537,7 +538,7 @@ class Machine:
 
     def scan(
         self,
-        kernel: str = "5.5",
+        kernel: KernelLike = "5.5",
         blocks: Optional[Sequence[int]] = None,
         parallel: bool = False,
         progress: Optional[bool] = None,
@@ -547,7 +548,8 @@ class Machine:
         terminal unless ``progress=False``."""
         ids = self.blocks() if blocks is None else np.asarray(blocks, dtype=np.uint64)
         # refuse an unknown kernel even with no blocks
-        self._core.scan([], _str(kernel, "kernel"), False)
+        kernel = kernel_spec(kernel)
+        self._core.scan([], kernel, False)
         parts = []
         bar = Progress(len(ids), f"removable ({kernel})", enabled=progress)
         try:
@@ -564,7 +566,7 @@ class Machine:
             return np.concatenate([p[name] for p in parts]).astype(dtype, copy=False)
 
         return ScanResult(
-            kernel=kernel,
+            kernel=kernel_spec(kernel),
             block=col("block", np.uint64),
             value=col("value", np.int8),
             scanned=col("scanned", np.bool_),
@@ -576,7 +578,11 @@ class Machine:
         )
 
     def offline(
-        self, block: int, kernel: str = "6.1", dry_run: bool = True, patience_rounds: int = 1000
+        self,
+        block: int,
+        kernel: KernelLike = OFFLINE_KERNEL,
+        dry_run: bool = True,
+        patience_rounds: int = 1000,
     ) -> Offline:
         """Predict (``dry_run``) or perform ``echo offline > memory<block>/state``.
 
@@ -589,21 +595,21 @@ class Machine:
         """
         d = dict(
             self._core.offline(
-                _block(block), _str(kernel, "kernel"), bool(dry_run), int(patience_rounds)
+                _block(block), kernel_spec(kernel), bool(dry_run), int(patience_rounds)
             )
         )
         d["fault"] = _fault(d["fault"])
-        return Offline(kernel=kernel, **d)
+        return Offline(kernel=kernel_spec(kernel), **d)
 
     def offline_many(
         self,
         blocks: Optional[Sequence[int]] = None,
-        kernel: str = "6.1",
+        kernel: KernelLike = OFFLINE_KERNEL,
         patience_rounds: int = 1000,
     ) -> List[Offline]:
         """Dry-run offline of every block (or ``blocks``) in one native call."""
         ids = [_block(b) for b in (self.blocks() if blocks is None else blocks)]
-        d = self._core.offline_many(ids, _str(kernel, "kernel"), int(patience_rounds))
+        d = self._core.offline_many(ids, kernel_spec(kernel), int(patience_rounds))
         work = (
             "struct_pages_read",
             "pageblocks_isolated",
@@ -615,7 +621,7 @@ class Machine:
         return [
             Offline(
                 block=b,
-                kernel=kernel,
+                kernel=kernel_spec(kernel),
                 errno=d["errno"][i],
                 reason=d["reason"][i],
                 pfn=d["pfn"][i],
@@ -630,7 +636,7 @@ class Machine:
     def export_sysfs(
         self,
         root: Union[str, os.PathLike[str]],
-        kernel: str = "5.5",
+        kernel: KernelLike = "5.5",
         on_fault: str = "missing",
         values: str = "model",
         force: bool = False,
@@ -721,38 +727,43 @@ class Machine:
         Returns None on success, or the errno name the write returns."""
         return self._core.online(_block(block), _str(online_type, "online_type"))
 
-    def valid_zones(self, block: int, kernel: str = "6.1") -> Optional[str]:
+    def valid_zones(self, block: int, kernel: KernelLike = OFFLINE_KERNEL) -> Optional[str]:
         """The text of ``memory<block>/valid_zones`` (without the newline), or None where the
         read faults (``valid_zones_read`` says how)."""
         return self.valid_zones_read(block, kernel).value
 
-    def valid_zones_read(self, block: int, kernel: str = "6.1") -> ValidZones:
+    def valid_zones_read(self, block: int, kernel: KernelLike = OFFLINE_KERNEL) -> ValidZones:
         """Read ``memory<block>/valid_zones`` under ``kernel``: the text, or the fault that
         kills the reader (5.4/5.5 ``test_pages_in_a_zone`` reads ``page_zone()`` of one
         struct page per MAX_ORDER_NR_PAGES: a poisoned one BUGs on a debug kernel, as a real
         5.4.59 kernel does on the seed's shape)."""
-        d = self._core.valid_zones(_block(block), _str(kernel, "kernel"))
+        d = self._core.valid_zones(_block(block), kernel_spec(kernel))
         return ValidZones(
-            block=int(block), kernel=kernel, value=d["value"], fault=_fault(d["fault"])
+            block=int(block), kernel=kernel_spec(kernel), value=d["value"], fault=_fault(d["fault"])
         )
 
     def predict(
         self,
-        kernel: str = "5.5",
-        post_kernel: str = "5.6",
-        offline_kernel: Optional[str] = None,
+        kernel: KernelLike = "5.5",
+        post_kernel: KernelLike = POST_PATCH_KERNEL,
+        offline_kernel: Optional[KernelLike] = None,
         patience_rounds: int = 1000,
     ) -> Prediction:
         """For every block: pre-patch and post-patch ``removable`` and the dry-run offline
         outcome under ``offline_kernel`` (default: ``kernel`` without +debug)."""
-        ok = offline_kernel or kernel.replace("+debug", "")
+        ok = (
+            kernel_spec(offline_kernel)
+            if offline_kernel is not None
+            else Kernel.parse(kernel, self.geometry.arch).without_debug().name
+        )
+        kernel, post_kernel = kernel_spec(kernel), kernel_spec(post_kernel)
         pre = self.scan(kernel, progress=False)
         post = self.scan(post_kernel, progress=False)
         outs = self.offline_many(pre.block.tolist(), ok, patience_rounds)
         return Prediction(kernel, post_kernel, ok, pre.block, pre.value, post.value, outs)
 
     def is_mem_section_removable(
-        self, start_pfn: int, nr_pages: int, kernel: str = "5.5"
+        self, start_pfn: int, nr_pages: int, kernel: KernelLike = "5.5"
     ) -> Dict[str, Any]:
         """``is_mem_section_removable()`` called directly with any range (as powerpc's
         ``lmb_is_removable()`` did up to 5.6); an unaligned start reaches
@@ -764,7 +775,7 @@ class Machine:
         """
         d = dict(
             self._core.is_mem_section_removable(
-                _pfn(start_pfn, "start_pfn"), _pfn(nr_pages, "nr_pages"), _str(kernel, "kernel")
+                _pfn(start_pfn, "start_pfn"), _pfn(nr_pages, "nr_pages"), kernel_spec(kernel)
             )
         )
         d["fault"] = _fault(d["fault"])

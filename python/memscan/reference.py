@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .kernel import Kernel
 from .kinds import LRU_BATCH, ZONE_NAMES, PageKind
 
 K = PageKind
@@ -42,24 +43,12 @@ class Profile:
     memory_hotremove: bool
 
     @staticmethod
-    def parse(spec: str, arch: str) -> Profile:
-        s = spec.strip()
-        debug = s.endswith("+debug")
-        v = s[: -len("+debug")] if debug else s
-        if v.startswith("5.6-rc"):
-            version = "5.6-rc"
-        elif v == "5.4" or v.startswith("5.4."):
-            version = "5.4"
-        elif v == "5.5" or v.startswith("5.5."):
-            version = "5.5"
-        elif v == "5.6" or v.startswith("5.6."):
-            version = "5.6"
-        elif v == "6.1" or v.startswith("6.1."):
-            version = "6.1"
-        else:
-            raise ValueError(spec)
-        hotremove = not (arch == "arm64" and version in ("5.4", "5.5", "5.6-rc", "5.6"))
-        return Profile(version, debug, debug, hotremove)
+    def parse(spec: Any, arch: str) -> Profile:
+        # the name is read by the one parser (memscan.kernel); what each version does is this
+        # oracle's own reading, in the methods below
+        k = Kernel.parse(spec, arch)
+        hotremove = not (arch == "arm64" and k.version in ("5.4", "5.5", "5.6-rc", "5.6"))
+        return Profile(k.version, k.debug_vm, k.debug_vm_pgflags, hotremove)
 
     def removable_scans(self) -> bool:
         return self.version in ("5.4", "5.5", "5.6-rc")
@@ -641,12 +630,24 @@ class OfflineReference(Reference):
 
     # offline_pages ------------------------------------------------------------------------
     def offline(self, block: int) -> OfflineResult:
-        v61 = self.p.version == "6.1"
+        """state_store(): an offline block → EINVAL; a going-offline block is being offlined
+        under device_hotplug_lock, so lock_device_hotplug_sysfs() restarts this write until
+        that offline ends: EINVAL (and no work of its own) if it succeeded, else the same
+        failure again."""
         state = int(self.s.block_states[block])
         if state == 2:
             return self._fail("EINVAL", "already offline")
         if state == 3:
-            return self._fail("EINVAL", "state is not online")
+            r = self.offline_pages(block)
+            if r.errno is None:
+                self.work = {k: 0 for k in self.work}
+                return self._fail("EINVAL", "already offline")
+            return r
+        return self.offline_pages(block)
+
+    def offline_pages(self, block: int) -> OfflineResult:
+        """__offline_pages() (5.x) / offline_pages() (6.1) of a block taken as online."""
+        v61 = self.p.version == "6.1"
         if not self.p.memory_hotremove:
             return self._fail("EINVAL", "no CONFIG_MEMORY_HOTREMOVE")
         start, end = self._block_range(block)

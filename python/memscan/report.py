@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .kernel import POST_PATCH_KERNEL, SEED_KERNEL, Kernel
 from .kinds import BlockState
 from .machine import Machine, Offline, Prediction, ScanResult
 from .sizes import human
@@ -121,8 +122,8 @@ def lsmem_ranges(rows: List[BlockRow]) -> List[RangeRow]:
 
 def build_report(
     m: Machine,
-    kernel: str = "5.5+debug",
-    post_kernel: str = "5.6",
+    kernel: str = SEED_KERNEL,
+    post_kernel: str = POST_PATCH_KERNEL,
     workload: str = "",
     seed: int = 0,
     progress: Optional[bool] = None,
@@ -130,7 +131,7 @@ def build_report(
     t0 = time.perf_counter()
     pre: ScanResult = m.scan(kernel, progress=progress)
     post: ScanResult = m.scan(post_kernel, progress=False)
-    off_kernel = kernel.replace("+debug", "")
+    off_kernel = Kernel.parse(kernel, m.geometry.arch).without_debug().name
     offs = m.offline_many(pre.block.tolist(), off_kernel)
     offs_post = m.offline_many(pre.block.tolist(), post_kernel)
     conf_pre = Prediction(

@@ -2,7 +2,7 @@
 //! include/linux/mm.h, v5.5) and of its flags, with what they do on a struct page that was
 //! never initialised. Faults are results: the model reports what the kernel would do.
 
-use crate::kernel::profile::{KernelProfile, KernelVersion};
+use crate::kernel::profile::KernelProfile;
 use crate::page::{field_of, kind, kind_of, ZoneType, ZEROED_HOLE};
 use crate::topology::{Machine, UninitMemmap};
 
@@ -120,8 +120,7 @@ pub fn memmap_state(m: &Machine, pfn: u64, profile: &KernelProfile) -> Memmap {
         // a hole: zeroed (<= 5.5) or PG_reserved as node 0, zone 0 (5.6) unless
         // memmap_init_zone() reached it; 6.1 gives it its node and zone
         kind::ZEROED
-            if profile.version <= KernelVersion::V5_6
-                && hole_as(m, pfn, profile) != HoleAs::InUse =>
+            if profile.holes_read_zone_zero() && hole_as(m, pfn, profile) != HoleAs::InUse =>
         {
             Memmap::Valid {
                 nid: 0,

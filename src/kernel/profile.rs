@@ -35,6 +35,14 @@ impl KernelVersion {
     }
 }
 
+/// What the struct pages of an offlined block hold (`KernelProfile::offlined_memmap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflinedMemmap {
+    Reserved,
+    Stale,
+    Poisoned,
+}
+
 /// Version, arch and the config options the models read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelProfile {
@@ -179,6 +187,68 @@ impl KernelProfile {
     /// v5.5-rc5 right after mem_hotplug_begin()).
     pub fn has_memory_holes_check(&self) -> bool {
         self.version >= KernelVersion::V5_5
+    }
+
+    /// The 6.1 memory-block offline path (kernel-6.1-offline.md): `mem->zone` kept per block,
+    /// `zone_pcp_disable()` + `lru_cache_disable()` once, isolation of the first, last, then
+    /// middle pageblocks, the 6.1 `has_unmovable_pages()`, PageOffline handling, the arm64
+    /// boot-memory veto (v5.7+). The 5.x profiles take `__offline_pages()`.
+    pub fn offline_path_6_1(&self) -> bool {
+        self.version >= KernelVersion::V6_1
+    }
+
+    /// A hole's struct page outside every zone span reads node 0, zone index 0 (zeroed up to
+    /// 5.5, PG_reserved node 0 / zone 0 in 5.6, `init_unavailable_mem()`); 6.1's
+    /// `init_unavailable_range()` gives it the node and zone it lies in.
+    pub fn holes_read_zone_zero(&self) -> bool {
+        self.version <= KernelVersion::V5_6
+    }
+
+    /// `is_mem_section_removable()` exists (up to 5.6; 6.1-rc6 has none).
+    pub fn has_is_mem_section_removable(&self) -> bool {
+        self.version <= KernelVersion::V5_6
+    }
+
+    /// `has_unmovable_pages()` ends with `WARN_ON_ONCE(zone_idx(zone) == ZONE_MOVABLE)` at
+    /// its `unmovable:` label (5.4.18, 5.5-rc5); 5.6.4 moved the warning into
+    /// `set_migratetype_isolate()`'s failure branch (taken as from 5.6-rc1 [U]).
+    pub fn warns_unmovable_in_zone_movable(&self) -> bool {
+        self.version <= KernelVersion::V5_5
+    }
+
+    /// The reason a CMA pageblock gets: "CMA page" up to 5.5, "unmovable page" from 5.6.
+    pub fn cma_reason(&self) -> &'static str {
+        if self.version <= KernelVersion::V5_5 {
+            "CMA page"
+        } else {
+            "unmovable page"
+        }
+    }
+
+    /// pseries CMM registers a memory isolate notifier and gives its loaned pages back in
+    /// MEM_GOING_OFFLINE: 5.4.18 cmm.c; v5.5-rc5 has neither.
+    pub fn cmm_isolate_notifier(&self) -> bool {
+        self.arch == Arch::Ppc64 && self.version == KernelVersion::V5_4
+    }
+
+    /// pseries CMM uses balloon compaction from v5.5 (v5.5-rc5 cmm.c: `balloon_page_enqueue`,
+    /// `cmm_migratepage`; the fe030c9b85e6 series [R]): its pages are `__PageMovable`.
+    pub fn cmm_balloon_compaction(&self) -> bool {
+        self.arch == Arch::Ppc64 && self.version >= KernelVersion::V5_5
+    }
+
+    /// What an offlined block's struct pages hold: 5.4.18 `__offline_isolated_pages()` sets
+    /// PG_reserved; 5.5 leaves them stale and free; from v5.6-rc1
+    /// `remove_pfn_range_from_zone()` poisons them (`page_init_poison`, d33695b16a9f; a no-op
+    /// without DEBUG_VM). Read in 5.4.18, 5.5-rc5, 5.6.4 and 6.1-rc6.
+    pub fn offlined_memmap(&self) -> OfflinedMemmap {
+        if self.version == KernelVersion::V5_4 {
+            OfflinedMemmap::Reserved
+        } else if self.version >= KernelVersion::V5_6Rc && self.debug_vm {
+            OfflinedMemmap::Poisoned
+        } else {
+            OfflinedMemmap::Stale
+        }
     }
 
     /// The zone a zeroed struct page names (zone index 0 of `enum zone_type`, whose members

@@ -9,7 +9,7 @@
 use crate::cost::ScanCost;
 use crate::error::{Error, Result};
 use crate::kernel::pageinfo::{page_to_nid, page_zone, wrong, Fault, FaultKind};
-use crate::kernel::profile::{KernelProfile, KernelVersion};
+use crate::kernel::profile::KernelProfile;
 use crate::kernel::unmovable::{has_unmovable_pages, Unmovable, MEMORY_OFFLINE};
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType};
 use crate::topology::{BlockState, Machine};
@@ -249,7 +249,7 @@ pub fn is_mem_section_removable_call(
     nr_pages: u64,
     profile: &KernelProfile,
 ) -> Result<(std::result::Result<bool, Fault>, ScanCost)> {
-    if profile.version > KernelVersion::V5_6 {
+    if !profile.has_is_mem_section_removable() {
         return Err(Error::Argument(format!(
             "is_mem_section_removable() does not exist in {} (removed after 5.6)",
             profile.version.name()

@@ -8,7 +8,7 @@
 
 use crate::cost::ScanCost;
 use crate::kernel::pageinfo::{effective_byte, hole_as, page_flags, Fault, HoleAs};
-use crate::kernel::profile::{KernelProfile, KernelVersion};
+use crate::kernel::profile::KernelProfile;
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, LRU_BATCH, ZEROED_HOLE};
 use crate::sections::{Compact, RunView};
 use crate::topology::Machine;
@@ -23,7 +23,7 @@ pub const REPORT_FAILURE: u32 = 0x2;
 /// (modeled PG_offline) are balloon pages with `__PageMovable` (BALLOON_COMPACTION, selected
 /// by default), so has_unmovable_pages() passes them and offline migrates them.
 pub fn cmm_balloon_movable(m: &Machine, profile: &KernelProfile) -> bool {
-    m.geometry.arch == crate::geometry::Arch::Ppc64 && profile.version >= KernelVersion::V5_5
+    m.geometry.arch == crate::geometry::Arch::Ppc64 && profile.cmm_balloon_compaction()
 }
 
 /// Why a pageblock is unmovable: the pfn `dump_page()` would show and the reason string.
@@ -52,22 +52,15 @@ pub fn has_unmovable_pages(
     let unmovable = |iter: usize, reason: &'static str| Unmovable {
         pfn: pfn + iter as u64,
         reason,
-        // WARN_ON_ONCE(zone_idx(zone) == ZONE_MOVABLE) at the `unmovable:` label in 5.4.18
-        // and 5.5-rc5; 5.6.4 moved it into set_migratetype_isolate()'s failure branch (not on
-        // this path; taken as from 5.6-rc1 [U]), 6.1 has none
-        movable_zone_warning: zone == ZoneType::Movable && profile.version <= KernelVersion::V5_5,
+        movable_zone_warning: zone == ZoneType::Movable
+            && profile.warns_unmovable_in_zone_movable(),
     };
     // is_migrate_cma_page() reads the pageblock bitmap (mem_section usemap), no struct page.
     if m.store.migratetype(pfn) == MigrateType::Cma {
         if migratetype == MigrateType::Cma {
             return Ok(None);
         }
-        let reason = if profile.version <= KernelVersion::V5_5 {
-            "CMA page"
-        } else {
-            "unmovable page"
-        };
-        return Ok(Some(unmovable(0, reason)));
+        return Ok(Some(unmovable(0, profile.cma_reason())));
     }
     let view = m.store.run(pfn, nr);
     let skip_hwpoison = flags & MEMORY_OFFLINE != 0;

@@ -550,6 +550,13 @@ impl CoreMachine {
         let o = py
             .detach(|| {
                 guard_nopy(|| {
+                    if dry_run {
+                        // deciding reads only: a shared lock
+                        let m = self.read();
+                        let p = KernelProfile::parse(kernel, m.geometry.arch)?;
+                        return offline::decide_offline(&m, block, &p, patience_rounds)
+                            .map(|(o, _)| o);
+                    }
                     let mut m = self.write();
                     let p = KernelProfile::parse(kernel, m.geometry.arch)?;
                     offline::offline_block(
@@ -602,15 +609,14 @@ impl CoreMachine {
         let outs = py
             .detach(|| {
                 guard_nopy(|| {
-                    let mut m = self.write();
+                    // dry runs only decide: a shared lock, so readers run beside them
+                    let m = self.read();
                     let p = KernelProfile::parse(kernel, m.geometry.arch)?;
-                    let opts = offline::OfflineOptions {
-                        dry_run: true,
-                        patience_rounds,
-                    };
                     blocks
                         .iter()
-                        .map(|&b| offline::offline_block(&mut m, b, &p, opts))
+                        .map(|&b| {
+                            offline::decide_offline(&m, b, &p, patience_rounds).map(|(o, _)| o)
+                        })
                         .collect::<crate::Result<Vec<_>>>()
                 })
             })
@@ -1054,6 +1060,40 @@ fn default_geometry(
     r.map_err(|e| e.into_py(py))
 }
 
+/// A kernel profile as the core parses it: its fields and every named predicate the models
+/// use, so Python reads behaviours from the one parser (memscan.kernel.Kernel).
+#[pyfunction]
+#[pyo3(signature = (spec, arch="x86_64"))]
+fn kernel_profile<'py>(py: Python<'py>, spec: &str, arch: &str) -> PyResult<Bound<'py, PyDict>> {
+    let p =
+        guard_nopy(|| KernelProfile::parse(spec, Arch::parse(arch)?)).map_err(|e| e.into_py(py))?;
+    let d = PyDict::new(py);
+    d.set_item("version", p.version.name())?;
+    d.set_item("arch", p.arch.name())?;
+    d.set_item("name", p.name())?;
+    d.set_item("debug_vm", p.debug_vm)?;
+    d.set_item("debug_vm_pgflags", p.debug_vm_pgflags)?;
+    d.set_item("memory_hotremove", p.memory_hotremove)?;
+    d.set_item("removable_scans", p.removable_scans())?;
+    d.set_item("holes_zeroed", p.holes_zeroed())?;
+    d.set_item("holes_in_zone_initialised", p.holes_in_zone_initialised())?;
+    d.set_item("holes_read_zone_zero", p.holes_read_zone_zero())?;
+    d.set_item("has_memory_holes_check", p.has_memory_holes_check())?;
+    d.set_item("offline_path_6_1", p.offline_path_6_1())?;
+    d.set_item(
+        "has_is_mem_section_removable",
+        p.has_is_mem_section_removable(),
+    )?;
+    d.set_item(
+        "warns_unmovable_in_zone_movable",
+        p.warns_unmovable_in_zone_movable(),
+    )?;
+    d.set_item("cmm_isolate_notifier", p.cmm_isolate_notifier())?;
+    d.set_item("cmm_balloon_compaction", p.cmm_balloon_compaction())?;
+    d.set_item("zone_zero", p.zone_zero().name())?;
+    Ok(d)
+}
+
 /// The native module. Structure lives in the Python package.
 #[pymodule]
 mod _core {
@@ -1062,6 +1102,9 @@ mod _core {
 
     #[pymodule_export]
     use super::default_geometry;
+
+    #[pymodule_export]
+    use super::kernel_profile;
 
     /// x86_64 vmemmap base with 4-level paging and no KASLR (struct page of pfn N at
     /// base + 64 N): the one home of this constant for Rust and Python.

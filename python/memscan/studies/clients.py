@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import ArgumentError
+from ..kernel import Kernel
 from .cost import CostModel
 
 
@@ -66,10 +67,10 @@ def lsmem(m: Any, kernel: str, cost: CostModel) -> Dict[str, Any]:
     blocks = s.block.tolist()
     have_zones = 0 in blocks
     g = m.geometry
-    # valid_zones: v5.5 test_pages_in_a_zone samples one page per MAX_ORDER_NR_PAGES of each
-    # present section; 6.1 answers from the cached zone
+    # valid_zones: 5.x test_pages_in_a_zone samples one page per MAX_ORDER_NR_PAGES of each
+    # present section; 6.1 answers from mem->zone
     vz_reads = 0
-    if have_zones and kernel.split("+")[0].startswith(("5.5", "5.6")):
+    if have_zones and Kernel.parse(kernel, g.arch).valid_zones_reads_pages:
         flags = m.sections()["flags"]
         per_section = g.pages_per_section // (1 << (g.max_order - 1))
         spb = g.sections_per_block

@@ -77,7 +77,7 @@ def run_case(
         base: Any = m.copy()
     except MemoryError:
         base = None
-    pred = m.predict(pre, post_kernel=post, offline_kernel=pre.replace("+debug", ""))
+    pred = m.predict(pre, post_kernel=post)  # offline under the same kernel without +debug
     conf = pred.confusion("pre")
     tp, fp, fn = conf["tp"], conf["fp"], conf["fn"]
     rec: Dict[str, Any] = {

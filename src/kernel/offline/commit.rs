@@ -1,0 +1,141 @@
+//! Changing the model: a committed offline (pages moved, sections offline, memmap as the
+//! kernel leaves it, spans shrunk) and an online.
+
+use crate::error::Result;
+use crate::geometry::Arch;
+use crate::kernel::profile::{KernelProfile, OfflinedMemmap};
+use crate::page::{field_of, kind, kind_of, make, MigrateType};
+use crate::sections::{Compact, SEC_ONLINE};
+use crate::topology::{write_free_range, BlockState, Machine, TargetCursors};
+
+use super::migrate::{compute_min_free_pages, TargetAllocator};
+use super::zone::{grow_zone_span, online_zone, set_mem_zone, shrink_zone_spans};
+use super::{Errno, OfflinePlan};
+
+/// Move migrated pages to free memory of the allowed nodes, then take the block offline:
+/// sections offline, memmap uninitialised (re-poisoned on DEBUG_VM), pageblocks left
+/// MIGRATE_ISOLATE, zone spans shrunk (`remove_pfn_range_from_zone()`).
+pub(super) fn commit_offline(
+    m: &mut Machine,
+    block: u64,
+    plan: &OfflinePlan,
+    profile: KernelProfile,
+) {
+    let (moves, isolated, allowed) = (&plan.moves, &plan.isolated, plan.allowed.as_slice());
+    let g = m.geometry;
+    let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
+    let mut targets = TargetAllocator::new(start, end, allowed);
+    // pick up where the last commit's search stopped if nothing but commits changed the
+    // pages since: commits only take free pages, so what was used up stays used up
+    if let Some(t) = &m.target_cursors {
+        if t.generation == m.store.generation() && t.allowed.as_slice() == allowed {
+            targets.search = t.search.clone();
+        }
+    }
+    for mv in moves {
+        let b = m.store.page(mv.pfn);
+        let order = mv.pages.trailing_zeros();
+        if let Some(dst) = targets.take(m, mv.any_zone, order) {
+            m.store.set_pages(dst, 1, b);
+            if mv.pages > 1 {
+                let tail = if kind_of(b) == kind::THP_HEAD {
+                    kind::THP_TAIL
+                } else {
+                    make(kind::HUGETLB_TAIL, field_of(b))
+                };
+                m.store.set_pages(dst + 1, mv.pages - 1, tail);
+            }
+        } else {
+            // No free block of the THP's order: the THP is split and its base pages migrate
+            // one by one (the prediction already counted the pages).
+            for _ in 0..mv.pages {
+                if let Some(dst) = targets.take(m, mv.any_zone, 0) {
+                    m.store.set_pages(dst, 1, kind::LRU);
+                }
+            }
+        }
+    }
+    for &pb in isolated {
+        m.store.set_migratetype(pb, MigrateType::Isolate);
+    }
+    // What the offlined struct pages hold (every page was free and isolated; HWPoison pages
+    // keep their flag from 5.5 on, not kept here).
+    let after = match profile.offlined_memmap() {
+        OfflinedMemmap::Reserved => kind::RESERVED,
+        OfflinedMemmap::Poisoned => kind::UNINIT,
+        OfflinedMemmap::Stale => kind::FREE,
+    };
+    let spb = g.sections_per_block();
+    for s in block * spb..(block + 1) * spb {
+        if m.store.meta[s as usize].present() {
+            m.store.meta[s as usize].flags &= !SEC_ONLINE;
+            m.store.set_section_compact(s, Compact::Uniform(after));
+        }
+    }
+    // memory_block_offline() (6.1): mem->zone = NULL once the pages are offline
+    set_mem_zone(m, block, None);
+    m.blocks[block as usize] = BlockState::Offline;
+    // s390 sclp_mem_notifier: MEM_OFFLINE unassigns the increments and marks them standby
+    if g.arch == Arch::S390x && !m.standby_blocks.contains(&block) {
+        m.standby_blocks.push(block);
+    }
+    shrink_zone_spans(m, start, end);
+    // init_per_zone_wmark_min() runs again after an offline
+    m.min_free_pages = compute_min_free_pages(m);
+    // the commit's own writes after the moves (isolation bits, the offlined memmap) free no
+    // target pages behind the cursors
+    m.target_cursors = Some(TargetCursors {
+        generation: m.store.generation(),
+        allowed: allowed.to_vec(),
+        search: targets.search,
+    });
+}
+
+/// `echo <online_type> > memoryN/state` for an offline block: the memmap is initialised into
+/// the chosen zone, every page freed to the buddy allocator, pageblocks MIGRATE_MOVABLE.
+pub fn online_block(m: &mut Machine, block: u64, online_type: &str) -> Result<Option<Errno>> {
+    let state = m.block_state(block)?;
+    let (nid, zone) = online_zone(m, block, online_type)?;
+    if state != BlockState::Offline {
+        // device_online() returns 1 for an online device: -EINVAL.
+        return Ok(Some(Errno::Einval));
+    }
+    // memory_block_online() (6.1): mem->zone = the zone chosen, before any span grows
+    set_mem_zone(m, block, Some((nid, zone)));
+    let g = m.geometry;
+    let spb = g.sections_per_block();
+    let pbn = g.pageblock_nr_pages();
+    for s in block * spb..(block + 1) * spb {
+        let meta = m.store.section_meta(s);
+        if !meta.present() || meta.device() {
+            continue;
+        }
+        m.store.meta[s as usize].flags |= SEC_ONLINE;
+        let base = g.section_to_pfn(s);
+        write_free_range(
+            &mut m.store,
+            base,
+            base + g.pages_per_section(),
+            (g.max_order - 1) as u8,
+        );
+        for pb in (base..base + g.pages_per_section()).step_by(pbn as usize) {
+            m.store.set_pageblock_zone(pb, zone);
+            m.store.set_migratetype(pb, MigrateType::Movable);
+        }
+    }
+    m.blocks[block as usize] = BlockState::Online;
+    // s390 sclp_mem_notifier (v5.5-rc5): MEM_GOING_ONLINE assigns the block's storage
+    // increments and clears their standby mark, so an onlined standby block is not vetoed
+    m.standby_blocks.retain(|&b| b != block);
+    if let Some(n) = m.nodes.get_mut(nid as usize) {
+        n.online = true;
+    }
+    grow_zone_span(
+        m,
+        nid,
+        zone,
+        g.block_to_pfn(block),
+        g.block_to_pfn(block + 1),
+    );
+    Ok(None)
+}

@@ -1,0 +1,354 @@
+//! The migration loop's side: what blocks migration of a page, the nodes and free pages that
+//! may take it (`new_node_page()` 5.5, `alloc_migration_target()` 6.1), the min watermark,
+//! and the allocator that hands out target blocks when an offline is committed.
+
+use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
+use crate::topology::{write_free_range, Machine, TargetSearch};
+
+/// What blocks migration of a page, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Movability {
+    /// Free, hwpoisoned (MEMORY_OFFLINE), a tail, a free hugetlb page (dissolved).
+    Nothing,
+    /// Migratable: pages to move and whether it may land in any zone.
+    Migrate { pages: u64, any_zone: bool },
+    /// LRU with a long-term pin: isolation passes, migration fails every time.
+    Pinned,
+    /// Passed isolation (ZONE_MOVABLE) but neither migratable nor free.
+    Stuck,
+    /// 6.1: PageOffline with a reference reached by scan_movable_pages.
+    OfflineReferenced,
+}
+
+pub(super) fn movability(
+    m: &Machine,
+    b: u8,
+    zone: ZoneType,
+    v61: bool,
+    cmm: bool,
+    balloon: bool,
+) -> Movability {
+    let movable_src = zone == ZoneType::Movable;
+    match kind_of(b) {
+        // CMM's MEM_GOING_OFFLINE notifier gives its loaned pages in the range back (5.4).
+        kind::OFFLINE if cmm => Movability::Nothing,
+        // 5.5+ pseries: CMM pages are balloon pages (__PageMovable): scan_movable_pages()
+        // finds them and balloon_page_migrate() moves them
+        kind::OFFLINE if balloon => Movability::Migrate {
+            pages: 1,
+            any_zone: movable_src,
+        },
+        // an LRU page still in a per-CPU batch is PG_lru again after the loop's
+        // lru_add_drain_all(), which runs before scan_movable_pages() in every version
+        kind::LRU | kind::MOVABLE => Movability::Migrate {
+            pages: 1,
+            any_zone: movable_src,
+        },
+        kind::UNMOVABLE if field_of(b) == LRU_BATCH => Movability::Migrate {
+            pages: 1,
+            any_zone: movable_src,
+        },
+        kind::THP_HEAD => Movability::Migrate {
+            pages: 1u64 << field_of(b),
+            any_zone: true,
+        },
+        kind::PINNED => Movability::Pinned,
+        kind::HUGETLB_HEAD => {
+            if field_of(b) & HUGETLB_FREE != 0 {
+                Movability::Nothing
+            } else {
+                let order = m
+                    .hstates
+                    .get((field_of(b) & 7) as usize)
+                    .map_or(0, |h| h.order);
+                Movability::Migrate {
+                    pages: 1u64 << order,
+                    any_zone: true,
+                }
+            }
+        }
+        kind::FREE | kind::BUDDY | kind::THP_TAIL | kind::HUGETLB_TAIL | kind::HWPOISON => {
+            Movability::Nothing
+        }
+        kind::OFFLINE if v61 => Movability::OfflineReferenced,
+        _ => Movability::Stuck,
+    }
+}
+
+/// Free pages that may take migrated pages: (kernel-zone pool, movable-zone pool) on the
+/// allowed nodes, outside `[start, end)`, outside isolated pageblocks.
+/// Nodes migration may allocate on: `new_node_page()` (v5.5) / `alloc_migration_target()`
+/// (6.1) take N_MEMORY minus the source node, unless that leaves none.
+pub(super) fn allowed_nodes(m: &Machine, src_nid: u16) -> Vec<u16> {
+    let with_memory: Vec<u16> = (0..m.nodes.len() as u16)
+        .filter(|&n| m.node_online(n))
+        .collect();
+    if with_memory.iter().any(|&n| n != src_nid) {
+        with_memory.into_iter().filter(|&n| n != src_nid).collect()
+    } else {
+        vec![src_nid]
+    }
+}
+
+/// Free pages per zone class and free buddy blocks per order, for migration targets.
+#[derive(Debug, Default, Clone)]
+pub(super) struct FreePool {
+    pub(super) kernel: u64,
+    pub(super) movable: u64,
+    /// Free buddy blocks by order (any zone): hugetlb targets need a whole aligned block.
+    pub(super) blocks_by_order: [u64; 16],
+}
+
+/// Add the free pages of sections `secs` (allowed nodes, online, outside `[start, end)`, not
+/// isolated) to `pool`.
+pub(super) fn add_free_targets(
+    pool: &mut FreePool,
+    m: &Machine,
+    secs: std::ops::Range<u64>,
+    start: u64,
+    end: u64,
+    allowed: &[u16],
+) {
+    let g = m.geometry;
+    let pps = g.pages_per_section();
+    let pbn = g.pageblock_nr_pages();
+    for sec in secs {
+        let meta = m.store.section_meta(sec);
+        if !meta.online() || meta.device() || !allowed.contains(&meta.nid) {
+            continue;
+        }
+        let base = g.section_to_pfn(sec);
+        if base < end && start < base + pps {
+            continue;
+        }
+        for pb in (base..base + pps).step_by(pbn as usize) {
+            if m.store.migratetype(pb) == MigrateType::Isolate {
+                continue;
+            }
+            let run = m.store.run(pb, pbn as usize);
+            let mut free = 0u64;
+            for i in 0..run.len() {
+                let b = run.get(i);
+                match kind_of(b) {
+                    kind::FREE => free += 1,
+                    kind::BUDDY => {
+                        free += 1;
+                        pool.blocks_by_order[field_of(b) as usize] += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if m.store.pageblock_zone(pb) == ZoneType::Movable {
+                pool.movable += free;
+            } else {
+                pool.kernel += free;
+            }
+        }
+    }
+}
+
+impl FreePool {
+    /// Take `pages` for a page migrating from a kernel zone (only kernel zones may take it) or
+    /// from anywhere else (movable zones first). `order` > 0 for hugetlb pages, which need a
+    /// free block of at least that order.
+    pub(super) fn take(&mut self, pages: u64, any_zone: bool, hugetlb_order: Option<u32>) -> bool {
+        if let Some(order) = hugetlb_order {
+            let Some(o) = (order as usize..16).find(|&o| self.blocks_by_order[o] > 0) else {
+                return false;
+            };
+            self.blocks_by_order[o] -= 1;
+            // the rest of the split block stays free: one block of each order in order..o
+            for k in order as usize..o {
+                self.blocks_by_order[k] += 1;
+            }
+        }
+        if any_zone {
+            let from_movable = pages.min(self.movable);
+            if self.kernel < pages - from_movable {
+                return false;
+            }
+            self.movable -= from_movable;
+            self.kernel -= pages - from_movable;
+            true
+        } else if self.kernel >= pages {
+            self.kernel -= pages;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `min_free_kbytes` as `init_per_zone_wmark_min()` sets it (v5.5: int_sqrt(lowmem_kbytes *
+/// 16), clamped to 128..65536), in pages: the min watermark migration targets must leave.
+pub fn compute_min_free_pages(m: &Machine) -> u64 {
+    let g = m.geometry;
+    let mut lowmem_pages = 0u64;
+    for sec in 0..m.store.nr_sections() {
+        let meta = m.store.section_meta(sec);
+        if meta.online() && !meta.device() {
+            let base = g.section_to_pfn(sec);
+            for pb in (base..base + g.pages_per_section()).step_by(g.pageblock_nr_pages() as usize)
+            {
+                if m.store.pageblock_zone(pb) != ZoneType::Movable {
+                    lowmem_pages += g.pageblock_nr_pages();
+                }
+            }
+        }
+    }
+    let kbytes = lowmem_pages * (g.page_size() / 1024);
+    let min_kb = ((kbytes * 16) as f64).sqrt() as u64;
+    min_kb.clamp(128, 65536) * 1024 / g.page_size()
+}
+
+/// Give each migratable page a target from `pool`, in pfn order. Returns the moves, the first
+/// page that blocks the offline (and why), and whether the pool ran short.
+pub(super) fn assign_targets(
+    cands: &[(u64, u8, Movability)],
+    mut pool: FreePool,
+) -> (Vec<Move>, Option<(u64, Movability)>, bool) {
+    let mut to_move = Vec::new();
+    let mut blocker = None;
+    let mut short = false;
+    for &(pfn, b, mv) in cands {
+        match mv {
+            Movability::Nothing => {}
+            Movability::Migrate { pages, any_zone } => {
+                let huge = (kind_of(b) == kind::HUGETLB_HEAD).then(|| pages.trailing_zeros());
+                if pool.take(pages, any_zone, huge) {
+                    to_move.push(Move {
+                        pfn,
+                        pages,
+                        any_zone,
+                    });
+                } else {
+                    short = true;
+                    blocker.get_or_insert((pfn, Movability::Stuck));
+                }
+            }
+            other => {
+                blocker.get_or_insert((pfn, other));
+            }
+        }
+    }
+    (to_move, blocker, short)
+}
+
+/// A page (or compound) to migrate.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Move {
+    pub(super) pfn: u64,
+    pub(super) pages: u64,
+    pub(super) any_zone: bool,
+}
+
+/// Hands out free buddy blocks as migration targets: per zone class (Movable, kernel zones)
+/// and per request kind (order 0, higher order) a cursor that only moves forward, so one
+/// commit is linear in the machine size. Zone order follows the zonelist of the allocation:
+/// movable-capable requests try ZONE_MOVABLE first, kernel-zone requests only kernel zones.
+pub(super) struct TargetAllocator {
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) allowed: Vec<u16>,
+    /// Cursors, empty pools and the higher-order cursor's largest order; "found empty
+    /// twice" holds for the rest of this commit and later ones (pages are only taken, never
+    /// freed, while commits run), and behind the higher-order cursor no free block of its
+    /// largest order is left, but smaller ones may be.
+    pub(super) search: TargetSearch,
+}
+
+impl TargetAllocator {
+    pub(super) fn new(start: u64, end: u64, allowed: &[u16]) -> Self {
+        TargetAllocator {
+            start,
+            end,
+            allowed: allowed.to_vec(),
+            search: TargetSearch::default(),
+        }
+    }
+
+    /// Take `1 << order` free pages (aligned) and return their first pfn; the rest of the
+    /// buddy block they came from is freed back as aligned buddies.
+    pub(super) fn take(&mut self, m: &mut Machine, any_zone: bool, order: u32) -> Option<u64> {
+        let pools: &[bool] = if any_zone { &[true, false] } else { &[false] };
+        for &movable in pools {
+            let (i, j) = (usize::from(movable), usize::from(order > 0));
+            if self.search.exhausted[i][order as usize] {
+                continue;
+            }
+            if j == 1 {
+                // a smaller order than the cursor has served may lie behind it
+                if order < self.search.max_order[i] {
+                    self.search.cursors[i][1] = 0;
+                }
+                self.search.max_order[i] = order;
+            }
+            for attempt in 0..2 {
+                if attempt == 1 {
+                    // split remainders may lie behind the cursor: look once more from the start
+                    self.search.cursors[i][j] = 0;
+                }
+                if let Some(p) = self.scan(m, movable, order) {
+                    return Some(p);
+                }
+            }
+            self.search.exhausted[i][order as usize] = true;
+        }
+        None
+    }
+
+    fn scan(&mut self, m: &mut Machine, movable: bool, order: u32) -> Option<u64> {
+        let g = m.geometry;
+        let pps = g.pages_per_section();
+        let pbn = g.pageblock_nr_pages();
+        let cursor = &mut self.search.cursors[usize::from(movable)][usize::from(order > 0)];
+        let mut p = *cursor;
+        while p < m.store.max_pfn {
+            let meta = m.store.section_meta(g.pfn_to_section(p));
+            let in_range = p >= self.start && p < self.end;
+            if !meta.online() || meta.device() || !self.allowed.contains(&meta.nid) || in_range {
+                p = (p / pps + 1) * pps;
+                continue;
+            }
+            // whole pageblocks of the wrong zone, isolated, or without a big enough free
+            // buddy head are passed over at once
+            let pb_end = (p / pbn + 1) * pbn;
+            if (m.store.pageblock_zone(p) == ZoneType::Movable) != movable
+                || m.store.migratetype(p) == MigrateType::Isolate
+                || !has_free_head(m.store.run(p, (pb_end - p) as usize), order)
+            {
+                p = pb_end;
+                continue;
+            }
+            let b = m.store.page(p);
+            if kind_of(b) != kind::BUDDY {
+                p += 1;
+                continue;
+            }
+            let o = u32::from(field_of(b));
+            if o < order {
+                p += 1u64 << o;
+                continue;
+            }
+            write_free_range(
+                &mut m.store,
+                p + (1u64 << order),
+                p + (1u64 << o),
+                (g.max_order - 1) as u8,
+            );
+            *cursor = p + (1u64 << order);
+            return Some(p);
+        }
+        *cursor = p;
+        None
+    }
+}
+
+/// Whether a run holds a free buddy head of at least `order` (branch-free over dense bytes).
+pub(super) fn has_free_head(run: crate::sections::RunView<'_>, order: u32) -> bool {
+    let want = |b: u8| kind_of(b) == kind::BUDDY && u32::from(field_of(b)) >= order;
+    match run {
+        crate::sections::RunView::Dense(bytes) => bytes.iter().fold(false, |acc, &b| acc | want(b)),
+        v @ crate::sections::RunView::Compact { .. } => (0..v.len()).any(|i| want(v.get(i))),
+    }
+}

@@ -1,0 +1,489 @@
+//! Offlining and onlining a memory block, and `valid_zones`.
+//!
+//! 5.4/5.5/5.6 (kernel-semantics.md section 6): `state_store()` → `device_offline()` →
+//! `memory_subsys_offline()` (the `section_count` refusal) → `memory_block_change_state()`
+//! (MEM_GOING_OFFLINE while it runs) → `__offline_pages()`: memory-holes check (from v5.5;
+//! none in 5.4.59), `test_pages_in_a_zone()`, `start_isolate_page_range()` with
+//! `has_unmovable_pages(MEMORY_OFFLINE|REPORT_FAILURE)` in ascending pageblock order and a
+//! `drain_all_pages()` per isolated pageblock, MEM_GOING_OFFLINE notifiers, the migration loop
+//! (`scan_movable_pages()`, `do_migrate_range()` with its result ignored, `lru_add_drain_all()`
+//! each pass), `dissolve_free_huge_pages()`, `test_pages_isolated()`, commit.
+//!
+//! v6.1 (kernel-6.1-offline.md): the cached `mem->zone` (NULL → EINVAL without a reason), the
+//! memory-holes check, `zone_pcp_disable()` + `lru_cache_disable()` once, isolation of the
+//! first, the last, then the middle pageblocks, the 6.1 `has_unmovable_pages()`, the arm64
+//! boot-memory veto, the -EBUSY bail-out for referenced PageOffline pages.
+//!
+//! A page that can never migrate makes the kernel loop until a signal: the model stops after
+//! `patience_rounds` passes and answers EINTR "signal backoff", with the work done until then.
+//!
+//! `decide_offline` reads the machine and returns the outcome with, for a success, the plan
+//! that `commit_offline` applies; a dry run only decides. By concern: `zone` (the refusals,
+//! which zone the block is in, valid_zones, spans), `notifiers`, `migrate` (movability,
+//! targets, watermark), `dissolve`, `commit` (offline commit and online).
+
+mod commit;
+mod dissolve;
+mod migrate;
+mod notifiers;
+mod zone;
+
+use crate::cost::ScanCost;
+use crate::error::Result;
+use crate::geometry::Arch;
+use crate::kernel::pageinfo::Fault;
+use crate::kernel::profile::KernelProfile;
+use crate::kernel::unmovable::{
+    cmm_balloon_movable, has_unmovable_pages, has_unmovable_pages_6_1, MEMORY_OFFLINE,
+    REPORT_FAILURE,
+};
+use crate::page::{kind, kind_of, MigrateType};
+use crate::topology::{BlockState, Machine};
+
+use commit::commit_offline;
+use dissolve::undissolvable_hugetlb;
+use migrate::{
+    add_free_targets, allowed_nodes, assign_targets, movability, FreePool, Movability, Move,
+};
+use notifiers::{cmm_isolate_count, cmm_notifier};
+use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
+
+pub use commit::online_block;
+pub use migrate::compute_min_free_pages;
+pub use zone::{early_zone, mem_zone, online_zone, valid_zones};
+
+/// The errno a write to `memoryN/state` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Errno {
+    Einval,
+    Ebusy,
+    Eperm,
+    Eintr,
+}
+
+impl Errno {
+    pub fn name(self) -> &'static str {
+        match self {
+            Errno::Einval => "EINVAL",
+            Errno::Ebusy => "EBUSY",
+            Errno::Eperm => "EPERM",
+            Errno::Eintr => "EINTR",
+        }
+    }
+}
+
+/// Work the kernel does during one offline attempt, in the scan's units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OfflineWork {
+    pub struct_pages_read: u64,
+    pub pageblocks_isolated: u64,
+    pub pages_migrated: u64,
+    pub migration_rounds: u64,
+    pub lru_add_drain_all: u64,
+    pub drain_all_pages: u64,
+}
+
+/// The answer to `echo offline > memoryN/state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineOutcome {
+    pub block: u64,
+    /// `None` is success.
+    pub errno: Option<Errno>,
+    /// The reason `__offline_pages()` logs ("memory holes", "failure to isolate range", ...),
+    /// or the refusal before it ("non-present sections", "already offline", ...).
+    pub reason: Option<&'static str>,
+    /// The page that decided it (the dumped unmovable page, the page the loop is stuck on).
+    pub pfn: Option<u64>,
+    /// Why a page blocks, in plain words.
+    pub detail: Option<String>,
+    /// A struct-page fault met on the way (the kernel BUGs or oopses there).
+    pub fault: Option<Fault>,
+    pub work: OfflineWork,
+    /// Whether the model was changed (not a dry run, and the offline succeeded).
+    pub applied: bool,
+}
+
+/// How to run an offline.
+#[derive(Debug, Clone, Copy)]
+pub struct OfflineOptions {
+    pub dry_run: bool,
+    /// Migration passes before the writer's patience runs out and a signal ends the write.
+    pub patience_rounds: u64,
+}
+
+impl Default for OfflineOptions {
+    fn default() -> Self {
+        OfflineOptions {
+            dry_run: true,
+            patience_rounds: 1000,
+        }
+    }
+}
+
+fn is_v61(p: KernelProfile) -> bool {
+    p.offline_path_6_1()
+}
+
+fn fail(
+    block: u64,
+    errno: Errno,
+    reason: Option<&'static str>,
+    work: OfflineWork,
+) -> OfflineOutcome {
+    OfflineOutcome {
+        block,
+        errno: Some(errno),
+        reason,
+        pfn: None,
+        detail: None,
+        fault: None,
+        work,
+        applied: false,
+    }
+}
+
+/// `echo offline > memoryN/state` under `profile`.
+pub fn offline_block(
+    m: &mut Machine,
+    block: u64,
+    profile: &KernelProfile,
+    opts: OfflineOptions,
+) -> Result<OfflineOutcome> {
+    let (mut out, plan) = decide_offline(m, block, profile, opts.patience_rounds)?;
+    if let (false, Some(plan)) = (opts.dry_run, plan) {
+        commit_offline(m, block, &plan, *profile);
+        out.applied = true;
+    }
+    Ok(out)
+}
+
+/// What a successful offline changes: the pages to move, the pageblocks isolated, the nodes
+/// the targets come from. `decide_offline` makes it from a shared view of the machine;
+/// `commit_offline` applies it under the write lock.
+pub struct OfflinePlan {
+    moves: Vec<Move>,
+    isolated: Vec<u64>,
+    allowed: Vec<u16>,
+}
+
+/// The outcome of `echo offline > memoryN/state` without changing the machine (a dry run
+/// reads only), and for a success the plan that commits it.
+pub fn decide_offline(
+    m: &Machine,
+    block: u64,
+    profile: &KernelProfile,
+    patience_rounds: u64,
+) -> Result<(OfflineOutcome, Option<OfflinePlan>)> {
+    match m.block_state(block)? {
+        // device_offline() returns 1 for an offline device: state_store() turns it into -EINVAL.
+        BlockState::Offline => Ok((
+            fail(
+                block,
+                Errno::Einval,
+                Some("already offline"),
+                OfflineWork::default(),
+            ),
+            None,
+        )),
+        // A block is MEM_GOING_OFFLINE only while an offline holds device_hotplug_lock
+        // (memory_subsys_offline() runs under it). state_store() (v5.5-rc5, 6.1-rc6) takes
+        // lock_device_hotplug_sysfs(), which fails on the held lock and restarts the syscall
+        // (restart_syscall()): this write waits for the offline in progress, modeled as that
+        // offline from the block's pages. If it succeeds, this write's device_offline() finds
+        // the device offline: EINVAL, with no work of its own (and the model, unless a dry
+        // run, takes the completed offline). If it fails, the block is online again and this
+        // write's own offline fails the same way.
+        BlockState::GoingOffline => {
+            let (mut o, plan) = decide_online_block(m, block, *profile, patience_rounds);
+            if o.errno.is_none() {
+                let mut e = fail(
+                    block,
+                    Errno::Einval,
+                    Some("already offline"),
+                    OfflineWork::default(),
+                );
+                e.detail = Some(
+                    "waited for the offline in progress (lock_device_hotplug_sysfs restarts the \
+                     write), which took the block offline"
+                        .into(),
+                );
+                return Ok((e, plan));
+            }
+            let why = o.detail.take();
+            o.detail = Some(match why {
+                Some(d) => format!("after the offline in progress failed the same way: {d}"),
+                None => "after the offline in progress failed the same way".into(),
+            });
+            Ok((o, None))
+        }
+        _ => Ok(decide_online_block(m, block, *profile, patience_rounds)),
+    }
+}
+
+/// `__offline_pages()` / 6.1 `offline_pages()` of an online block.
+fn decide_online_block(
+    m: &Machine,
+    block: u64,
+    profile: KernelProfile,
+    patience_rounds: u64,
+) -> (OfflineOutcome, Option<OfflinePlan>) {
+    let profile = &profile;
+    let mut work = OfflineWork::default();
+    let v61 = is_v61(*profile);
+    if !profile.memory_hotremove {
+        return (
+            fail(
+                block,
+                Errno::Einval,
+                Some("no CONFIG_MEMORY_HOTREMOVE"),
+                work,
+            ),
+            None,
+        );
+    }
+    let g = m.geometry;
+    let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
+    let zone = if v61 {
+        // memory_block_offline(): mem->zone == NULL → -EINVAL, no reason logged.
+        let Some(z) = mem_zone(m, block) else {
+            return (fail(block, Errno::Einval, None, work), None);
+        };
+        if system_ram_pages(m, start, end) != end - start {
+            return (fail(block, Errno::Einval, Some("memory holes"), work), None);
+        }
+        z
+    } else {
+        // memory_subsys_offline(): "Can't offline block with non-present sections".
+        if section_count(m, block) != g.sections_per_block() {
+            return (
+                fail(block, Errno::Einval, Some("non-present sections"), work),
+                None,
+            );
+        }
+        // v5.5 __offline_pages(): walk_system_ram_range(count_system_ram_pages_cb) right
+        // after mem_hotplug_begin(), before test_pages_in_a_zone(); 5.4 has no such check.
+        if profile.has_memory_holes_check() && system_ram_pages(m, start, end) != end - start {
+            return (fail(block, Errno::Einval, Some("memory holes"), work), None);
+        }
+        match test_pages_in_a_zone(m, start, end, *profile, &mut work) {
+            Err(f) => {
+                let mut o = fail(block, Errno::Einval, Some("multizone range"), work);
+                o.pfn = Some(f.pfn);
+                o.fault = Some(f);
+                return (o, None);
+            }
+            Ok(None) => {
+                return (
+                    fail(block, Errno::Einval, Some("multizone range"), work),
+                    None,
+                )
+            }
+            Ok(Some(z)) => z,
+        }
+    };
+    if v61 {
+        // zone_pcp_disable() and lru_cache_disable(): one drain of each, before isolation.
+        work.drain_all_pages += 1;
+        work.lru_add_drain_all += 1;
+    }
+
+    // start_isolate_page_range(): pageblock order and the per-pageblock test.
+    let pbn = g.pageblock_nr_pages();
+    let mut order: Vec<u64> = (start..end).step_by(pbn as usize).collect();
+    if v61 && order.len() > 1 {
+        let last = order.pop().expect("len > 1");
+        order.insert(1, last);
+    }
+    let flags = MEMORY_OFFLINE | REPORT_FAILURE;
+    let mut isolated = Vec::new();
+    for &pb in &order {
+        let meta = m.store.section_meta(g.pfn_to_section(pb));
+        if !meta.online() {
+            continue; // __first_valid_page(): no online page in this pageblock
+        }
+        if m.store.migratetype(pb) == MigrateType::Isolate {
+            let mut o = fail(block, Errno::Ebusy, Some("failure to isolate range"), work);
+            o.detail = Some("pageblock already isolated by someone else".into());
+            return (o, None);
+        }
+        let mut cost = ScanCost::default();
+        let r = if v61 {
+            has_unmovable_pages_6_1(
+                m,
+                pb,
+                pb + pbn,
+                MigrateType::Movable,
+                flags,
+                profile,
+                &mut cost,
+            )
+        } else {
+            has_unmovable_pages(
+                m,
+                m.store.pageblock_zone(pb),
+                pb,
+                cmm_isolate_count(m, *profile, pb),
+                MigrateType::Movable,
+                flags,
+                profile,
+                &mut cost,
+            )
+        };
+        work.struct_pages_read += cost.struct_pages_read;
+        match r {
+            Err(f) => {
+                let mut o = fail(block, Errno::Ebusy, Some("failure to isolate range"), work);
+                o.pfn = Some(f.pfn);
+                o.fault = Some(f);
+                return (o, None);
+            }
+            Ok(Some(u)) => {
+                let mut o = fail(block, Errno::Ebusy, Some("failure to isolate range"), work);
+                o.pfn = Some(u.pfn);
+                o.detail = Some(format!("dump_page: {}", u.reason));
+                return (o, None);
+            }
+            Ok(None) => {
+                isolated.push(pb);
+                work.pageblocks_isolated += 1;
+                if !v61 {
+                    work.drain_all_pages += 1;
+                }
+            }
+        }
+    }
+
+    // MEM_GOING_OFFLINE notifiers (arch policies).
+    // s390 sclp_mem_notifier(): no offline of a block that contains standby memory.
+    if profile.arch == Arch::S390x && m.standby_blocks.contains(&block) {
+        let mut o = fail(block, Errno::Eperm, Some("notifier failure"), work);
+        o.detail = Some("s390 sclp_mem_notifier: the block contains standby memory".into());
+        return (o, None);
+    }
+    if v61 && profile.arch == Arch::Arm64 {
+        let spb = g.sections_per_block();
+        if (block * spb..(block + 1) * spb).any(|s| m.store.section_meta(s).early()) {
+            let mut o = fail(block, Errno::Eperm, Some("notifier failure"), work);
+            o.detail = Some("arm64 prevent_bootmem_remove_notifier: boot memory".into());
+            return (o, None);
+        }
+    }
+
+    // Migration loop. The pages to move, in pfn order; then the free pool of the allowed
+    // nodes, read section by section only as far as the moves need (a pool that covers every
+    // move gives the same answer as the whole machine's).
+    let cmm = cmm_notifier(m, *profile);
+    let balloon = cmm_balloon_movable(m, profile);
+    // pageblock by pageblock over the block's bytes (one zone lookup per pageblock); free
+    // pages and buddy heads, the bulk of an offlinable block, need nothing
+    let pbn = g.pageblock_nr_pages();
+    let mut cands: Vec<(u64, u8, Movability)> = Vec::new();
+    for pb in (start..end).step_by(pbn as usize) {
+        let zone_of_pb = m.store.pageblock_zone(pb);
+        let run = m.store.run(pb, pbn as usize);
+        for i in 0..run.len() {
+            let b = run.get(i);
+            if matches!(kind_of(b), kind::FREE | kind::BUDDY) {
+                continue;
+            }
+            let mv = movability(m, b, zone_of_pb, v61, cmm, balloon);
+            if mv != Movability::Nothing {
+                cands.push((pb + i as u64, b, mv));
+            }
+        }
+    }
+    let allowed = allowed_nodes(m, zone.0);
+    // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
+    let reserve = m.min_free_pages;
+    let mut pool = FreePool::default();
+    let (mut next_sec, mut chunk) = (0u64, 1u64);
+    let (to_move, blocker) = loop {
+        let upto = (next_sec + chunk).min(m.store.nr_sections());
+        add_free_targets(&mut pool, m, next_sec..upto, start, end, &allowed);
+        next_sec = upto;
+        chunk *= 2;
+        let mut p = pool.clone();
+        p.kernel = p.kernel.saturating_sub(reserve);
+        let (moves, blocker, short) = assign_targets(&cands, p);
+        if !short || next_sec == m.store.nr_sections() {
+            break (moves, blocker);
+        }
+    };
+    let migrated: u64 = to_move.iter().map(|x| x.pages).sum();
+    work.pages_migrated = migrated;
+    if let Some((pfn, why)) = blocker {
+        if why == Movability::OfflineReferenced {
+            // 6.1 scan_movable_pages(): PageOffline with a reference → -EBUSY, after the pages
+            // before it migrated.
+            work.migration_rounds += 1;
+            let mut o = fail(block, Errno::Ebusy, Some("unmovable page"), work);
+            o.pfn = Some(pfn);
+            o.detail = Some("PageOffline page still referenced by its driver".into());
+            return (o, None);
+        }
+        work.migration_rounds = patience_rounds;
+        // every pass re-scans from the stuck page to the block end
+        work.struct_pages_read += (end - pfn) * patience_rounds;
+        if !v61 {
+            work.lru_add_drain_all += patience_rounds;
+        }
+        let mut o = fail(block, Errno::Eintr, Some("signal backoff"), work);
+        o.pfn = Some(pfn);
+        let b = m.store.page(pfn);
+        o.detail = Some(match why {
+            Movability::Pinned => "long-term pinned page: migration fails on every pass".into(),
+            Movability::Stuck
+                if matches!(
+                    kind_of(b),
+                    kind::LRU | kind::MOVABLE | kind::THP_HEAD | kind::HUGETLB_HEAD
+                ) =>
+            {
+                "no free memory for the migration target on the allowed nodes and zones".into()
+            }
+            _ => format!(
+                "{} page passed isolation (ZONE_MOVABLE) but can neither migrate nor be freed",
+                crate::page::kind::NAMES[kind_of(b) as usize]
+            ),
+        });
+        return (o, None);
+    }
+    // dissolve_free_huge_pages(): each free hugetlb page in the range leaves the pool, which
+    // fails (-EBUSY) once the pool's free pages are all reserved.
+    if let Some(pfn) = undissolvable_hugetlb(m, start, end) {
+        work.migration_rounds += 1;
+        let mut o = fail(
+            block,
+            Errno::Ebusy,
+            Some("failure to dissolve huge pages"),
+            work,
+        );
+        o.pfn = Some(pfn);
+        o.detail = Some("the free hugetlb pages left in the pool are all reserved".into());
+        return (o, None);
+    }
+    // One pass migrates everything; test_pages_isolated() then succeeds.
+    work.migration_rounds = 1;
+    work.struct_pages_read += end - start;
+    if !v61 {
+        // __offline_pages' inner loop (5.4.18, 5.5-rc5, 5.6.4) drains before every
+        // scan_movable_pages(): once when there is nothing to move, and once more for the
+        // rescan that finds nothing after the moves
+        work.lru_add_drain_all += if migrated > 0 { 2 } else { 1 };
+    }
+    let out = OfflineOutcome {
+        block,
+        errno: None,
+        reason: None,
+        pfn: None,
+        detail: None,
+        fault: None,
+        work,
+        applied: false,
+    };
+    let plan = OfflinePlan {
+        moves: to_move,
+        isolated,
+        allowed,
+    };
+    (out, Some(plan))
+}

@@ -5,4 +5,6 @@ pub mod offline;
 pub mod pageinfo;
 pub mod profile;
 pub mod removable;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod unmovable;

@@ -276,3 +276,44 @@ pub fn scan_blocks(
         blocks.iter().map(one).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::testutil::{block, kernel, machine, PB, PFN0};
+    use crate::page::kind;
+
+    #[test]
+    fn free_block_scans_and_reads_1_prepatch_and_1_without_scan_postpatch() {
+        let m = machine(2, &[]);
+        let r = removable_show(&m, block(0), &kernel("5.5")).unwrap();
+        assert_eq!(r.value, Some(1));
+        assert!(r.scanned && r.cost.sections_scanned == 1);
+        // free buddies of MAX_ORDER are skipped two pageblocks at a time by
+        // next_active_pageblock(): every other pageblock is visited
+        assert_eq!(r.cost.pageblocks_visited, 32_768 / PB / 2);
+        let p = removable_show(&m, block(0), &kernel("5.6")).unwrap();
+        assert_eq!(
+            (p.value, p.scanned, p.cost.struct_pages_read),
+            (Some(1), false, 0)
+        );
+    }
+
+    #[test]
+    fn one_unmovable_page_in_normal_reads_0_and_names_it() {
+        let mut m = machine(1, &[]);
+        m.store.set_pages(PFN0, 32_768, kind::LRU);
+        m.store.set_pages(PFN0 + 3 * PB + 7, 1, kind::UNMOVABLE);
+        let r = removable_show(&m, block(0), &kernel("5.5")).unwrap();
+        assert_eq!(r.value, Some(0));
+        assert_eq!(r.first_unmovable.map(|u| u.pfn), Some(PFN0 + 3 * PB + 7));
+    }
+
+    #[test]
+    fn offline_block_reads_1_without_scan_and_direct_call_is_gone_in_6_1() {
+        let m = machine(2, &[block(1)]);
+        let r = removable_show(&m, block(1), &kernel("5.5+debug")).unwrap();
+        assert_eq!((r.value, r.scanned), (Some(1), false));
+        assert!(is_mem_section_removable_call(&m, PFN0, 32_768, &kernel("6.1")).is_err());
+    }
+}

@@ -290,3 +290,69 @@ pub fn has_unmovable_pages_6_1(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::testutil::{kernel, machine, PB, PFN0};
+    use crate::page::kind;
+
+    fn scan55(m: &Machine, pfn: u64) -> Option<Unmovable> {
+        let mut c = ScanCost::default();
+        has_unmovable_pages(
+            m,
+            m.store.pageblock_zone(pfn),
+            pfn,
+            0,
+            MigrateType::Movable,
+            MEMORY_OFFLINE,
+            &kernel("5.5"),
+            &mut c,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lru_pageblock_is_movable_and_an_unmovable_page_is_named() {
+        let mut m = machine(1, &[]);
+        m.store.set_pages(PFN0, PB, kind::LRU);
+        assert_eq!(scan55(&m, PFN0), None);
+        m.store.set_pages(PFN0 + 100, 1, kind::UNMOVABLE);
+        let u = scan55(&m, PFN0).expect("unmovable");
+        assert_eq!(u.pfn, PFN0 + 100);
+        assert!(!u.movable_zone_warning);
+    }
+
+    #[test]
+    fn reserved_page_is_unmovable_in_both_versions_and_hwpoison_passes_offline() {
+        let mut m = machine(1, &[]);
+        m.store.set_pages(PFN0, PB, kind::LRU);
+        m.store.set_pages(PFN0 + 5, 1, kind::HWPOISON);
+        assert_eq!(scan55(&m, PFN0), None);
+        let mut c = ScanCost::default();
+        let r = has_unmovable_pages_6_1(
+            &m,
+            PFN0,
+            PFN0 + PB,
+            MigrateType::Movable,
+            MEMORY_OFFLINE,
+            &kernel("6.1"),
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(r, None);
+        m.store.set_pages(PFN0 + 9, 1, kind::RESERVED);
+        assert_eq!(scan55(&m, PFN0).map(|u| u.pfn), Some(PFN0 + 9));
+        let r = has_unmovable_pages_6_1(
+            &m,
+            PFN0,
+            PFN0 + PB,
+            MigrateType::Movable,
+            MEMORY_OFFLINE,
+            &kernel("6.1"),
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(r.map(|u| u.pfn), Some(PFN0 + 9));
+    }
+}

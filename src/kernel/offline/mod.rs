@@ -487,3 +487,97 @@ fn decide_online_block(
     };
     (out, Some(plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::testutil::{block, kernel, machine, BLOCK, PB, PFN0};
+    use crate::page::kind;
+    use crate::page::ZoneType;
+
+    fn offline(m: &mut Machine, b: u64, k: &str, dry_run: bool) -> OfflineOutcome {
+        let opts = OfflineOptions {
+            dry_run,
+            patience_rounds: 10,
+        };
+        offline_block(m, b, &kernel(k), opts).unwrap()
+    }
+
+    #[test]
+    fn a_free_block_goes_offline_and_a_dry_run_changes_nothing() {
+        let mut m = machine(2, &[]);
+        let o = offline(&mut m, block(1), "5.5", true);
+        assert_eq!((o.errno, o.applied), (None, false));
+        assert_eq!(m.block_state(block(1)).unwrap(), BlockState::Online);
+        let o = offline(&mut m, block(1), "5.5", false);
+        assert!(o.errno.is_none() && o.applied);
+        assert_eq!(m.block_state(block(1)).unwrap(), BlockState::Offline);
+        assert!(!m.store.section_meta(block(1)).online());
+        let again = offline(&mut m, block(1), "5.5", true);
+        assert_eq!(
+            (again.errno, again.reason),
+            (Some(Errno::Einval), Some("already offline"))
+        );
+    }
+
+    #[test]
+    fn isolation_order_decides_the_named_page_by_version() {
+        let mut m = machine(1, &[]);
+        m.store.set_pages(PFN0 + 3 * PB + 7, 1, kind::UNMOVABLE);
+        m.store.set_pages(PFN0 + BLOCK - 5, 1, kind::UNMOVABLE);
+        let o = offline(&mut m, block(0), "5.5", true);
+        assert_eq!(
+            (o.errno, o.pfn),
+            (Some(Errno::Ebusy), Some(PFN0 + 3 * PB + 7))
+        );
+        assert_eq!(o.work.pageblocks_isolated, 3);
+        // 6.1: first, last, then the middle pageblocks
+        let o = offline(&mut m, block(0), "6.1", true);
+        assert_eq!(
+            (o.errno, o.pfn),
+            (Some(Errno::Ebusy), Some(PFN0 + BLOCK - 5))
+        );
+    }
+
+    #[test]
+    fn a_pinned_page_loops_until_the_signal() {
+        let mut m = machine(2, &[]);
+        m.store.set_pages(PFN0 + 11, 1, kind::PINNED);
+        let o = offline(&mut m, block(0), "5.5", true);
+        assert_eq!(
+            (o.errno, o.reason, o.pfn),
+            (Some(Errno::Eintr), Some("signal backoff"), Some(PFN0 + 11))
+        );
+        assert_eq!(o.work.migration_rounds, 10);
+    }
+
+    #[test]
+    fn a_going_offline_block_waits_for_the_offline_in_progress() {
+        let mut m = machine(2, &[]);
+        m.blocks[block(1) as usize] = BlockState::GoingOffline;
+        let o = offline(&mut m, block(1), "5.5", true);
+        assert_eq!(
+            (o.errno, o.reason),
+            (Some(Errno::Einval), Some("already offline"))
+        );
+        assert_eq!(o.work, OfflineWork::default());
+        m.store.set_pages(PFN0 + BLOCK + 3, 1, kind::PINNED);
+        assert_eq!(
+            offline(&mut m, block(1), "5.5", true).errno,
+            Some(Errno::Eintr)
+        );
+    }
+
+    #[test]
+    fn mem_zone_is_kept_not_recomputed_from_spans() {
+        let mut m = machine(4, &[block(1), block(3)]);
+        for b in [block(1), block(3)] {
+            assert_eq!(online_block(&mut m, b, "online_movable").unwrap(), None);
+        }
+        // Movable's span now covers block 2 as well
+        assert_eq!(mem_zone(&m, block(2)), Some((0, ZoneType::Normal)));
+        assert_eq!(mem_zone(&m, block(1)), Some((0, ZoneType::Movable)));
+        assert!(offline(&mut m, block(2), "6.1", false).errno.is_none());
+        assert_eq!(mem_zone(&m, block(2)), None);
+    }
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -41,19 +42,33 @@ COLS = "RANGE,SIZE,STATE,REMOVABLE,BLOCK,NODE,ZONES"
 
 def test_live_lsmem_prints_what_it_prints_on_the_exported_tree(tmp_path):
     """lsmem with no --sysroot, in the sandbox, reads the model as it reads an export of it
-    (the faulting memory96 read fails: lsmem says "no" for it in both)."""
+    (with on_fault="eio" the faulting memory96 read fails: lsmem says "no" for it in both)."""
     m = memscan.Machine.seed().populate("fragmented", seed=1)
     m.export_sysfs(tmp_path, kernel="5.5+debug")
     for args in (["-a", "-o", COLS], ["-J", "-a", "-o", COLS], []):
         want = subprocess.run(
             ["lsmem", "--sysroot", str(tmp_path), *args], capture_output=True, text=True
         )
-        got = live.run(m, "5.5+debug", ["lsmem", *args])
+        got = live.run(m, "5.5+debug", ["lsmem", *args], on_fault="eio")
         assert got["returncode"] == want.returncode == 0
         assert got["stdout"] == want.stdout, args
     s = got["summary"]
     assert s["faults"] == 1 and s["struct_pages_read"] > 0
     assert "memory96/removable" in got["dmesg"] and "PagePoisoned" in got["dmesg"]
+
+
+def test_live_lsmem_is_killed_by_the_faulting_read_as_on_the_real_kernel():
+    """A real 5.4.59 +debug kernel BUGs in is_mem_section_removable on the seed's shape and
+    the oops kills lsmem (tests/groundtruth seed-clients); in the sandbox the live view sends
+    the reader SIGSEGV at the same read. A process outside the sandbox is never signalled."""
+    m = memscan.Machine.seed().populate("fragmented", seed=1)
+    got = live.run(m, "5.5+debug", ["lsmem", "-a"])
+    assert got["returncode"] == -signal.SIGSEGV, got["stderr"]
+    killed = [o for o in got["ops"] if "killed" in o]
+    assert [(o["block"], o["attr"]) for o in killed] == [(96, "removable")]
+    assert "killed the reader" in got["dmesg"]
+    assert not live._descends(os.getpid(), os.getpid())
+    assert not live._descends(1, os.getpid())
 
 
 def test_live_chmem_offlines_what_the_model_offlines():

@@ -131,6 +131,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON instead of text")
 
 
+def live_on_fault() -> tuple:
+    """The live view's fault modes, "kill" first (memscan.live.ON_FAULT; imported late: the
+    live view needs mfusepy only when used)."""
+    from .live import ON_FAULT
+
+    return ON_FAULT
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import live
 
@@ -141,7 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise MemscanError("run: give the command after --, e.g. memscan run -- lsmem")
     m = _machine(args)
     _populate(m, args)
-    r = live.run(m, args.kernel, cmd, kernel_time=args.kernel_time, capture=False)
+    r = live.run(
+        m, args.kernel, cmd, kernel_time=args.kernel_time, capture=False, on_fault=args.on_fault
+    )
     if args.log:
         with open(args.log, "w") as f:
             for o in r["ops"]:
@@ -448,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "run":
             lp.add_argument("--log", metavar="FILE", help="write the operations log (JSON lines)")
+            lp.add_argument(
+                "--on-fault",
+                choices=live_on_fault(),
+                default=live_on_fault()[0],
+                help="a read the kernel would oops on: kill the reader with SIGSEGV, as the "
+                f"kernel does, or fail it with EIO (default {live_on_fault()[0]})",
+            )
             lp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
             lp.set_defaults(func=cmd_run)
         else:

@@ -8,8 +8,11 @@ directly when run as root). It presents the tree ``export_sysfs`` writes, but li
 
 - reading ``removable`` runs the profile's ``removable`` at that moment (the pre-patch scan on
   5.4/5.5, "1" after the patch), ``valid_zones`` is read from the current state; a read the
-  kernel would never return from (memory96 of the seed on a debug kernel) fails with EIO and
-  its splat goes to ``memscan/dmesg``;
+  kernel would never return from (memory96 of the seed on a debug kernel) has its splat go to
+  ``memscan/dmesg`` and, inside a ``run`` sandbox, kills the reader with SIGSEGV as the
+  kernel's oops does (``on_fault="kill"``, the default there; the reader is named by FUSE and
+  must descend from the sandbox), or fails with EIO (``on_fault="eio"``, and always under
+  ``mount``);
 - writing ``state`` (offline / online / online_kernel / online_movable) or ``online`` (a
   boolean, kstrtobool) runs the modeled ``offline_pages`` / ``online_pages`` for real
   (dry_run=False) and hands the writer the kernel's errno (drivers/base/memory.c
@@ -35,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -63,6 +67,8 @@ ATTRS = {
 }
 #: kstrtobool() (lib/kstrtox.c), as online_store() parses a write to ``online``
 _TRUE, _FALSE = {"1", "y", "Y", "on", "On", "ON"}, {"0", "n", "N", "off", "Off", "OFF"}
+#: what a read the kernel would oops on does to the reader (LiveSysfs.on_fault)
+ON_FAULT = ("kill", "eio")
 #: what a read of a sysfs file reports as its size (kernfs: PAGE_SIZE)
 _SIZE = 4096
 
@@ -93,9 +99,18 @@ class LiveSysfs:
         kernel: str = "5.5",
         cost: Optional[CostModel] = None,
         kernel_time: bool = False,
+        on_fault: str = "eio",
     ):
+        if on_fault not in ON_FAULT:
+            raise ArgumentError(f"on_fault {on_fault!r}: want one of {', '.join(ON_FAULT)}")
         self.m = machine
         self.kernel = kernel
+        #: "kill": a read the kernel would oops or BUG on kills the reader with SIGSEGV, as
+        #: the kernel's oops does (do_exit(SIGSEGV)), when the reader descends from the
+        #: process named by ``sandbox_root`` (set by ``run``: its own sandbox only); "eio":
+        #: the read fails with EIO. Either way the splat goes to memscan/dmesg.
+        self.on_fault = on_fault
+        self.sandbox_root: Optional[int] = None
         self.cost = cost or CostModel()
         self.kernel_time = kernel_time
         self.ops: List[Dict[str, Any]] = []
@@ -383,6 +398,12 @@ class LiveSysfs:
 
     def _splat(self, block: int, attr: str, fault: Any) -> None:
         self.dmesg.append(f"memory{block}/{attr}: {fault.function}: {fault.message}\n")
+        if self.on_fault == "kill" and fault.kind in ("bug", "oops"):
+            pid = _fuse().fuse_get_context()[2]
+            if self.sandbox_root is not None and _descends(pid, self.sandbox_root):
+                os.kill(pid, signal.SIGSEGV)
+                self.dmesg.append(f"memscan: killed the reader, pid {pid}, with SIGSEGV\n")
+                self.ops[-1]["killed"] = pid
 
     @staticmethod
     def _os(code: int) -> Exception:
@@ -400,6 +421,23 @@ class LiveSysfs:
             "faults": sum(o["fault"] is not None for o in self.ops),
             "errors": sorted({o["errno"] for o in self.ops if o["errno"]}),
         }
+
+
+def _descends(pid: int, root: int) -> bool:
+    """Whether process ``pid`` is a descendant of ``root`` (not ``root`` itself), by the PPid
+    chain in /proc (read only)."""
+    seen = 0
+    p = pid
+    while p > 1 and seen < 4096:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                ppid = next(int(x.split()[1]) for x in f if x.startswith("PPid:"))
+        except (OSError, StopIteration, ValueError):
+            return False
+        if ppid == root:
+            return p != root
+        p, seen = ppid, seen + 1
+    return False
 
 
 def _libc():
@@ -476,17 +514,22 @@ def run(
     kernel_time: bool = False,
     cost: Optional[CostModel] = None,
     capture: bool = True,
+    on_fault: str = "kill",
 ) -> Dict[str, Any]:
     """Run ``argv`` against the live view of ``machine`` (see the module docstring). Returns
     the command's exit code (and, with ``capture``, its output), the operations log and its
-    summary. Without ``capture`` the command shares this process's stdin/stdout/stderr."""
+    summary. Without ``capture`` the command shares this process's stdin/stdout/stderr.
+    ``on_fault="kill"`` (the default: what the kernel does) kills a reader whose read the
+    kernel would oops on with SIGSEGV (the exit code is then -11); ``"eio"`` fails the read."""
     if not argv:
         raise ArgumentError("run: no command")
     if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
         raise ArgumentError(f"run: {argv[0]}: command not found")
     if shutil.which("unshare") is None:
         raise ArgumentError("run: util-linux unshare is needed for the private mount namespace")
-    ops = LiveSysfs(machine, kernel, cost=cost, kernel_time=kernel_time)
+    ops = LiveSysfs(machine, kernel, cost=cost, kernel_time=kernel_time, on_fault=on_fault)
+    # the sandbox is this process's child: only its descendants may be killed
+    ops.sandbox_root = os.getpid()
     mnt = tempfile.mkdtemp(prefix="memscan-live-")
     out: Dict[str, Any] = {}
 

@@ -93,6 +93,43 @@ def test_live_chmem_offlines_what_the_model_offlines():
     assert (r["returncode"] == 0) == (not failed)
 
 
+@pytest.mark.parametrize("kernel", ["5.5", "6.1"])
+@pytest.mark.parametrize("zone", [None, "DMA32"])
+def test_live_chmem_enable_onlines_offline_blocks(kernel, zone):
+    """chmem -e SIZE writes online_movable to the state of offline blocks whose valid_zones
+    lists Movable (util-linux chmem.c: "by default, use zone Movable"), -z DMA32 -e writes
+    online_kernel, until SIZE is online; the model onlines each into the zone the kernel
+    picks, and chmem reports what it enabled. chmem 2.38.1 reads zones only where
+    memory0/valid_zones exists, so RAM starts at 0 here."""
+    offline = [4, 5, 6, 7]
+    m = memscan.Machine.from_layout(
+        {
+            "arch": "x86_64",
+            "block_size": "128M",
+            "ranges": [{"start": 0, "size": "1G", "kind": "ram"}],
+            "offline_blocks": offline,
+        }
+    )
+    argv = (
+        ["chmem", "-v", "-e", "256M"] if zone is None else ["chmem", "-v", "-z", zone, "-e", "256M"]
+    )
+    r = live.run(m, kernel, argv)
+    assert r["returncode"] == 0, r["stderr"]
+    onl = [o for o in r["ops"] if o["op"] == "online"]
+    assert len(onl) == 2 and all(o["errno"] is None for o in onl)
+    assert {o["wrote"] for o in onl} == {"online_kernel" if zone else "online_movable"}
+    done = [o["block"] for o in onl]
+    assert set(done) <= set(offline)
+    for b in offline:
+        want = memscan.BlockState.ONLINE if b in done else memscan.BlockState.OFFLINE
+        assert m.block_state(b) == want, b
+    for b in done:
+        assert f"Memory Block {b} " in r["stdout"] + r["stderr"], b
+        got = m.valid_zones(b, kernel)
+        assert got == (zone or "Movable"), (b, got)
+        assert m.offline(b, kernel).ok  # a fresh online block, all free
+
+
 def test_live_stores_answer_as_state_store_does():
     """Bad strings EINVAL; offline of an offline block EINVAL; online_movable then reads
     Movable in valid_zones; read-only attributes refuse to open for writing (EACCES) even for

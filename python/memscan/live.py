@@ -373,7 +373,7 @@ class LiveSysfs:
             return
         if word in ("online", "online_kernel", "online_movable"):
             r = self.m.online(block, word)
-            self._log("online", block, name, 0, self.cost.ns_per_syscall, errno_=r)
+            self._log("online", block, name, 0, self.cost.ns_per_syscall, errno_=r, wrote=word)
             if r:
                 raise _Err(getattr(errno, r))
             return

@@ -392,6 +392,30 @@ pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
 
 /// `populate`, stopping with `Error::Interrupted` soon after `cancel` is set (checked per
 /// block); the machine is then partly populated.
+/// The blocks populate makes dense: those with online RAM sections.
+fn populated_blocks(m: &Machine) -> Vec<u64> {
+    let spb = m.geometry.sections_per_block();
+    (0..m.store.nr_blocks())
+        .filter(|&b| {
+            (b * spb..(b + 1) * spb).any(|s| {
+                let meta = m.store.section_meta(s);
+                meta.online() && !meta.device()
+            })
+        })
+        .collect()
+}
+
+/// Bytes `populate` would allocate on `m` (page bytes of the blocks it makes dense that are
+/// not dense yet), known before anything is allocated.
+pub fn populate_bytes(m: &Machine) -> u64 {
+    let per = m.geometry.pages_per_block();
+    populated_blocks(m)
+        .into_iter()
+        .filter(|&b| !m.store.is_dense(b))
+        .map(|_| per)
+        .sum()
+}
+
 pub fn populate_cancellable(
     m: &mut Machine,
     w: &Workload,
@@ -409,15 +433,7 @@ pub fn populate_cancellable(
     let spb = g.sections_per_block();
     let pps = g.pages_per_section() as usize;
     let pbn = g.pageblock_nr_pages() as usize;
-    // Blocks with online RAM sections become dense.
-    let todo: Vec<u64> = (0..m.store.nr_blocks())
-        .filter(|&b| {
-            (b * spb..(b + 1) * spb).any(|s| {
-                let meta = m.store.section_meta(s);
-                meta.online() && !meta.device()
-            })
-        })
-        .collect();
+    let todo = populated_blocks(m);
     m.store.densify_many(&todo)?;
     let mut chunks = std::mem::take(m.store.chunks_mut());
     let store: &PageStore = &m.store;

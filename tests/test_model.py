@@ -162,3 +162,18 @@ def test_arm64_geometry_follows_the_kernel():
     assert memscan.Machine.from_layout(lay).geometry.block_size == 128 << 20
     with pytest.raises(memscan.ArgumentError):
         memscan.Machine.synthetic("4G", arch="arm64", kernel="5.10")
+
+
+def test_memory_after_populate_is_known_before_allocating():
+    """populate makes every block with online RAM dense (a byte per page): the estimate
+    equals what the model holds afterwards, and a 64 TiB machine's 16 GiB is known without
+    allocating it."""
+    m = memscan.Machine.synthetic("1G", block_size="128M")
+    est = m.memory_bytes(after_populate=True)
+    assert est > m.memory_bytes()
+    m.populate("idle", seed=1)
+    assert m.memory_bytes() == est == m.memory_bytes(after_populate=True)
+    big = memscan.Machine.synthetic("64T")
+    pages = (64 << 40) // 4096
+    assert big.memory_bytes(after_populate=True) - big.memory_bytes() == pages
+    assert big.memory_bytes() < 256 << 20  # nothing dense yet

@@ -510,9 +510,14 @@ class Machine:
     def uninit_memmap(self, value: str) -> None:
         self._core.uninit_memmap = value
 
-    def memory_bytes(self) -> int:
-        """Bytes the model itself holds."""
-        return int(self._core.memory_bytes())
+    def memory_bytes(self, after_populate: bool = False) -> int:
+        """Bytes the model itself holds; with ``after_populate``, what it would hold after
+        ``populate()``, computed before anything is allocated (populate makes every block
+        with online RAM dense: one byte per page). A machine too large for this host is then
+        known in advance; populate itself refuses more than RAM plus swap with a
+        ``ModelMemoryError`` and fails cleanly under a memory limit."""
+        now = int(self._core.memory_bytes())
+        return now + int(self._core.populate_bytes()) if after_populate else now
 
     # -- kernel models ----------------------------------------------------------------------
     def removable(self, block: int, kernel: KernelLike = "5.5") -> Removable:

@@ -461,6 +461,11 @@ impl CoreMachine {
         self.read().store.memory_bytes()
     }
 
+    /// Bytes `populate` would allocate now (before it allocates anything).
+    fn populate_bytes(&self) -> u64 {
+        workload::populate_bytes(&self.read())
+    }
+
     fn dense_blocks(&self) -> u64 {
         self.read().store.dense_blocks()
     }

@@ -7,7 +7,7 @@ import pytest
 
 import memscan
 from conftest import GIB, PFN0, tiny
-from memscan import MigrateType, PageKind
+from memscan import MigrateType, PageKind, reference
 
 SEC = 32768
 PB = 512
@@ -443,6 +443,73 @@ def test_free_hugetlb_pages_all_reserved_fail_to_dissolve():
     assert (o.errno, o.reason, o.pfn) == ("EBUSY", "failure to dissolve huge pages", base + 2 * PB)
     with pytest.raises(memscan.ArgumentError):
         m.set_hugetlb_reserved(7, 1)
+
+
+def hugetlb(m, pfn, hstate, order, free=False):
+    f = hstate | (memscan.HUGETLB_FREE if free else 0)
+    m.set_pages(pfn, 1, PageKind.HUGETLB_HEAD, f)
+    m.set_pages(pfn + 1, (1 << order) - 1, PageKind.HUGETLB_TAIL, f)
+
+
+@pytest.mark.parametrize("kernel", ["5.5", "6.1"])
+def test_hugetlb_migration_takes_a_free_pool_page_first(kernel):
+    """alloc_huge_page_nodemask() (v5.5-rc5, 5.6.4, 6.1-rc6): a free pool page on an allowed
+    node while the hstate's free pages exceed its reserved ones, and only then a fresh huge
+    page from the buddy allocator. Block 33 has no free memory but one free 2 MiB pool page:
+    the in-use huge page of block 32 moves onto it."""
+    m = tiny()
+    m.set_pages(PFN0 + SEC, SEC, PageKind.LRU)
+    hugetlb(m, PFN0 + SEC + 4 * PB, 0, 9, free=True)
+    hugetlb(m, PFN0, 0, 9)
+    o = m.offline(32, kernel)
+    assert o.ok and o.pages_migrated == PB, o
+    m.set_hugetlb_reserved(0, 1)  # the only free page is promised: a fresh page is needed
+    o = m.offline(32, kernel)
+    assert (o.errno, o.pfn) == ("EINTR", PFN0) and "no free memory" in o.detail
+    m.set_hugetlb_reserved(0, 0)
+    assert m.offline(32, kernel, dry_run=False).applied
+    head = m.page(PFN0 + SEC + 4 * PB)
+    assert (head & 0xF, head >> 4) == (PageKind.HUGETLB_HEAD, 0)  # in use now
+
+
+@pytest.mark.parametrize("kernel", ["5.5", "6.1"])
+def test_gigantic_page_migrates_only_onto_a_free_pool_page(kernel):
+    """alloc_migrate_huge_page() returns NULL for a gigantic hstate (5.5-rc5, 6.1-rc6): a
+    1 GiB page in use moves only onto a free 1 GiB pool page; with none, migration fails on
+    every pass although free memory abounds, and the write ends on a signal."""
+    m = tiny(ranges=[{"start": 4 * GIB, "size": "8G", "kind": "ram"}], block_size="2G")
+    g0 = (4 * GIB) // 4096  # block 2
+    hugetlb(m, g0, 1, 18)
+    o = m.offline(2, kernel)
+    assert (o.errno, o.pfn) == ("EINTR", g0) and "no free memory" in o.detail
+    hugetlb(m, g0 + 2 * (1 << 19), 1, 18, free=True)  # block 4
+    assert m.offline(2, kernel).ok
+
+
+@pytest.mark.parametrize("kernel", ["5.5", "6.1"])
+def test_dissolve_runs_while_a_page_the_scan_cannot_see_stays(kernel):
+    """__offline_pages() (v5.5-rc5, 5.6.4) / offline_pages() (6.1-rc6): the inner loop ends
+    once scan_movable_pages() finds nothing, even while a page it skips (an unmovable page in
+    ZONE_MOVABLE that passed isolation) stays; dissolve_free_huge_pages() then runs in the
+    same round: EBUSY when the pool's free pages are all reserved, and EINTR only when
+    dissolve succeeds and test_pages_isolated() keeps failing. A pinned page, which the scan
+    returns on every pass, never lets dissolve run."""
+    m = two_node()  # node 1: blocks 34-35, ZONE_MOVABLE
+    base = PFN0 + 2 * SEC
+    hugetlb(m, base + 8 * PB, 0, 9, free=True)
+    m.set_pages(base + 3, 1, PageKind.UNMOVABLE)  # passes isolation in ZONE_MOVABLE
+    m.set_hugetlb_reserved(0, 1)
+    o = m.offline(34, kernel)
+    assert (o.errno, o.reason, o.pfn) == ("EBUSY", "failure to dissolve huge pages", base + 8 * PB)
+    m.set_hugetlb_reserved(0, 0)
+    o = m.offline(34, kernel)
+    assert (o.errno, o.pfn) == ("EINTR", base + 3)
+    m.set_hugetlb_reserved(0, 1)
+    m.set_pages(base + 20, 1, PageKind.PINNED)
+    o = m.offline(34, kernel)
+    assert (o.errno, o.pfn) == ("EINTR", base + 20) and "pinned" in o.detail
+    for k in (kernel,):
+        assert reference.offline(m, 34, k).errno == "EINTR"
 
 
 def test_lru_add_drain_all_before_every_scan_movable_pages():

@@ -8,7 +8,7 @@ use crate::page::{field_of, kind, kind_of, make, MigrateType};
 use crate::sections::{Compact, SEC_ONLINE};
 use crate::topology::{write_free_range, BlockState, Machine, TargetCursors};
 
-use super::migrate::{compute_min_free_pages, TargetAllocator};
+use super::migrate::{compute_min_free_pages, is_free_hugetlb_head, TargetAllocator};
 use super::zone::{grow_zone_span, online_zone, set_mem_zone, shrink_zone_spans};
 use super::{Errno, OfflinePlan};
 
@@ -32,8 +32,16 @@ pub(super) fn commit_offline(
             targets.search = t.search.clone();
         }
     }
+    let mut pool_cursor = vec![0u64; m.hstates.len()];
     for mv in moves {
         let b = m.store.page(mv.pfn);
+        if let Some(h) = mv.pool_hstate {
+            // dequeued from the free pool: that page is now the in-use huge page
+            if let Some(dst) = free_pool_page(m, h, &mut pool_cursor[h], start, end, allowed) {
+                m.store.set_pages(dst, 1, make(kind::HUGETLB_HEAD, h as u8));
+            }
+            continue;
+        }
         let order = mv.pages.trailing_zeros();
         if let Some(dst) = targets.take(m, mv.any_zone, order) {
             m.store.set_pages(dst, 1, b);
@@ -138,4 +146,39 @@ pub fn online_block(m: &mut Machine, block: u64, online_type: &str) -> Result<Op
         g.block_to_pfn(block + 1),
     );
     Ok(None)
+}
+
+/// The next free pool page of hstate `h` on the allowed nodes outside `[start, end)`, from
+/// `cursor` on (`dequeue_huge_page_nodemask()`; which free page the kernel picks is its
+/// free list's order, taken here as pfn order).
+fn free_pool_page(
+    m: &Machine,
+    h: usize,
+    cursor: &mut u64,
+    start: u64,
+    end: u64,
+    allowed: &[u16],
+) -> Option<u64> {
+    let g = m.geometry;
+    let pps = g.pages_per_section();
+    let mut p = *cursor;
+    while p < m.store.max_pfn {
+        let meta = m.store.section_meta(g.pfn_to_section(p));
+        if !meta.online()
+            || meta.device()
+            || !allowed.contains(&meta.nid)
+            || (start..end).contains(&p)
+        {
+            p = (p / pps + 1) * pps;
+            continue;
+        }
+        let b = m.store.page(p);
+        if is_free_hugetlb_head(b) && (field_of(b) & 7) as usize == h {
+            *cursor = p + 1;
+            return Some(p);
+        }
+        p += 1;
+    }
+    *cursor = p;
+    None
 }

@@ -4,8 +4,15 @@ use crate::page::{field_of, kind, kind_of, HUGETLB_FREE};
 use crate::topology::Machine;
 
 /// The first free hugetlb page of `[start, end)` that cannot be dissolved: free pool pages
-/// (machine-wide) minus reserved ones run out before it.
-pub(super) fn undissolvable_hugetlb(m: &Machine, start: u64, end: u64) -> Option<u64> {
+/// (machine-wide, less the `taken` ones migration dequeued per hstate) minus reserved ones
+/// run out before it (`dissolve_free_huge_page()`: -EBUSY when `available_huge_pages()` is 0;
+/// 5.5-rc5, 6.1-rc6).
+pub(super) fn undissolvable_hugetlb(
+    m: &Machine,
+    start: u64,
+    end: u64,
+    taken: &[u64],
+) -> Option<u64> {
     let is_free_head = |b: u8| kind_of(b) == kind::HUGETLB_HEAD && field_of(b) & HUGETLB_FREE != 0;
     let heads: Vec<(u64, usize)> = (start..end)
         .filter(|&p| is_free_head(m.store.page(p)))
@@ -32,6 +39,9 @@ pub(super) fn undissolvable_hugetlb(m: &Machine, start: u64, end: u64) -> Option
                 }
             }
         }
+    }
+    for (f, t) in free.iter_mut().zip(taken) {
+        *f = f.saturating_sub(*t);
     }
     for (pfn, h) in heads {
         let resv = m.hugetlb_resv.get(h).copied().unwrap_or(0);

@@ -14,8 +14,12 @@ pub(super) enum Movability {
     Migrate { pages: u64, any_zone: bool },
     /// LRU with a long-term pin: isolation passes, migration fails every time.
     Pinned,
-    /// Passed isolation (ZONE_MOVABLE) but neither migratable nor free.
+    /// Passed isolation (ZONE_MOVABLE) but neither migratable nor free: scan_movable_pages()
+    /// does not see it (not LRU, not __PageMovable, not an active hugetlb page).
     Stuck,
+    /// Migratable, but no target can be allocated: scan_movable_pages() finds it on every
+    /// pass and migration fails every time.
+    NoTarget,
     /// 6.1: PageOffline with a reference reached by scan_movable_pages.
     OfflineReferenced,
 }
@@ -203,35 +207,144 @@ pub fn compute_min_free_pages(m: &Machine) -> u64 {
 
 /// Give each migratable page a target from `pool`, in pfn order. Returns the moves, the first
 /// page that blocks the offline (and why), and whether the pool ran short.
+/// The pages that keep an offline from finishing, by how the kernel's loop meets them
+/// (v5.5-rc5 / 5.6.4 `__offline_pages()`, 6.1-rc6 `offline_pages()`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Blockers {
+    /// The first page scan_movable_pages() returns on every pass (pinned, or no target):
+    /// the inner loop never ends, only a signal does (EINTR).
+    pub(super) visible: Option<(u64, Movability)>,
+    /// 6.1: the first referenced PageOffline page: scan_movable_pages() returns -EBUSY on
+    /// reaching it.
+    pub(super) offline_ref: Option<u64>,
+    /// The first page the scan does not see (stuck in ZONE_MOVABLE): the inner loop ends,
+    /// dissolve runs, test_pages_isolated() fails, and the outer loop repeats until a signal.
+    pub(super) invisible: Option<u64>,
+}
+
+/// Free hugetlb pool pages per hstate for migration targets: `alloc_huge_page_nodemask()`
+/// (v5.5-rc5, 5.6.4, 6.1-rc6) dequeues a free pool page on an allowed node when the hstate's
+/// free pages exceed its reserved ones, else allocates a fresh huge page from the buddy
+/// allocator (`alloc_migrate_huge_page()`, no overcommit limit), which a gigantic hstate
+/// cannot do.
+#[derive(Debug, Default, Clone)]
+pub(super) struct HugetlbPool {
+    /// free minus reserved, machine-wide (`available_huge_pages()`)
+    pub(super) available: Vec<u64>,
+    /// free pool pages on the allowed nodes, outside the range (dequeue_huge_page_nodemask
+    /// walks the allowed nodes only; it does not test isolation)
+    pub(super) allowed_free: Vec<u64>,
+    /// pool pages taken per hstate
+    pub(super) taken: Vec<u64>,
+}
+
+/// Count the free hugetlb pool pages (machine-wide and on `allowed` nodes outside
+/// `[start, end)`): one pass over online RAM, made only when a hugetlb page must move.
+pub(super) fn hugetlb_pool(m: &Machine, start: u64, end: u64, allowed: &[u16]) -> HugetlbPool {
+    let n = m.hstates.len();
+    let mut free = vec![0u64; n];
+    let mut allowed_free = vec![0u64; n];
+    let g = m.geometry;
+    for sec in 0..m.store.nr_sections() {
+        let meta = m.store.section_meta(sec);
+        if !meta.online() || meta.device() {
+            continue;
+        }
+        let base = g.section_to_pfn(sec);
+        let ok_node = allowed.contains(&meta.nid);
+        let run = m.store.run(base, g.pages_per_section() as usize);
+        for i in 0..run.len() {
+            let b = run.get(i);
+            if !is_free_hugetlb_head(b) {
+                continue;
+            }
+            let h = (field_of(b) & 7) as usize;
+            if h < n {
+                free[h] += 1;
+                let pfn = base + i as u64;
+                if ok_node && !(start..end).contains(&pfn) {
+                    allowed_free[h] += 1;
+                }
+            }
+        }
+    }
+    let available = (0..n)
+        .map(|h| free[h].saturating_sub(m.hugetlb_resv.get(h).copied().unwrap_or(0)))
+        .collect();
+    HugetlbPool {
+        available,
+        allowed_free,
+        taken: vec![0; n],
+    }
+}
+
+pub(super) fn is_free_hugetlb_head(b: u8) -> bool {
+    kind_of(b) == kind::HUGETLB_HEAD && field_of(b) & HUGETLB_FREE != 0
+}
+
+/// Give each migratable page a target, in pfn order: hugetlb pages from `huge` first, then
+/// from `pool`. Returns the moves, the blockers, and whether the buddy pool ran short.
 pub(super) fn assign_targets(
     cands: &[(u64, u8, Movability)],
     mut pool: FreePool,
-) -> (Vec<Move>, Option<(u64, Movability)>, bool) {
+    huge: &mut HugetlbPool,
+    max_order: u32,
+) -> (Vec<Move>, Blockers, bool) {
     let mut to_move = Vec::new();
-    let mut blocker = None;
+    let mut bl = Blockers::default();
     let mut short = false;
     for &(pfn, b, mv) in cands {
         match mv {
             Movability::Nothing => {}
             Movability::Migrate { pages, any_zone } => {
-                let huge = (kind_of(b) == kind::HUGETLB_HEAD).then(|| pages.trailing_zeros());
-                if pool.take(pages, any_zone, huge) {
+                let hugetlb = kind_of(b) == kind::HUGETLB_HEAD;
+                if hugetlb {
+                    let h = (field_of(b) & 7) as usize;
+                    if huge.available.get(h).copied().unwrap_or(0) > 0
+                        && huge.allowed_free.get(h).copied().unwrap_or(0) > 0
+                    {
+                        huge.available[h] -= 1;
+                        huge.allowed_free[h] -= 1;
+                        huge.taken[h] += 1;
+                        to_move.push(Move {
+                            pfn,
+                            pages,
+                            any_zone,
+                            pool_hstate: Some(h),
+                        });
+                        continue;
+                    }
+                    if pages.trailing_zeros() >= max_order {
+                        // gigantic: no fresh page at migration time (alloc_migrate_huge_page)
+                        bl.visible.get_or_insert((pfn, Movability::NoTarget));
+                        continue;
+                    }
+                }
+                let order = hugetlb.then(|| pages.trailing_zeros());
+                if pool.take(pages, any_zone, order) {
                     to_move.push(Move {
                         pfn,
                         pages,
                         any_zone,
+                        pool_hstate: None,
                     });
                 } else {
                     short = true;
-                    blocker.get_or_insert((pfn, Movability::Stuck));
+                    bl.visible.get_or_insert((pfn, Movability::NoTarget));
                 }
             }
+            Movability::OfflineReferenced => {
+                bl.offline_ref.get_or_insert(pfn);
+            }
+            Movability::Stuck => {
+                bl.invisible.get_or_insert(pfn);
+            }
             other => {
-                blocker.get_or_insert((pfn, other));
+                bl.visible.get_or_insert((pfn, other));
             }
         }
     }
-    (to_move, blocker, short)
+    (to_move, bl, short)
 }
 
 /// A page (or compound) to migrate.
@@ -239,6 +352,8 @@ pub(super) fn assign_targets(
 pub(super) struct Move {
     pub(super) pfn: u64,
     pub(super) pages: u64,
+    /// the hstate whose free pool page is the target (hugetlb pages dequeued from the pool)
+    pub(super) pool_hstate: Option<usize>,
     pub(super) any_zone: bool,
 }
 

@@ -43,7 +43,8 @@ use crate::topology::{BlockState, Machine};
 use commit::commit_offline;
 use dissolve::undissolvable_hugetlb;
 use migrate::{
-    add_free_targets, allowed_nodes, assign_targets, movability, FreePool, Movability, Move,
+    add_free_targets, allowed_nodes, assign_targets, hugetlb_pool, movability, FreePool,
+    HugetlbPool, Movability, Move,
 };
 use notifiers::{cmm_isolate_count, cmm_notifier};
 use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
@@ -396,31 +397,47 @@ fn decide_online_block(
     // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
     let reserve = m.min_free_pages;
     let mut pool = FreePool::default();
+    let mut huge = if cands.iter().any(|c| kind_of(c.1) == kind::HUGETLB_HEAD) {
+        hugetlb_pool(m, start, end, &allowed)
+    } else {
+        HugetlbPool::default()
+    };
     let (mut next_sec, mut chunk) = (0u64, 1u64);
-    let (to_move, blocker) = loop {
+    let (to_move, blockers) = loop {
         let upto = (next_sec + chunk).min(m.store.nr_sections());
         add_free_targets(&mut pool, m, next_sec..upto, start, end, &allowed);
         next_sec = upto;
         chunk *= 2;
         let mut p = pool.clone();
         p.kernel = p.kernel.saturating_sub(reserve);
-        let (moves, blocker, short) = assign_targets(&cands, p);
+        let mut h = huge.clone();
+        let (moves, blockers, short) = assign_targets(&cands, p, &mut h, g.max_order);
         if !short || next_sec == m.store.nr_sections() {
-            break (moves, blocker);
+            huge = h;
+            break (moves, blockers);
         }
     };
     let migrated: u64 = to_move.iter().map(|x| x.pages).sum();
     work.pages_migrated = migrated;
-    if let Some((pfn, why)) = blocker {
-        if why == Movability::OfflineReferenced {
-            // 6.1 scan_movable_pages(): PageOffline with a reference → -EBUSY, after the pages
-            // before it migrated.
-            work.migration_rounds += 1;
-            let mut o = fail(block, Errno::Ebusy, Some("unmovable page"), work);
-            o.pfn = Some(pfn);
-            o.detail = Some("PageOffline page still referenced by its driver".into());
-            return (o, None);
-        }
+    // The loop as the kernel runs it (v5.5-rc5 / 5.6.4 __offline_pages, 6.1-rc6
+    // offline_pages): scan_movable_pages() walks up from the block start and do_migrate_range()
+    // migrates what it can; a page the scan finds on every pass (pinned, no target) keeps the
+    // inner loop going until a signal, and so does (6.1) nothing: the first referenced
+    // PageOffline page the scan reaches ends it with -EBUSY. Whichever comes first decides.
+    let visible_first = match (blockers.visible, blockers.offline_ref) {
+        (Some((p, _)), Some(q)) => q > p,
+        (v, _) => v.is_some(),
+    };
+    if let (false, Some(pfn)) = (visible_first, blockers.offline_ref) {
+        // 6.1 scan_movable_pages(): PageOffline with a reference → -EBUSY, after the pages
+        // before it migrated.
+        work.migration_rounds += 1;
+        let mut o = fail(block, Errno::Ebusy, Some("unmovable page"), work);
+        o.pfn = Some(pfn);
+        o.detail = Some("PageOffline page still referenced by its driver".into());
+        return (o, None);
+    }
+    let eintr = |mut work: OfflineWork, pfn: u64, detail: String| {
         work.migration_rounds = patience_rounds;
         // every pass re-scans from the stuck page to the block end
         work.struct_pages_read += (end - pfn) * patience_rounds;
@@ -429,27 +446,21 @@ fn decide_online_block(
         }
         let mut o = fail(block, Errno::Eintr, Some("signal backoff"), work);
         o.pfn = Some(pfn);
-        let b = m.store.page(pfn);
-        o.detail = Some(match why {
-            Movability::Pinned => "long-term pinned page: migration fails on every pass".into(),
-            Movability::Stuck
-                if matches!(
-                    kind_of(b),
-                    kind::LRU | kind::MOVABLE | kind::THP_HEAD | kind::HUGETLB_HEAD
-                ) =>
-            {
-                "no free memory for the migration target on the allowed nodes and zones".into()
-            }
-            _ => format!(
-                "{} page passed isolation (ZONE_MOVABLE) but can neither migrate nor be freed",
-                crate::page::kind::NAMES[kind_of(b) as usize]
-            ),
-        });
-        return (o, None);
+        o.detail = Some(detail);
+        o
+    };
+    if let Some((pfn, why)) = blockers.visible {
+        let detail = if why == Movability::Pinned {
+            "long-term pinned page: migration fails on every pass".into()
+        } else {
+            "no free memory for the migration target on the allowed nodes and zones".into()
+        };
+        return (eintr(work, pfn, detail), None);
     }
-    // dissolve_free_huge_pages(): each free hugetlb page in the range leaves the pool, which
-    // fails (-EBUSY) once the pool's free pages are all reserved.
-    if let Some(pfn) = undissolvable_hugetlb(m, start, end) {
+    // The inner loop ended (nothing the scan sees is left): dissolve_free_huge_pages() runs in
+    // this round, even while a page the scan cannot see stays. Each free hugetlb page in the
+    // range leaves the pool, which fails (-EBUSY) once the pool's free pages are all reserved.
+    if let Some(pfn) = undissolvable_hugetlb(m, start, end, &huge.taken) {
         work.migration_rounds += 1;
         let mut o = fail(
             block,
@@ -460,6 +471,16 @@ fn decide_online_block(
         o.pfn = Some(pfn);
         o.detail = Some("the free hugetlb pages left in the pool are all reserved".into());
         return (o, None);
+    }
+    // test_pages_isolated() fails on a page the scan cannot see: the outer loop repeats
+    // until a signal.
+    if let Some(pfn) = blockers.invisible {
+        let b = m.store.page(pfn);
+        let detail = format!(
+            "{} page passed isolation (ZONE_MOVABLE) but can neither migrate nor be freed",
+            crate::page::kind::NAMES[kind_of(b) as usize]
+        );
+        return (eintr(work, pfn, detail), None);
     }
     // One pass migrates everything; test_pages_isolated() then succeeds.
     work.migration_rounds = 1;

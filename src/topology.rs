@@ -138,6 +138,10 @@ pub struct Machine {
     /// while no block changed state, when each online block's is still its boot value
     /// (see `kernel::offline::mem_zone`).
     pub mem_zone: Option<Vec<Option<(u16, ZoneType)>>>,
+    /// HugeTLB Vmemmap Optimization is on (`hugetlb_free_vmemmap=on`, or the Kconfig default
+    /// CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON, `default n` in 6.1-rc6): free
+    /// hugetlb pages keep one page of their vmemmap, which dissolving must restore.
+    pub hugetlb_vmemmap_optimized: bool,
 }
 
 /// Where the offline model's search for free target blocks stands (see
@@ -220,6 +224,7 @@ impl Machine {
             target_cursors: self.target_cursors.clone(),
             uninit_memmap: self.uninit_memmap,
             mem_zone: self.mem_zone.clone(),
+            hugetlb_vmemmap_optimized: self.hugetlb_vmemmap_optimized,
         })
     }
 
@@ -529,6 +534,7 @@ impl Machine {
             target_cursors: None,
             uninit_memmap: UninitMemmap::default(),
             mem_zone: None,
+            hugetlb_vmemmap_optimized: false,
         })
         .map(|mut m| {
             m.min_free_pages = crate::kernel::offline::compute_min_free_pages(&m);

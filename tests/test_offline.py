@@ -512,6 +512,30 @@ def test_dissolve_runs_while_a_page_the_scan_cannot_see_stays(kernel):
         assert reference.offline(m, 34, k).errno == "EINTR"
 
 
+def test_6_1_dissolve_with_hvo_needs_pages_to_restore_the_vmemmap():
+    """6.1-rc6 dissolve_free_huge_page(): with HugeTLB Vmemmap Optimization on (off by
+    default), hugetlb_vmemmap_restore() needs the huge page's vmemmap back (7 pages for 2 MiB)
+    as order-0 pages of its node (__GFP_THISNODE, GFP_KERNEL): none free → -ENOMEM, "failure
+    to dissolve huge pages". 5.x has no HVO."""
+    m = tiny()
+    m.set_pages(PFN0, SEC, PageKind.LRU)  # block 32: no free page left on node 0
+    hugetlb(m, PFN0 + SEC + 4 * PB, 0, 9, free=True)
+    assert m.offline(33, "6.1").ok
+    m.hugetlb_vmemmap_optimize = True
+    o = m.offline(33, "6.1")
+    assert (o.errno, o.reason, o.pfn) == (
+        "ENOMEM",
+        "failure to dissolve huge pages",
+        PFN0 + SEC + 4 * PB,
+    )
+    assert reference.offline(m, 33, "6.1").errno == "ENOMEM"
+    assert m.offline(33, "5.5").ok
+    m.set_pages(PFN0 + 1024, 2048, PageKind.FREE)  # free pages above the min watermark
+    assert m.offline(33, "6.1").ok and reference.offline(m, 33, "6.1").errno is None
+    with pytest.raises(memscan.ArgumentError):
+        m.hugetlb_vmemmap_optimize = 1
+
+
 def test_lru_add_drain_all_before_every_scan_movable_pages():
     """5.4.18/5.5-rc5/5.6.4 __offline_pages: the inner loop drains before each
     scan_movable_pages(); after the moves a rescan finds nothing, so a block with pages to

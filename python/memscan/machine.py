@@ -510,6 +510,20 @@ class Machine:
     def uninit_memmap(self, value: str) -> None:
         self._core.uninit_memmap = value
 
+    @property
+    def hugetlb_vmemmap_optimize(self) -> bool:
+        """HugeTLB Vmemmap Optimization (boot parameter ``hugetlb_free_vmemmap=on``; off by
+        default, CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON is ``default n`` in 6.1): a
+        6.1 offline must restore a free huge page's vmemmap before dissolving it (7 pages for
+        2 MiB, 4,095 for 1 GiB, from the page's node) and fails with ENOMEM without them."""
+        return bool(self._core.hugetlb_vmemmap_optimized)
+
+    @hugetlb_vmemmap_optimize.setter
+    def hugetlb_vmemmap_optimize(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ArgumentError(f"hugetlb_vmemmap_optimize {value!r}: want True or False")
+        self._core.hugetlb_vmemmap_optimized = value
+
     def memory_bytes(self, after_populate: bool = False) -> int:
         """Bytes the model itself holds; with ``after_populate``, what it would hold after
         ``populate()``, computed before anything is allocated (populate makes every block

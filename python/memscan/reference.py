@@ -99,6 +99,8 @@ class Snapshot:
     uninit_memmap: str = "garbage"
     #: 6.1 mem->zone per block, (nid, zone) or None: state the kernel keeps, not derived
     mem_zone: List[Optional[Tuple[int, str]]] = field(default_factory=list)
+    #: HugeTLB Vmemmap Optimization on (hugetlb_free_vmemmap=on)
+    hvo: bool = False
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -125,6 +127,7 @@ class Snapshot:
             hugetlb_reserved=list(core.hugetlb_reserved()),
             uninit_memmap=core.uninit_memmap,
             mem_zone=[None if z is None else (int(z[0]), z[1]) for z in core.mem_zones()],
+            hvo=bool(core.hugetlb_vmemmap_optimized),
         )
 
 
@@ -861,6 +864,10 @@ class OfflineReference(Reference):
             return backoff(visible)
         # dissolve_free_huge_pages(): free pool pages (less the ones migration took) minus
         # reserved ones must cover each one
+        # 6.1 with HVO: hugetlb_vmemmap_restore() first needs the huge page's struct pages
+        # back, less the one page kept, as order-0 GFP_KERNEL|__GFP_THISNODE pages: free
+        # pages of kernel zones on its node, outside the (isolated) range, above min_free
+        restore: Optional[Dict[int, int]] = None
         for pfn in range(start, end):
             b = self._byte(pfn)
             if b & 15 == K.HUGETLB_HEAD and (b >> 4) & 8:
@@ -868,6 +875,28 @@ class OfflineReference(Reference):
                 if pool_all.get(h, 0) <= resv(h):
                     self.work["migration_rounds"] += 1
                     return self._fail("EBUSY", "failure to dissolve huge pages", pfn)
+                if v61 and self.s.hvo:
+                    if restore is None:
+                        restore = {}
+                        for q in range(len(self.s.pages)):
+                            fl, n = self._meta(q)
+                            if (
+                                fl & SEC_ONLINE
+                                and not fl & SEC_DEVICE
+                                and not start <= q < end
+                                and self._zone_of(q) != "Movable"
+                                and self._mt(q) != 5
+                                and self._byte(q) & 15 in (K.FREE, K.BUDDY)
+                            ):
+                                restore[n] = restore.get(n, 0) + 1
+                        restore = {n: max(0, c - self.min_free_pages()) for n, c in restore.items()}
+                    order = self.s.hstates[h][0] if h < len(self.s.hstates) else 0
+                    need = max(0, ((1 << order) * 64 >> self.s.page_shift) - 1)
+                    nid = self._meta(pfn)[1]
+                    if restore.get(nid, 0) < need:
+                        self.work["migration_rounds"] += 1
+                        return self._fail("ENOMEM", "failure to dissolve huge pages", pfn)
+                    restore[nid] -= need
                 pool_all[h] -= 1
         if invisible is not None:  # test_pages_isolated() fails on every outer round
             return backoff(invisible)

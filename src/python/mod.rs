@@ -320,6 +320,18 @@ impl CoreMachine {
         self.read().uninit_memmap.name()
     }
 
+    /// HugeTLB Vmemmap Optimization on (hugetlb_free_vmemmap=on): 6.1 dissolve may fail
+    /// with ENOMEM.
+    #[getter]
+    fn hugetlb_vmemmap_optimized(&self) -> bool {
+        self.read().hugetlb_vmemmap_optimized
+    }
+
+    #[setter]
+    fn set_hugetlb_vmemmap_optimized(&self, value: bool) {
+        self.write().hugetlb_vmemmap_optimized = value;
+    }
+
     #[setter]
     fn set_uninit_memmap(&self, py: Python<'_>, value: &str) -> PyResult<()> {
         let v = topology::UninitMemmap::parse(value).ok_or_else(|| {

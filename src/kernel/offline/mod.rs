@@ -60,6 +60,7 @@ pub enum Errno {
     Ebusy,
     Eperm,
     Eintr,
+    Enomem,
 }
 
 impl Errno {
@@ -69,6 +70,7 @@ impl Errno {
             Errno::Ebusy => "EBUSY",
             Errno::Eperm => "EPERM",
             Errno::Eintr => "EINTR",
+            Errno::Enomem => "ENOMEM",
         }
     }
 }
@@ -460,16 +462,11 @@ fn decide_online_block(
     // The inner loop ended (nothing the scan sees is left): dissolve_free_huge_pages() runs in
     // this round, even while a page the scan cannot see stays. Each free hugetlb page in the
     // range leaves the pool, which fails (-EBUSY) once the pool's free pages are all reserved.
-    if let Some(pfn) = undissolvable_hugetlb(m, start, end, &huge.taken) {
+    if let Some((pfn, errno, why)) = undissolvable_hugetlb(m, start, end, &huge.taken, v61) {
         work.migration_rounds += 1;
-        let mut o = fail(
-            block,
-            Errno::Ebusy,
-            Some("failure to dissolve huge pages"),
-            work,
-        );
+        let mut o = fail(block, errno, Some("failure to dissolve huge pages"), work);
         o.pfn = Some(pfn);
-        o.detail = Some("the free hugetlb pages left in the pool are all reserved".into());
+        o.detail = Some(why.into());
         return (o, None);
     }
     // test_pages_isolated() fails on a page the scan cannot see: the outer loop repeats

@@ -546,3 +546,29 @@ def test_lru_add_drain_all_before_every_scan_movable_pages():
         assert m.offline(32, k).lru_add_drain_all == 2, k
         assert m.offline(33, k).lru_add_drain_all == 1, k  # nothing to move
     assert m.offline(32, "6.1").lru_add_drain_all == 1
+
+
+@pytest.mark.parametrize("kernel", ["5.4+debug", "5.5+debug", "5.5", "5.6+debug", "6.1+debug"])
+def test_no_modeled_read_reaches_the_memmap_tail_beyond_max_pfn(kernel):
+    """5.4.18 and v5.5-rc5 zero_resv_unavail() stop at max_pfn; from v5.6-rc1 (e822969cab48,
+    Cc stable: in 5.4.59, unknown for 5.5.10) the memmap is initialised up to the section
+    end. Whichever the seed's 5.5.10 had, no modeled read meets that tail:
+    is_mem_section_removable() clamps to the zone end, test_pages_in_a_zone() stops at
+    zone_spans_pfn(), and the offline is refused ("memory holes", "multizone range")
+    before isolation. A poisoned tail gives the same answers as a zeroed one."""
+
+    def mk(poison):
+        m = tiny(ranges=[{"start": 4 * GIB, "size": "200M", "kind": "ram"}])
+        if poison:
+            tail = PFN0 + (200 << 20) // 4096
+            m.set_pages(tail, PFN0 + 2 * SEC - tail, PageKind.UNINIT)
+        return m
+
+    a, b = mk(False), mk(True)
+    for blk in a.blocks().tolist():
+        ra, rb = a.removable(blk, kernel), b.removable(blk, kernel)
+        assert (ra.value, rb.fault) == (rb.value, None)
+        va, vb = a.valid_zones_read(blk, kernel), b.valid_zones_read(blk, kernel)
+        assert (va.value, vb.fault) == (vb.value, None)
+        oa, ob = a.offline(blk, kernel), b.offline(blk, kernel)
+        assert (oa.errno, oa.reason, ob.fault) == (ob.errno, ob.reason, None)

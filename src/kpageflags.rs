@@ -119,6 +119,11 @@ pub struct ImportStats {
     pub lru_batch: u64,
     /// Free buddy blocks per order after cutting BUDDY runs.
     pub buddy_blocks: [u64; 16],
+    /// hugetlb heads that kpagecount read as mapped (in use).
+    pub hugetlb_mapped: u64,
+    /// hugetlb heads mapped by no one: taken as free pool pages; an allocated hugetlbfs page
+    /// that no process maps reads the same, so these are uncertain.
+    pub hugetlb_unmapped: u64,
 }
 
 fn hstate_for(m: &Machine, order: u32) -> u8 {
@@ -130,7 +135,9 @@ fn hstate_for(m: &Machine, order: u32) -> u8 {
 
 /// Write page kinds for `flags` from `start`: only pfns of online sections are written (the
 /// layout decides where memory is).
-pub fn import(m: &mut Machine, start: u64, flags: &[u64]) -> ImportStats {
+/// `counts` (/proc/kpagecount for the same pfns, the map count) tells free hugetlb pool pages
+/// (mapped by no one) from mapped ones; without it every hugetlb page is taken as in use.
+pub fn import(m: &mut Machine, start: u64, flags: &[u64], counts: Option<&[u64]>) -> ImportStats {
     let g: Geometry = m.geometry;
     let n = flags.len() as u64;
     let mut st = ImportStats {
@@ -178,7 +185,17 @@ pub fn import(m: &mut Machine, start: u64, flags: &[u64]) -> ImportStats {
             let len = j - i;
             let order = len.ilog2();
             if f & KPF_HUGE != 0 {
-                let hs = hstate_for(m, order);
+                let mut hs = hstate_for(m, order);
+                // kpagecount of a hugetlb head is its compound map count (fs/proc/page.c
+                // kpagecount_read, 6.1): 0 for a free pool page
+                match counts.map(|c| c[i as usize]) {
+                    Some(0) => {
+                        hs |= crate::page::HUGETLB_FREE;
+                        st.hugetlb_unmapped += 1;
+                    }
+                    Some(_) => st.hugetlb_mapped += 1,
+                    None => {}
+                }
                 bytes.push(make(kind::HUGETLB_HEAD, hs));
                 bytes.extend(std::iter::repeat_n(
                     make(kind::HUGETLB_TAIL, hs),

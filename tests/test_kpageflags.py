@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 import memscan
+from conftest import PFN0, tiny
 from memscan import PageKind
 from memscan.errors import ParseError
 from memscan.kpageflags import KPF
+
+SEC = 32768
 
 
 def small():
@@ -104,3 +107,42 @@ def test_bad_kpageflags_files(tmp_path):
         m.import_kpageflags(big)
     with pytest.raises(ParseError, match="cannot read"):
         m.import_kpageflags(tmp_path / "missing")
+
+
+def test_kpagecount_tells_free_hugetlb_pool_pages_and_a_pfn_range_imports_alone(tmp_path):
+    """kpagecount is the map count (fs/proc/page.c): a hugetlb head no one maps reads 0, so
+    with it a free pool page is told from a mapped one (an allocated hugetlbfs page no one
+    maps reads 0 too: counted as uncertain). A pfn range of a file, or an array, imports
+    those pfns only."""
+    m = tiny()
+    for i, free in ((0, False), (1, True)):
+        p = PFN0 + SEC + i * 512
+        f = memscan.HUGETLB_FREE if free else 0
+        m.set_pages(p, 1, PageKind.HUGETLB_HEAD, f)
+        m.set_pages(p + 1, 511, PageKind.HUGETLB_TAIL, f)
+    m.set_pages(PFN0, 100, PageKind.LRU)
+    f1 = tmp_path / "kpf"
+    m.export_kpageflags(f1, progress=False)
+    counts = np.zeros(m.geometry.max_pfn, dtype=np.uint64)
+    counts[PFN0 + SEC] = 1  # the in-use page is mapped
+    back = tiny()
+    st = back.import_kpageflags(f1, progress=False, kpagecount=counts)
+    assert (st["hugetlb_mapped"], st["hugetlb_unmapped"]) == (1, 1)
+    assert back.page(PFN0 + SEC) >> 4 == 0
+    assert back.page(PFN0 + SEC + 512) >> 4 == memscan.HUGETLB_FREE
+    blind = tiny()
+    blind.import_kpageflags(f1, progress=False)
+    assert blind.page(PFN0 + SEC + 512) >> 4 == 0  # without kpagecount: taken as in use
+    # block 33 alone, from the file and from an array: block 32 keeps its boot state
+    part = tiny()
+    part.import_kpageflags(f1, progress=False, start_pfn=PFN0 + SEC, count=SEC)
+    assert part.page(PFN0) & 0xF != PageKind.LRU
+    assert part.page(PFN0 + SEC) & 0xF == PageKind.HUGETLB_HEAD
+    words = np.fromfile(f1, dtype="<u8")[PFN0 + SEC : PFN0 + 2 * SEC]
+    arr = tiny()
+    arr.import_kpageflags(words, start_pfn=PFN0 + SEC)
+    assert arr.pages(33).tolist() == part.pages(33).tolist()
+    with pytest.raises(memscan.ParseError):
+        tiny().import_kpageflags(f1, start_pfn=PFN0, count=10 * SEC)
+    with pytest.raises(memscan.ArgumentError):
+        tiny().import_kpageflags(f1, start_pfn=-1)

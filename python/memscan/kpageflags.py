@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from .errors import ParseError
+from .errors import ArgumentError, ParseError
 from .progress import Progress
 
 CHUNK_PFNS = 1 << 20  # 8 MiB of flags per step
@@ -78,35 +78,81 @@ def check_kpageflags_size(source: str, size: int, max_pfn: int) -> int:
 
 
 def import_kpageflags(
-    machine: Any, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
+    machine: Any,
+    path: Union[str, os.PathLike[str], np.ndarray],
+    progress: Optional[bool] = None,
+    start_pfn: int = 0,
+    count: Optional[int] = None,
+    kpagecount: Union[str, os.PathLike[str], np.ndarray, None] = None,
 ) -> Dict[str, Any]:
-    """Set the page kinds of ``machine`` (its layout decides where memory is) from a
-    kpageflags file. Returns counts of what could not be told apart.
+    """Set the page kinds of ``machine`` (its layout decides where memory is) from kpageflags:
+    a file (a whole /proc/kpageflags copy, whose word N is pfn N) or an array of words. The
+    pfns ``[start_pfn, start_pfn + count)`` are imported (default: all the source covers
+    from ``start_pfn``); an array holds the words of those pfns only. ``kpagecount`` (a file
+    or array laid out the same way) tells free hugetlb pool pages from mapped ones. Returns
+    counts of what could not be told apart.
 
     Raises:
         ParseError: the file is truncated or misaligned (not a whole number of u64 words), or
-            covers more pfns than the machine has.
+            covers more pfns than the machine has, or ends before the range asked for.
+        ArgumentError: a negative start or count.
     """
+    if not isinstance(start_pfn, int) or start_pfn < 0:
+        raise ArgumentError(f"start_pfn {start_pfn!r}: want a non-negative integer")
+    if count is not None and (not isinstance(count, int) or count < 0):
+        raise ArgumentError(f"count {count!r}: want a non-negative integer")
+    stats = _empty_stats()
+    max_pfn = machine.geometry.max_pfn
+    if isinstance(path, np.ndarray):
+        words = np.ascontiguousarray(path, dtype="<u8")
+        n = len(words) if count is None else count
+        if n > len(words):
+            raise ParseError(f"<array>: {len(words)} words, fewer than the {n} pfns asked for")
+        counts = _counts(kpagecount, start_pfn, n, True)
+        return import_words(machine, words[:n], start_pfn, stats, counts)
     p = os.fspath(path)
     try:
         size = os.path.getsize(p)
     except OSError as e:
         raise ParseError(f"{p}: cannot read kpageflags: {e.strerror}") from None
-    pfns = check_kpageflags_size(p, size, machine.geometry.max_pfn)
-    stats = _empty_stats()
-    bar = Progress(pfns, "kpageflags", enabled=progress)
+    pfns = check_kpageflags_size(p, size, max_pfn)
+    end = pfns if count is None else start_pfn + count
+    if end > pfns:
+        raise ParseError(f"{p}: covers pfns up to {pfns:#x}, not to {end:#x} as asked")
+    bar = Progress(max(0, end - start_pfn), "kpageflags", enabled=progress)
     with open(p, "rb") as f:
-        start = 0
-        while start < pfns:
-            n = min(CHUNK_PFNS, pfns - start)
+        f.seek(start_pfn * 8)
+        start = start_pfn
+        while start < end:
+            n = min(CHUNK_PFNS, end - start)
             words = np.frombuffer(f.read(n * 8), dtype="<u8")
             if len(words) != n:
                 raise ParseError(f"{p}: ended early at pfn {start + len(words):#x}")
-            import_words(machine, words, start, stats)
+            import_words(machine, words, start, stats, _counts(kpagecount, start, n, False))
             start += n
             bar.update(n)
     bar.close()
     return stats
+
+
+def _counts(
+    src: Union[str, os.PathLike[str], np.ndarray, None], start: int, n: int, relative: bool
+) -> Optional[np.ndarray]:
+    """kpagecount words for pfns [start, start + n): from an array (``relative``: index 0 is
+    the first pfn imported) or a whole /proc/kpagecount copy (word N is pfn N)."""
+    if src is None:
+        return None
+    if isinstance(src, np.ndarray):
+        c = np.ascontiguousarray(src, dtype="<u8")
+        c = c[:n] if relative else c[start : start + n]
+    else:
+        p = os.fspath(src)
+        with open(p, "rb") as f:
+            f.seek(start * 8)
+            c = np.frombuffer(f.read(n * 8), dtype="<u8")
+    if len(c) != n:
+        raise ParseError(f"kpagecount: {len(c)} words where {n} pfns from {start:#x} need them")
+    return c
 
 
 def _empty_stats() -> Dict[str, Any]:
@@ -116,20 +162,43 @@ def _empty_stats() -> Dict[str, Any]:
         "ambiguous": 0,
         "ambiguous_free": 0,
         "lru_batch": 0,
+        "hugetlb_mapped": 0,
+        "hugetlb_unmapped": 0,
         "buddy_blocks": [0] * 16,
     }
 
 
+#: the counters an import adds up (the core returns each)
+STAT_KEYS = (
+    "pages",
+    "nopage",
+    "ambiguous",
+    "ambiguous_free",
+    "lru_batch",
+    "hugetlb_mapped",
+    "hugetlb_unmapped",
+)
+
+
 def import_words(
-    machine: Any, words: np.ndarray, start: int = 0, stats: Optional[Dict[str, Any]] = None
+    machine: Any,
+    words: np.ndarray,
+    start: int = 0,
+    stats: Optional[Dict[str, Any]] = None,
+    counts: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
-    """Set page kinds from kpageflags words for pfns from ``start`` (in chunks); add what could
-    not be told apart to ``stats`` and return it."""
+    """Set page kinds from kpageflags words (and kpagecount ``counts``, same pfns) for pfns
+    from ``start`` (in chunks); add what could not be told apart to ``stats``, return it."""
     stats = _empty_stats() if stats is None else stats
     for off in range(0, len(words), CHUNK_PFNS):
         part = np.ascontiguousarray(words[off : off + CHUNK_PFNS], dtype=np.uint64)
-        r = machine._core.kpageflags_import(start + off, part)
-        for k in ("pages", "nopage", "ambiguous", "ambiguous_free", "lru_batch"):
+        cpart = (
+            None
+            if counts is None
+            else np.ascontiguousarray(counts[off : off + CHUNK_PFNS], dtype=np.uint64)
+        )
+        r = machine._core.kpageflags_import(start + off, part, cpart)
+        for k in STAT_KEYS:
             stats[k] += r[k]
         stats["buddy_blocks"] = [a + b for a, b in zip(stats["buddy_blocks"], r["buddy_blocks"])]
     return stats

@@ -679,13 +679,19 @@ class Machine:
         return export_kpageflags(self, path, progress)
 
     def import_kpageflags(
-        self, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
+        self,
+        path: Union[str, os.PathLike[str], np.ndarray],
+        progress: Optional[bool] = None,
+        start_pfn: int = 0,
+        count: Optional[int] = None,
+        kpagecount: Union[str, os.PathLike[str], np.ndarray, None] = None,
     ) -> Dict[str, Any]:
-        """Set page kinds from a kpageflags file over this machine's layout; returns what
-        could not be told apart (see memscan.kpageflags)."""
+        """Set page kinds from kpageflags (a file or an array of words; a pfn range of it)
+        over this machine's layout, with kpagecount telling free hugetlb pool pages from
+        mapped ones; returns what could not be told apart (see memscan.kpageflags)."""
         from .kpageflags import import_kpageflags
 
-        return import_kpageflags(self, path, progress)
+        return import_kpageflags(self, path, progress, start_pfn, count, kpagecount)
 
     def import_memmap(
         self,

@@ -745,12 +745,15 @@ impl CoreMachine {
         Ok(v.into_pyarray(py))
     }
 
-    /// Page kinds from kpageflags words for pfns from `start`; returns what could not be told.
+    /// Page kinds from kpageflags words (and kpagecount counts) for pfns from `start`;
+    /// returns what could not be told.
+    #[pyo3(signature = (start, flags, counts=None))]
     fn kpageflags_import<'py>(
         &self,
         py: Python<'py>,
         start: u64,
         flags: PyReadonlyArray1<'_, u64>,
+        counts: Option<PyReadonlyArray1<'_, u64>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let f = flags.as_slice().map_err(|_| {
             to_py(
@@ -758,10 +761,25 @@ impl CoreMachine {
                 Error::Argument("flags must be a contiguous uint64 array".into()),
             )
         })?;
+        let c = match &counts {
+            None => None,
+            Some(c) => Some(c.as_slice().map_err(|_| {
+                to_py(
+                    py,
+                    Error::Argument("counts must be a contiguous uint64 array".into()),
+                )
+            })?),
+        };
+        if c.is_some_and(|c| c.len() != f.len()) {
+            return Err(to_py(
+                py,
+                Error::Argument("kpagecount and kpageflags cover different pfn counts".into()),
+            ));
+        }
         let st = guard(py, || {
             let mut m = self.write();
             m.check_pfn_range(start, f.len() as u64)?;
-            Ok(kpageflags::import(&mut m, start, f))
+            Ok(kpageflags::import(&mut m, start, f, c))
         })?;
         let d = PyDict::new(py);
         d.set_item("pages", st.pages)?;
@@ -770,6 +788,8 @@ impl CoreMachine {
         d.set_item("ambiguous_free", st.ambiguous_free)?;
         d.set_item("lru_batch", st.lru_batch)?;
         d.set_item("buddy_blocks", st.buddy_blocks.to_vec())?;
+        d.set_item("hugetlb_mapped", st.hugetlb_mapped)?;
+        d.set_item("hugetlb_unmapped", st.hugetlb_unmapped)?;
         Ok(d)
     }
 

@@ -329,6 +329,13 @@ def load(
                 snap.tar.getmember("proc/kpageflags").size,
                 m.geometry.max_pfn,
             )
+            # kpagecount beside it (same pfns) tells free hugetlb pool pages from mapped ones
+            kpc = None
+            try:
+                if snap.tar.getmember("proc/kpagecount").size >= limit * 8:
+                    kpc = snap.tar.extractfile("proc/kpagecount")
+            except KeyError:
+                pass
             # streamed: memory stays bounded whatever the machine size
             st = None
             start = 0
@@ -337,9 +344,21 @@ def load(
                 if not data:
                     raise ParseError(f"{snap.path}: proc/kpageflags ended early at pfn {start:#x}")
                 words = np.frombuffer(data[: len(data) // 8 * 8], dtype="<u8")
-                st = import_words(m, words, start, st)
+                counts = None
+                if kpc is not None:
+                    counts = np.frombuffer(kpc.read(len(words) * 8), dtype="<u8")
+                    if len(counts) != len(words):
+                        raise ParseError(
+                            f"{snap.path}: proc/kpagecount ended early at pfn {start:#x}"
+                        )
+                st = import_words(m, words, start, st, counts)
                 start += len(words)
             info["kpageflags"] = st
+            if kpc is None:
+                info["missing"].append(
+                    "proc/kpagecount: free hugetlb pool pages cannot be told from mapped ones "
+                    "(all taken as in use)"
+                )
         # the model's build and the page import (decompressing the snapshot included)
         info["build_seconds"] = time.perf_counter() - t0
         bi = snap.text("proc/buddyinfo")

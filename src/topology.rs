@@ -127,6 +127,17 @@ pub struct Machine {
     /// `min_free_kbytes` in pages, as `init_per_zone_wmark_min()` last computed it (boot,
     /// and after every online or offline).
     pub min_free_pages: u64,
+    /// The same under 6.1's rules (`calculate_min_free_kbytes()` clamps to 262144 KiB, and
+    /// khugepaged's THP raise is reapplied after every hotplug).
+    pub min_free_pages_6_1: u64,
+    /// `vm.min_free_kbytes` as a user (or a snapshot) set it (`user_min_free_kbytes`).
+    pub user_min_free_kbytes: Option<u64>,
+    /// Transparent hugepages enabled (always or madvise), so khugepaged's
+    /// `set_recommended_min_free_kbytes()` raises min_free_kbytes at boot.
+    pub thp_enabled: bool,
+    /// A block was onlined or offlined since boot: 5.x's `init_per_zone_wmark_min()` then
+    /// recomputes min_free_kbytes without khugepaged's raise (restored from v5.10).
+    pub hotplugged: bool,
     /// The offline model's migration-target search state after its last commit (kernel
     /// offline_pages() allocates from free lists, which do not restart at pfn 0: a commit
     /// costs its block, not the machine). Valid while the store generation is the one saved.
@@ -221,6 +232,10 @@ impl Machine {
             standby_blocks: self.standby_blocks.clone(),
             hugetlb_resv: self.hugetlb_resv.clone(),
             min_free_pages: self.min_free_pages,
+            min_free_pages_6_1: self.min_free_pages_6_1,
+            user_min_free_kbytes: self.user_min_free_kbytes,
+            thp_enabled: self.thp_enabled,
+            hotplugged: self.hotplugged,
             target_cursors: self.target_cursors.clone(),
             uninit_memmap: self.uninit_memmap,
             mem_zone: self.mem_zone.clone(),
@@ -531,13 +546,17 @@ impl Machine {
             },
             hugetlb_resv,
             min_free_pages: 0,
+            min_free_pages_6_1: 0,
+            user_min_free_kbytes: None,
+            thp_enabled: true,
+            hotplugged: false,
             target_cursors: None,
             uninit_memmap: UninitMemmap::default(),
             mem_zone: None,
             hugetlb_vmemmap_optimized: false,
         })
         .map(|mut m| {
-            m.min_free_pages = crate::kernel::offline::compute_min_free_pages(&m);
+            crate::kernel::offline::refresh_min_free(&mut m);
             m
         })
     }

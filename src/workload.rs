@@ -426,7 +426,7 @@ pub fn populate_cancellable(
     w.validate(m)?;
     if w.movable_node {
         apply_movable_node(m);
-        m.min_free_pages = crate::kernel::offline::compute_min_free_pages(m);
+        crate::kernel::offline::refresh_min_free(m);
     }
     let g = m.geometry;
     let plan = w.plan(m);

@@ -3,6 +3,8 @@ layouts: every errno and reason, the decisive pfn, the work done, and the model 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import memscan
@@ -530,7 +532,7 @@ def test_6_1_dissolve_with_hvo_needs_pages_to_restore_the_vmemmap():
     )
     assert reference.offline(m, 33, "6.1").errno == "ENOMEM"
     assert m.offline(33, "5.5").ok
-    m.set_pages(PFN0 + 1024, 2048, PageKind.FREE)  # free pages above the min watermark
+    m.set_pages(PFN0 + 1024, 8192, PageKind.FREE)  # free pages above the min watermark
     assert m.offline(33, "6.1").ok and reference.offline(m, 33, "6.1").errno is None
     with pytest.raises(memscan.ArgumentError):
         m.hugetlb_vmemmap_optimize = 1
@@ -572,3 +574,33 @@ def test_no_modeled_read_reaches_the_memmap_tail_beyond_max_pfn(kernel):
         assert (va.value, vb.fault) == (vb.value, None)
         oa, ob = a.offline(blk, kernel), b.offline(blk, kernel)
         assert (oa.errno, oa.reason, ob.fault) == (ob.errno, ob.reason, None)
+
+
+def test_min_free_kbytes_by_version_user_setting_and_thp():
+    """5.5-rc5 init_per_zone_wmark_min(): int_sqrt(lowmem KiB x 16) clamped to 128..65536;
+    6.1-rc6 calculate_min_free_kbytes(): to 128..262144; a user setting at least as large
+    stands. khugepaged's set_recommended_min_free_kbytes() raises it to 11 pageblocks per
+    populated zone up to Normal (at most 5% of lowmem) where THP is enabled; 5.x loses the
+    raise at the next online or offline (restored in v5.10), 6.1 keeps it."""
+    big = memscan.Machine.synthetic("1T")
+    assert (big.min_free_kbytes("5.5"), big.min_free_kbytes("6.1")) == (65536, 131072)
+    m = memscan.Machine.synthetic("1G", block_size="128M")
+    raise_kb = 512 * 11 * 4  # one zone (Normal), 2 MiB pageblocks
+    assert m.min_free_kbytes("5.5") == m.min_free_kbytes("6.1") == raise_kb
+    m.thp_enabled = False
+    assert m.min_free_kbytes("5.5") == int(math.sqrt((1 << 20) * 16)) == 4096
+    m.thp_enabled = True
+    assert m.offline(int(m.blocks()[-1]), "5.5", dry_run=False).applied
+    assert m.min_free_kbytes("5.5") == int(math.sqrt((896 << 10) * 16)) // 4 * 4  # in pages
+    assert m.min_free_kbytes("6.1") == raise_kb
+    m.set_min_free_kbytes(100_000)
+    assert m.min_free_kbytes("5.5") == m.min_free_kbytes("6.1") == 100_000
+    for k in ("5.5", "6.1"):
+        snap = reference.Snapshot.of(m)
+        ref = reference.OfflineReference(snap, reference.Profile.parse(k, "x86_64"))
+        assert ref.min_free_pages() * 4 == m.min_free_kbytes(k), k
+    m.set_min_free_kbytes(None)
+    snap = reference.Snapshot.of(m)
+    for k in ("5.5", "6.1"):
+        ref = reference.OfflineReference(snap, reference.Profile.parse(k, "x86_64"))
+        assert ref.min_free_pages() * 4 == m.min_free_kbytes(k), k

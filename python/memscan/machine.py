@@ -510,6 +510,35 @@ class Machine:
     def uninit_memmap(self, value: str) -> None:
         self._core.uninit_memmap = value
 
+    def min_free_kbytes(self, kernel: KernelLike = OFFLINE_KERNEL) -> int:
+        """``vm.min_free_kbytes`` as ``kernel`` sets it for this machine now: int_sqrt(lowmem
+        KiB x 16) clamped to 128..65536 (5.x) or 128..262144 (6.1), a user setting kept where
+        at least as large, raised by khugepaged for THP (``thp_enabled``; 5.x drops the raise
+        after the first online or offline, 6.1 keeps it). Migration targets leave it free."""
+        k = Kernel.parse(kernel, self.geometry.arch)
+        v5, v61 = self._core.min_free_pages()
+        pages = v61 if k.offline_path_6_1 else v5
+        return int(pages) * (1 << self.geometry.page_shift) // 1024
+
+    def set_min_free_kbytes(self, kbytes: Optional[int]) -> None:
+        """``echo KB > /proc/sys/vm/min_free_kbytes`` (``None``: back to the computed value)."""
+        if kbytes is not None:
+            kbytes = _nonneg(kbytes, "min_free_kbytes", ArgumentError)
+        self._core.set_min_free_kbytes(kbytes)
+
+    @property
+    def thp_enabled(self) -> bool:
+        """Transparent hugepages enabled (always or madvise: khugepaged runs and raises
+        min_free_kbytes, set_recommended_min_free_kbytes). Default True, as distributions
+        ship; False for ``transparent_hugepage=never``."""
+        return bool(self._core.thp_enabled)
+
+    @thp_enabled.setter
+    def thp_enabled(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ArgumentError(f"thp_enabled {value!r}: want True or False")
+        self._core.thp_enabled = value
+
     @property
     def hugetlb_vmemmap_optimize(self) -> bool:
         """HugeTLB Vmemmap Optimization (boot parameter ``hugetlb_free_vmemmap=on``; off by

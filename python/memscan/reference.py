@@ -101,6 +101,8 @@ class Snapshot:
     mem_zone: List[Optional[Tuple[int, str]]] = field(default_factory=list)
     #: HugeTLB Vmemmap Optimization on (hugetlb_free_vmemmap=on)
     hvo: bool = False
+    #: (user min_free_kbytes, THP enabled, hotplugged since boot)
+    min_free_inputs: Tuple[Optional[int], bool, bool] = (None, True, False)
 
     @staticmethod
     def of(machine: Any) -> Snapshot:
@@ -128,6 +130,7 @@ class Snapshot:
             uninit_memmap=core.uninit_memmap,
             mem_zone=[None if z is None else (int(z[0]), z[1]) for z in core.mem_zones()],
             hvo=bool(core.hugetlb_vmemmap_optimized),
+            min_free_inputs=tuple(core.min_free_inputs()),
         )
 
 
@@ -616,7 +619,11 @@ class OfflineReference(Reference):
         return None
 
     def min_free_pages(self) -> int:
-        """init_per_zone_wmark_min(): int_sqrt(lowmem_kbytes * 16), clamped to 128..65536 KiB."""
+        """min_free_kbytes in pages: int_sqrt(lowmem_kbytes * 16) clamped to 128..65536 KiB
+        (5.5-rc5 init_per_zone_wmark_min) or 128..262144 (6.1-rc6 calculate_min_free_kbytes),
+        a user value kept when at least as large; then khugepaged's THP raise
+        (set_recommended_min_free_kbytes: pageblocks x populated zones up to Normal x 11,
+        at most 5% of lowmem), which 5.x recomputes away after a hotplug and 6.1 keeps."""
         import math
 
         page_kb = (1 << self.s.page_shift) // 1024
@@ -628,7 +635,20 @@ class OfflineReference(Reference):
                 for pb in range(base, base + (1 << self.s.pfn_section_shift), nr):
                     if self._zone_of(pb) != "Movable":
                         low += nr
-        min_kb = min(max(int(math.sqrt(low * page_kb * 16)), 128), 65536)
+        v61 = self.p.version == "6.1"
+        user, thp, hotplugged = self.s.min_free_inputs
+        new_kb = int(math.sqrt(low * page_kb * 16))
+        if user is not None and user >= new_kb:
+            min_kb = user
+        else:
+            min_kb = min(max(new_kb, 128), 262144 if v61 else 65536)
+        if thp and (v61 or not hotplugged):
+            zones = sum(
+                1
+                for (_, z), (lo, hi) in self.s.zones.items()
+                if z in ("DMA", "DMA32", "Normal") and lo < hi
+            )
+            min_kb = max(min_kb, min(nr * zones * 11, low // 20) * page_kb)
         return min_kb * 1024 // (1 << self.s.page_shift)
 
     # offline_pages ------------------------------------------------------------------------

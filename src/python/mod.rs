@@ -320,6 +320,39 @@ impl CoreMachine {
         self.read().uninit_memmap.name()
     }
 
+    /// The min watermark in pages under 5.x and 6.1 rules.
+    fn min_free_pages(&self) -> (u64, u64) {
+        let m = self.read();
+        (m.min_free_pages, m.min_free_pages_6_1)
+    }
+
+    /// What the watermark depends on besides the pages: (user min_free_kbytes, THP enabled,
+    /// hotplugged since boot).
+    fn min_free_inputs(&self) -> (Option<u64>, bool, bool) {
+        let m = self.read();
+        (m.user_min_free_kbytes, m.thp_enabled, m.hotplugged)
+    }
+
+    /// `echo KB > /proc/sys/vm/min_free_kbytes` (None: as booted); recomputes the watermarks.
+    fn set_min_free_kbytes(&self, kbytes: Option<u64>) {
+        let mut m = self.write();
+        m.user_min_free_kbytes = kbytes;
+        offline::refresh_min_free(&mut m);
+    }
+
+    /// Transparent hugepages enabled (khugepaged raises min_free_kbytes).
+    #[getter]
+    fn thp_enabled(&self) -> bool {
+        self.read().thp_enabled
+    }
+
+    #[setter]
+    fn set_thp_enabled(&self, value: bool) {
+        let mut m = self.write();
+        m.thp_enabled = value;
+        offline::refresh_min_free(&mut m);
+    }
+
     /// HugeTLB Vmemmap Optimization on (hugetlb_free_vmemmap=on): 6.1 dissolve may fail
     /// with ENOMEM.
     #[getter]

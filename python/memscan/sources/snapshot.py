@@ -89,6 +89,12 @@ def capture(
                 continue
             texts[name] = t
             _add_bytes(tar, f"proc/{name}", t.encode())
+        # vm.min_free_kbytes, under the name the ground-truth harness uses
+        t = _read_text(os.path.join(proc, "sys/vm/min_free_kbytes"))
+        if t is None:
+            meta["missing"].append("proc/min_free_kbytes")
+        else:
+            _add_bytes(tar, "proc/min_free_kbytes", t.encode())
         if os.path.isdir(sysmem):
             for dirpath, dirnames, filenames in os.walk(sysmem):
                 rel = os.path.relpath(dirpath, root)
@@ -361,6 +367,21 @@ def load(
                 )
         # the model's build and the page import (decompressing the snapshot included)
         info["build_seconds"] = time.perf_counter() - t0
+        # min_free_kbytes as captured, beside the model's own (boot rules, THP raise): kept as
+        # information, not as a setting, since a 5.x kernel recomputes it (and drops
+        # khugepaged's raise) at the next online or offline while a sysctl value would stay
+        mfk = snap.text("proc/min_free_kbytes")
+        if mfk is not None:
+            try:
+                info["min_free_kbytes"] = {
+                    "captured": int(mfk.strip()),
+                    "model_5x": m.min_free_kbytes("5.5"),
+                    "model_6_1": m.min_free_kbytes("6.1"),
+                }
+            except ValueError:
+                raise ParseError(
+                    f"{snap.path}: proc/min_free_kbytes: {mfk.strip()[:40]!r} is not a number"
+                ) from None
         bi = snap.text("proc/buddyinfo")
         if bi is not None and "kpageflags" in info:
             want = parse_buddyinfo(bi)

@@ -8,7 +8,7 @@ use crate::page::{field_of, kind, kind_of, make, MigrateType};
 use crate::sections::{Compact, SEC_ONLINE};
 use crate::topology::{write_free_range, BlockState, Machine, TargetCursors};
 
-use super::migrate::{compute_min_free_pages, is_free_hugetlb_head, TargetAllocator};
+use super::migrate::{is_free_hugetlb_head, refresh_min_free, TargetAllocator};
 use super::zone::{grow_zone_span, online_zone, set_mem_zone, shrink_zone_spans};
 use super::{Errno, OfflinePlan};
 
@@ -89,7 +89,8 @@ pub(super) fn commit_offline(
     }
     shrink_zone_spans(m, start, end);
     // init_per_zone_wmark_min() runs again after an offline
-    m.min_free_pages = compute_min_free_pages(m);
+    m.hotplugged = true;
+    refresh_min_free(m);
     // the commit's own writes after the moves (isolation bits, the offlined memmap) free no
     // target pages behind the cursors
     m.target_cursors = Some(TargetCursors {
@@ -145,6 +146,9 @@ pub fn online_block(m: &mut Machine, block: u64, online_type: &str) -> Result<Op
         g.block_to_pfn(block),
         g.block_to_pfn(block + 1),
     );
+    // online_pages() runs init_per_zone_wmark_min() again
+    m.hotplugged = true;
+    refresh_min_free(m);
     Ok(None)
 }
 

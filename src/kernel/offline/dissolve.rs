@@ -113,7 +113,7 @@ fn kernel_free_by_node(m: &Machine, start: u64, end: u64) -> Vec<u64> {
         }
     }
     for n in &mut out {
-        *n = n.saturating_sub(m.min_free_pages);
+        *n = n.saturating_sub(m.min_free_pages_6_1); // HVO: 6.1 only
     }
     out
 }

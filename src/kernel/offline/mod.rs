@@ -50,7 +50,7 @@ use notifiers::{cmm_isolate_count, cmm_notifier};
 use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
 
 pub use commit::online_block;
-pub use migrate::compute_min_free_pages;
+pub use migrate::{compute_min_free_pages, min_free_pages, refresh_min_free};
 pub use zone::{early_zone, mem_zone, online_zone, valid_zones};
 
 /// The errno a write to `memoryN/state` returns.
@@ -397,7 +397,7 @@ fn decide_online_block(
     }
     let allowed = allowed_nodes(m, zone.0);
     // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
-    let reserve = m.min_free_pages;
+    let reserve = min_free_pages(m, profile);
     let mut pool = FreePool::default();
     let mut huge = if cands.iter().any(|c| kind_of(c.1) == kind::HUGETLB_HEAD) {
         hugetlb_pool(m, start, end, &allowed)

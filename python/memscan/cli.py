@@ -8,10 +8,21 @@ import sys
 import time
 from typing import List, Optional
 
-from .errors import MemscanError
+from .errors import ArgumentError, MemscanError
 from .kernel import POST_PATCH_KERNEL, SEED_KERNEL
 from .machine import Machine
-from .report import build_report, format_report
+from .report import (
+    COLUMNS,
+    DEFAULT_COLUMNS,
+    SCHEMA,
+    SPLIT_COLUMNS,
+    TableOptions,
+    build_report,
+    format_report,
+    format_table,
+    parse_columns,
+    parse_split,
+)
 from .workload import PRESETS
 
 
@@ -55,10 +66,42 @@ def _machine(args: argparse.Namespace) -> Machine:
     return Machine.seed()
 
 
+def _table_options(args: argparse.Namespace) -> TableOptions:
+    """The table options of ``report`` (lsmem's), checked before any work is done."""
+    table_args = [
+        name
+        for name, given in (
+            ("-o", args.output is not None),
+            ("--split", args.split is not None),
+            ("-b", args.bytes),
+            ("-n", args.noheadings),
+            ("-a", args.all),
+        )
+        if given
+    ]
+    if args.json and table_args:
+        raise ArgumentError(
+            "--json is memscan's whole report (every block, sizes in bytes): the table "
+            f"options ({', '.join(table_args)}) do not apply to it; use them with the text "
+            "table, -r or -J"
+        )
+    columns = tuple(parse_columns(args.output))
+    split = None if args.split is None else parse_split(args.split, columns)
+    return TableOptions(
+        columns=columns,
+        split=split,
+        all_blocks=args.all,
+        in_bytes=args.bytes,
+        headings=not args.noheadings,
+        mode="json" if args.lsmem_json else "raw" if args.raw else "text",
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    table = _table_options(args)
     m = _machine(args)
     _populate(m, args)
-    quiet = args.json or not sys.stderr.isatty()
+    quiet = args.json or table.mode != "text" or not sys.stderr.isatty()
     if args.kernel is None:
         # a captured machine is modeled under its own kernel (uname -r, read as the profile
         # parser reads release strings); anything else under the seed's 5.5+debug
@@ -85,8 +128,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(r.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
+    elif table.mode != "text":
+        # -r and -J: the table alone, as lsmem -r and -J print it (no summary)
+        print(format_table(r, table))
     else:
-        print(format_report(r, all_blocks=args.all))
+        print(format_report(r, table=table))
     return 0
 
 
@@ -388,16 +434,45 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
-    from . import __version__
+_REPORT_EPILOG = (
+    "output columns (-o; lsmem's first, then memscan's own):\n"
+    + "".join(f"  {name:>12}  {col.help}\n" for name, col in COLUMNS.items())
+    + f"""
+--json is memscan's whole report ({SCHEMA}, docs/report-schema.json: every block,
+every fault, the offline outcomes; wall-clock times only under "run"). -J is lsmem -J:
+the table's rows as {{"memory": [...]}} with lsmem's keys and types (removable a boolean,
+null where the read faults). Empty table cells are values lsmem leaves empty.
 
-    p.add_argument("--version", action="version", version=f"memscan {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser(
-        "report", help="what lsmem would show: pre-patch removable, faults, scan cost"
-    )
+examples:
+  memscan report -o +NODE,ZONES,OFFLINE     the default table, NUMA node, zones, dry-run offline
+  memscan report --kernel 5.6 -o RANGE,SIZE,STATE,REMOVABLE,BLOCK
+                                            what `lsmem` prints on the post-patch kernel (the
+                                            same as `memscan sysfs export DIR --kernel 5.6 &&
+                                            lsmem --sysroot DIR`)
+  memscan report -J -b | jq '.memory[] | select(.removable == null)'
+                                            the ranges whose removable read faults
+  memscan report --json | jq 'del(.run)'    the whole report; two runs differ only in .run
+"""
+)
+
+#: report's defaults for the shared machine options (other subcommands keep their help)
+_REPORT_SOURCE_DEFAULTS = {
+    "live": " (default: off)",
+    "snapshot": " (default: none)",
+    "iomem": " (default: none)",
+    "layout": " (default: none)",
+    "synthetic": " (default: none)",
+    "nodes": " (default 1)",
+    "arch": " (default x86_64, the seed's)",
+}
+
+
+def _add_report_args(r: argparse.ArgumentParser) -> None:
     _add_source_args(r)
+    for action in r._actions:
+        extra = _REPORT_SOURCE_DEFAULTS.get(action.dest)
+        if extra and action.help and "default" not in action.help:
+            action.help += extra
     r.add_argument(
         "--kernel",
         default=None,
@@ -410,7 +485,82 @@ def build_parser() -> argparse.ArgumentParser:
         default=POST_PATCH_KERNEL,
         help=f"post-patch kernel (default {POST_PATCH_KERNEL})",
     )
-    r.add_argument("-a", "--all", action="store_true", help="one line per block (lsmem -a)")
+    fmt = r.add_argument_group("output (default: the text table, lsmem's summary, findings)")
+    one = fmt.add_mutually_exclusive_group()
+    one.add_argument(
+        "--json",
+        action="store_true",
+        help=f"memscan's whole report as JSON, schema {SCHEMA} (docs/report-schema.json); "
+        "not lsmem's shape, see -J; the table options do not apply (default: off)",
+    )
+    one.add_argument(
+        "-J",
+        "--lsmem-json",
+        action="store_true",
+        help='the table as lsmem -J prints it: {"memory": [...]}, lsmem\'s keys and types, '
+        "no summary (default: off)",
+    )
+    one.add_argument(
+        "-r",
+        "--raw",
+        action="store_true",
+        help="the table as lsmem -r prints it: unaligned, one space apart, no summary "
+        "(default: off)",
+    )
+    fmt.add_argument(
+        "-o",
+        "--output",
+        metavar="LIST",
+        default=None,
+        help="table columns, comma separated, any case; +LIST appends to the defaults, as in "
+        f"lsmem (default {','.join(DEFAULT_COLUMNS)})",
+    )
+    fmt.add_argument(
+        "-S",
+        "--split",
+        metavar="LIST",
+        default=None,
+        help=f"columns whose values split ranges ({', '.join(SPLIT_COLUMNS)}), or none "
+        "(default, as lsmem: the shown ones among them)",
+    )
+    fmt.add_argument(
+        "-b",
+        "--bytes",
+        action="store_true",
+        help="SIZE and the summary in bytes (default: lsmem's 2G, 3.8G)",
+    )
+    fmt.add_argument(
+        "-n",
+        "--noheadings",
+        action="store_true",
+        help="no table header line (default: one)",
+    )
+    fmt.add_argument(
+        "-a",
+        "--all",
+        action="store_true",
+        help="one row per block, as lsmem -a (default: merged ranges)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"memscan {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "report",
+        help="what lsmem would show: pre-patch removable, faults, scan cost",
+        description="The memory blocks of a modeled machine as util-linux lsmem lists them,\n"
+        "with the pre-patch removable of each (FAULT where the read never returns), the\n"
+        "post-patch one and the struct pages the read touches; then memscan's findings.\n"
+        "The text output starts with what lsmem prints for the same columns, line for line.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        conflict_handler="resolve",  # its --json replaces the shared one, to say what it is
+    )
+    _add_report_args(r)
     r.set_defaults(func=cmd_report)
     sy = sub.add_parser("sysfs", help="sysfs trees")
     sysub = sy.add_subparsers(dest="sysfs_command", required=True)

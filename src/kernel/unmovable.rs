@@ -312,6 +312,12 @@ mod tests {
         .unwrap()
     }
 
+    fn scan61(m: &Machine, pfn: u64) -> Option<Unmovable> {
+        let mut c = ScanCost::default();
+        let (mt, k) = (MigrateType::Movable, kernel("6.1"));
+        has_unmovable_pages_6_1(m, pfn, pfn + PB, mt, MEMORY_OFFLINE, &k, &mut c).unwrap()
+    }
+
     #[test]
     fn lru_pageblock_is_movable_and_an_unmovable_page_is_named() {
         let mut m = machine(1, &[]);
@@ -329,30 +335,9 @@ mod tests {
         m.store.set_pages(PFN0, PB, kind::LRU);
         m.store.set_pages(PFN0 + 5, 1, kind::HWPOISON);
         assert_eq!(scan55(&m, PFN0), None);
-        let mut c = ScanCost::default();
-        let r = has_unmovable_pages_6_1(
-            &m,
-            PFN0,
-            PFN0 + PB,
-            MigrateType::Movable,
-            MEMORY_OFFLINE,
-            &kernel("6.1"),
-            &mut c,
-        )
-        .unwrap();
-        assert_eq!(r, None);
+        assert_eq!(scan61(&m, PFN0), None);
         m.store.set_pages(PFN0 + 9, 1, kind::RESERVED);
         assert_eq!(scan55(&m, PFN0).map(|u| u.pfn), Some(PFN0 + 9));
-        let r = has_unmovable_pages_6_1(
-            &m,
-            PFN0,
-            PFN0 + PB,
-            MigrateType::Movable,
-            MEMORY_OFFLINE,
-            &kernel("6.1"),
-            &mut c,
-        )
-        .unwrap();
-        assert_eq!(r.map(|u| u.pfn), Some(PFN0 + 9));
+        assert_eq!(scan61(&m, PFN0).map(|u| u.pfn), Some(PFN0 + 9));
     }
 }

@@ -505,3 +505,21 @@ def test_json_removable_is_one_type_everywhere(capsys):
     c = d["extra"]["confusion_post"]
     assert sum(x["count"] for x in c["fp_reasons"]) == c["fp"] == 96
     assert sum(x["count"] for x in d["extra"]["offline_outcomes"]) == len(d["blocks"])
+
+
+def test_patch_roles_are_checked():
+    """--kernel must scan removable (pre-patch) and --post-kernel must not: otherwise the
+    comparison is not the patch's, and the command says so (it still runs)."""
+    import subprocess
+    import sys
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "memscan", "report", *a], capture_output=True, text=True
+        )
+
+    assert "warning" not in run().stderr
+    r = run("--kernel", "6.1")
+    assert r.returncode == 0 and "pre-patch kernel 6.1 has 53cdc1cb29e8" in r.stderr
+    r = run("--post-kernel", "5.5")
+    assert r.returncode == 0 and "post-patch kernel 5.5 still scans" in r.stderr

@@ -97,6 +97,26 @@ def _table_options(args: argparse.Namespace) -> TableOptions:
     )
 
 
+def _warn_patch_roles(pre: str, post: str, arch: str) -> None:
+    """Say so when the "pre-patch" kernel does not scan removable (5.6 and later print 1) or
+    the "post-patch" one still does: the two columns then do not compare the patch."""
+    from .kernel import Kernel
+
+    k_pre, k_post = Kernel.parse(pre, arch), Kernel.parse(post, arch)
+    if not k_pre.removable_scans:
+        print(
+            f"memscan: warning: the pre-patch kernel {k_pre} has 53cdc1cb29e8 (removable is "
+            "always 1, no scan); the pre and post columns are the same kernel behaviour",
+            file=sys.stderr,
+        )
+    if k_post.removable_scans:
+        print(
+            f"memscan: warning: the post-patch kernel {k_post} still scans removable (it "
+            "predates 53cdc1cb29e8); POST is a pre-patch answer",
+            file=sys.stderr,
+        )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     table = _table_options(args)
     m = _machine(args)
@@ -117,6 +137,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 ) from None
             if not args.json:
                 print(f"memscan: modeling the captured machine's kernel {release}", file=sys.stderr)
+    _warn_patch_roles(args.kernel, args.post_kernel, m.geometry.arch)
     r = build_report(
         m,
         kernel=args.kernel,

@@ -472,6 +472,8 @@ def test_hugetlb_migration_takes_a_free_pool_page_first(kernel):
     assert m.offline(32, kernel, dry_run=False).applied
     head = m.page(PFN0 + SEC + 4 * PB)
     assert (head & 0xF, head >> 4) == (PageKind.HUGETLB_HEAD, 0)  # in use now
+    tails = set(m.page_bytes(PFN0 + SEC + 4 * PB + 1, PB - 1).tolist())
+    assert tails == {int(PageKind.HUGETLB_TAIL)}  # hstate 0, no longer marked free
 
 
 @pytest.mark.parametrize("kernel", ["5.5", "6.1"])

@@ -39,6 +39,8 @@ pub(super) fn commit_offline(
             // dequeued from the free pool: that page is now the in-use huge page
             if let Some(dst) = free_pool_page(m, h, &mut pool_cursor[h], start, end, allowed) {
                 m.store.set_pages(dst, 1, make(kind::HUGETLB_HEAD, h as u8));
+                m.store
+                    .set_pages(dst + 1, mv.pages - 1, make(kind::HUGETLB_TAIL, h as u8));
             }
             continue;
         }

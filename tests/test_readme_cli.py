@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import subprocess
+import sys
 
 from memscan.cli import main
 
@@ -99,3 +101,26 @@ def test_kernels_as_uname_names_them(capsys):
     assert main(["report", "--snapshot", str(snap), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["kernel"] == "6.1.0-57-cloud-amd64"
+
+
+def test_every_subcommand_help_has_examples_that_parse():
+    """Each subcommand's --help ends with examples, and every memscan command in them parses
+    with the real parser (options and arguments exist as written)."""
+    import shlex
+
+    from memscan import cli
+
+    p = cli.build_parser()
+    for path, lines in cli.EXAMPLES.items():
+        for line in lines:
+            for part in line.replace("&&", "|").replace("&", "|").split("|"):
+                words = shlex.split(part.split("#")[0].split(">")[0])
+                if words[:1] == ["sudo"]:
+                    words = words[1:]
+                if words[:1] != ["memscan"]:
+                    continue
+                p.parse_args(words[1:])  # exits (SystemExit) on an unknown option
+        q = subprocess.run(
+            [sys.executable, "-m", "memscan", *path, "--help"], capture_output=True, text=True
+        )
+        assert q.returncode == 0 and "examples:" in q.stdout, path

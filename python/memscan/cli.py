@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .errors import ArgumentError, MemscanError
 from .kernel import POST_PATCH_KERNEL, SEED_KERNEL
@@ -564,6 +564,51 @@ def _add_report_args(r: argparse.ArgumentParser) -> None:
     )
 
 
+#: examples shown under each subcommand's --help (report has its own epilog)
+EXAMPLES = {
+    ("sysfs", "export"): [
+        "memscan sysfs export /tmp/seed && lsmem --sysroot /tmp/seed",
+        "memscan sysfs export --synthetic 1T --kernel 6.1 --force /tmp/big",
+    ],
+    ("run",): [
+        "memscan run --kernel 5.5+debug -- lsmem   # lsmem is killed at memory96, as in 2020",
+        "memscan run --synthetic 64G --kernel 6.1 --log ops.jsonl -- chmem -d 4G",
+    ],
+    ("mount",): ["memscan mount /tmp/live --kernel 6.1 &  lsmem --sysroot /tmp/live"],
+    ("capture",): ["sudo memscan capture host.tar.gz && memscan report --snapshot host.tar.gz"],
+    ("calibrate",): ["memscan calibrate --json > cost.json && memscan tradeoff --cost cost.json"],
+    ("tradeoff",): [
+        "memscan tradeoff",
+        "memscan tradeoff --synthetic 1T --seed 3 --plot tradeoff.png",
+    ],
+    ("groundtruth", "run"): [
+        "memscan groundtruth run seed-5.4 --out /tmp/seed-run",
+        "memscan groundtruth run offline-6.1 --kernel debian-6.1 --out /tmp/run61",
+    ],
+    ("groundtruth", "agree"): [
+        "memscan groundtruth agree tests/groundtruth/offline-6.1-debian",
+        "memscan groundtruth agree /tmp/seed-run --source kpageflags --json",
+    ],
+}
+
+
+def _add_examples(p: argparse.ArgumentParser) -> None:
+    """Put EXAMPLES under each subcommand's --help."""
+
+    def subparsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
+        for a in parser._actions:  # argparse keeps subcommands only here
+            if isinstance(a, argparse._SubParsersAction):
+                return dict(a.choices)
+        return {}
+
+    for path, lines in EXAMPLES.items():
+        q = p
+        for name in path:
+            q = subparsers(q)[name]
+        q.epilog = "examples:\n" + "\n".join("  " + x for x in lines)
+        q.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memscan", description="Model Linux memory hot-unplug.")
     from . import __version__
@@ -713,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ga.add_argument("--json", action="store_true")
     ga.set_defaults(func=cmd_groundtruth_agree)
+    _add_examples(p)
     return p
 
 

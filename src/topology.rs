@@ -138,6 +138,9 @@ pub struct Machine {
     /// A block was onlined or offlined since boot: 5.x's `init_per_zone_wmark_min()` then
     /// recomputes min_free_kbytes without khugepaged's raise (restored from v5.10).
     pub hotplugged: bool,
+    /// Managed pages per node: [kernel zones, ZONE_MOVABLE] (online RAM, by pageblock), as
+    /// the watermarks were last distributed over them.
+    pub managed_pages: Vec<[u64; 2]>,
     /// The offline model's migration-target search state after its last commit (kernel
     /// offline_pages() allocates from free lists, which do not restart at pfn 0: a commit
     /// costs its block, not the machine). Valid while the store generation is the one saved.
@@ -236,6 +239,7 @@ impl Machine {
             user_min_free_kbytes: self.user_min_free_kbytes,
             thp_enabled: self.thp_enabled,
             hotplugged: self.hotplugged,
+            managed_pages: self.managed_pages.clone(),
             target_cursors: self.target_cursors.clone(),
             uninit_memmap: self.uninit_memmap,
             mem_zone: self.mem_zone.clone(),
@@ -550,6 +554,7 @@ impl Machine {
             user_min_free_kbytes: None,
             thp_enabled: true,
             hotplugged: false,
+            managed_pages: Vec::new(),
             target_cursors: None,
             uninit_memmap: UninitMemmap::default(),
             mem_zone: None,

@@ -606,3 +606,23 @@ def test_min_free_kbytes_by_version_user_setting_and_thp():
     for k in ("5.5", "6.1"):
         ref = reference.OfflineReference(snap, reference.Profile.parse(k, "x86_64"))
         assert ref.min_free_pages() * 4 == m.min_free_kbytes(k), k
+
+
+@pytest.mark.parametrize("kernel", ["5.5", "6.1"])
+def test_targets_leave_the_allowed_zones_own_min_watermarks(kernel):
+    """__setup_per_zone_wmarks() (5.5-rc5, 6.1-rc6) spreads min_free_kbytes over the zones in
+    proportion to their managed pages; migration from node 0 allocates on node 1, which keeps
+    only its own share free (half here), not the whole machine's min."""
+    m = two_node(zone="Normal")  # two 256 MiB nodes, Normal on both
+    share = m.min_free_kbytes(kernel) // 4 // 2  # pages: node 1 holds half the managed pages
+    move = 30_000
+    m.set_pages(PFN0, move, PageKind.LRU)  # block 32, node 0
+    node1 = PFN0 + 2 * SEC
+    m.set_pages(node1, 2 * SEC - (move + share), PageKind.LRU)  # free: exactly move + share
+    o = m.offline(32, kernel)
+    assert o.ok and o.pages_migrated == move, o
+    assert reference.offline(m, 32, kernel).errno is None
+    m.set_pages(node1 + 2 * SEC - (move + share), 1, PageKind.LRU)  # one page fewer
+    o = m.offline(32, kernel)
+    assert o.errno == "EINTR" and "no free memory" in o.detail
+    assert reference.offline(m, 32, kernel).errno == "EINTR"

@@ -777,7 +777,22 @@ class OfflineReference(Reference):
                     kernel_free += 1
                 if b & 15 == K.BUDDY:
                     by_order[b >> 4] += 1
-        kernel_free = max(0, kernel_free - self.min_free_pages())
+        # __setup_per_zone_wmarks(): every zone (ZONE_MOVABLE too, not highmem on 64-bit)
+        # gets min_free in proportion to its managed pages; the allowed zones keep theirs
+        managed: Dict[Tuple[int, int], int] = {}
+        for pfn in range(0, len(self.s.pages), 1 << self.s.pageblock_order):
+            flags, nid = self._meta(pfn)
+            if flags & SEC_ONLINE and not flags & SEC_DEVICE:
+                key = (nid, int(self._zone_of(pfn) == "Movable"))
+                managed[key] = managed.get(key, 0) + (1 << self.s.pageblock_order)
+        total = max(1, sum(managed.values()))
+        mins = self.min_free_pages()
+        kernel_free = max(
+            0, kernel_free - mins * sum(managed.get((n, 0), 0) for n in allowed) // total
+        )
+        movable_free = max(
+            0, movable_free - mins * sum(managed.get((n, 1), 0) for n in allowed) // total
+        )
         # the hugetlb pool: free pages machine-wide and on allowed nodes outside the range
         pool_all: Dict[int, int] = {}
         pool_allowed: Dict[int, int] = {}
@@ -909,7 +924,10 @@ class OfflineReference(Reference):
                                 and self._byte(q) & 15 in (K.FREE, K.BUDDY)
                             ):
                                 restore[n] = restore.get(n, 0) + 1
-                        restore = {n: max(0, c - self.min_free_pages()) for n, c in restore.items()}
+                        restore = {
+                            n: max(0, c - mins * managed.get((n, 0), 0) // total)
+                            for n, c in restore.items()
+                        }
                     order = self.s.hstates[h][0] if h < len(self.s.hstates) else 0
                     need = max(0, ((1 << order) * 64 >> self.s.page_shift) - 1)
                     nid = self._meta(pfn)[1]

@@ -86,7 +86,7 @@ pub(super) fn undissolvable_hugetlb(
     None
 }
 
-/// Free pages of kernel zones per node outside `[start, end)`, less the min watermark.
+/// Free pages of kernel zones per node outside `[start, end)`, less their min watermarks.
 fn kernel_free_by_node(m: &Machine, start: u64, end: u64) -> Vec<u64> {
     let g = m.geometry;
     let mut out = vec![0u64; m.nodes.len().max(1)];
@@ -112,8 +112,17 @@ fn kernel_free_by_node(m: &Machine, start: u64, end: u64) -> Vec<u64> {
             }
         }
     }
-    for n in &mut out {
-        *n = n.saturating_sub(m.min_free_pages_6_1); // HVO: 6.1 only
+    // each node's kernel zones keep their share of the min watermark (HVO: 6.1 only)
+    let total: u64 = m
+        .managed_pages
+        .iter()
+        .map(|x| x[0] + x[1])
+        .sum::<u64>()
+        .max(1);
+    for (nid, n) in out.iter_mut().enumerate() {
+        let k = m.managed_pages.get(nid).map_or(0, |x| x[0]);
+        let share = u128::from(m.min_free_pages_6_1) * u128::from(k) / u128::from(total);
+        *n = n.saturating_sub(share as u64);
     }
     out
 }

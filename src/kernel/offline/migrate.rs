@@ -238,11 +238,44 @@ pub fn compute_min_free_pages(m: &Machine) -> (u64, u64) {
     (v5 * 1024 / g.page_size(), v61 * 1024 / g.page_size())
 }
 
-/// Recompute both min watermarks (boot, after an online or offline, after a setting).
+/// Recompute both min watermarks (boot, after an online or offline, after a setting), and
+/// the managed pages they are distributed over.
 pub fn refresh_min_free(m: &mut Machine) {
     let (a, b) = compute_min_free_pages(m);
     m.min_free_pages = a;
     m.min_free_pages_6_1 = b;
+    let g = m.geometry;
+    let pbn = g.pageblock_nr_pages();
+    let mut managed = vec![[0u64; 2]; m.nodes.len().max(1)];
+    for sec in 0..m.store.nr_sections() {
+        let meta = m.store.section_meta(sec);
+        if !meta.online() || meta.device() {
+            continue;
+        }
+        let base = g.section_to_pfn(sec);
+        for pb in (base..base + g.pages_per_section()).step_by(pbn as usize) {
+            let i = usize::from(m.store.pageblock_zone(pb) == ZoneType::Movable);
+            if let Some(n) = managed.get_mut(meta.nid as usize) {
+                n[i] += pbn;
+            }
+        }
+    }
+    m.managed_pages = managed;
+}
+
+/// The min watermarks of the allowed nodes' zones, summed per class (kernel zones,
+/// ZONE_MOVABLE): `__setup_per_zone_wmarks()` (5.5-rc5, 6.1-rc6) gives every zone that is
+/// not highmem (ZONE_MOVABLE is not, on 64-bit) `min_free_kbytes` in proportion to its
+/// managed pages, and an allocation from a zone must leave its own min free.
+pub fn min_reserve(m: &Machine, profile: &KernelProfile, allowed: &[u16]) -> (u64, u64) {
+    let total: u64 = m.managed_pages.iter().map(|x| x[0] + x[1]).sum();
+    let (k, mv) = allowed.iter().fold((0u64, 0u64), |(a, b), &n| {
+        let x = m.managed_pages.get(n as usize).copied().unwrap_or_default();
+        (a + x[0], b + x[1])
+    });
+    let min = u128::from(min_free_pages(m, profile));
+    let share = |p: u64| (min * u128::from(p) / u128::from(total.max(1))) as u64;
+    (share(k), share(mv))
 }
 
 /// The min watermark (pages) under `profile`.

@@ -50,7 +50,7 @@ use notifiers::{cmm_isolate_count, cmm_notifier};
 use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
 
 pub use commit::online_block;
-pub use migrate::{compute_min_free_pages, min_free_pages, refresh_min_free};
+pub use migrate::{compute_min_free_pages, min_free_pages, min_reserve, refresh_min_free};
 pub use zone::{early_zone, mem_zone, online_zone, valid_zones};
 
 /// The errno a write to `memoryN/state` returns.
@@ -396,8 +396,8 @@ fn decide_online_block(
         }
     }
     let allowed = allowed_nodes(m, zone.0);
-    // the min watermark stays free (kernel zones; an approximation of per-zone watermarks)
-    let reserve = min_free_pages(m, profile);
+    // the allowed zones' min watermarks stay free (per class: kernel zones, ZONE_MOVABLE)
+    let (reserve, reserve_movable) = min_reserve(m, profile, &allowed);
     let mut pool = FreePool::default();
     let mut huge = if cands.iter().any(|c| kind_of(c.1) == kind::HUGETLB_HEAD) {
         hugetlb_pool(m, start, end, &allowed)
@@ -412,6 +412,7 @@ fn decide_online_block(
         chunk *= 2;
         let mut p = pool.clone();
         p.kernel = p.kernel.saturating_sub(reserve);
+        p.movable = p.movable.saturating_sub(reserve_movable);
         let mut h = huge.clone();
         let (moves, blockers, short) = assign_targets(&cands, p, &mut h, g.max_order);
         if !short || next_sec == m.store.nr_sections() {

@@ -229,3 +229,21 @@ def test_live_harness_run(tmp_path):
     assert a.ratio("valid_zones") >= 0.9, [r.why for r in a.rows if not r.agree]
     with pytest.raises(HarnessError, match="not empty"):
         run(Scenario.load("small-5.4"), image, str(out))
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_min_watermarks_are_the_kernels(run):
+    """Each recorded guest's min_free_kbytes equals the model's (int_sqrt rule, clamp by
+    version, khugepaged's THP raise), and its per-zone min watermarks are the model's share
+    of it (__setup_per_zone_wmarks: by managed pages, ZONE_MOVABLE included) within 1 %
+    (managed counts move a little between boot and the capture)."""
+    from memscan import Machine
+
+    snap = os.path.join(RECORDS, run, "snapshot.tar.xz")
+    m = Machine.from_snapshot(snap, progress=False)
+    mf = m.snapshot_info["min_free_kbytes"]
+    assert mf["captured"] == mf["model_5x"] == mf["model_6_1"], mf
+    zones = m.snapshot_info["zone_watermarks"]
+    assert zones
+    for z in zones:
+        assert abs(z["model_min"] - z["min"]) <= max(1, z["min"] // 100), z

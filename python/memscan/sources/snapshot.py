@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import ParseError
+from ..errors import MemscanError, ParseError
+from ..kernel import Kernel
 from ..kpageflags import check_kpageflags_size, import_words
 from ..progress import Progress
 from .iomem import layout_from_iomem
@@ -194,6 +195,28 @@ def parse_zoneinfo(text: str, source: str = "zoneinfo") -> List[Tuple[int, str, 
     if not zones:
         raise ParseError(f"{source}: no zone with a start_pfn and a non-zero span")
     return zones
+
+
+def parse_zone_watermarks(text: str, source: str = "zoneinfo") -> List[Dict[str, Any]]:
+    """Per zone with managed pages: nid, zone, and its min / low / high watermarks and managed
+    pages, in pages, as /proc/zoneinfo prints them (the first of each per zone)."""
+    out: List[Dict[str, Any]] = []
+    cur: Optional[Dict[str, Any]] = None
+    for no, line in enumerate(text.splitlines(), 1):
+        m = _ZONE_HDR.match(line)
+        if m:
+            cur = {"nid": int(m.group(1)), "zone": m.group(2)}
+            out.append(cur)
+            continue
+        s = line.split()
+        if cur is not None and len(s) == 2 and s[0] in ("min", "low", "high", "managed"):
+            if s[0] in cur:
+                continue
+            try:
+                cur[s[0]] = int(s[1])
+            except ValueError:
+                raise ParseError(f"{source}:{no}: {s[0]} {s[1]!r} is not a number") from None
+    return [z for z in out if z.get("managed") and "min" in z]
 
 
 def parse_buddyinfo(text: str) -> List[int]:
@@ -370,6 +393,19 @@ def load(
         # min_free_kbytes as captured, beside the model's own (boot rules, THP raise): kept as
         # information, not as a setting, since a 5.x kernel recomputes it (and drops
         # khugepaged's raise) at the next online or offline while a sysctl value would stay
+        # per-zone watermarks as captured, beside the model's share of its min watermark
+        # (__setup_per_zone_wmarks: min_free spread over the non-highmem zones, ZONE_MOVABLE
+        # included, by managed pages, here the captured managed counts)
+        wm = parse_zone_watermarks(snap.need("proc/zoneinfo"), f"{snap.path}: proc/zoneinfo")
+        try:
+            kern = Kernel.parse(str(snap.meta.get("kernel_release") or "6.1"), m.geometry.arch)
+        except MemscanError:
+            kern = Kernel.parse("6.1", m.geometry.arch)
+        mine = m.min_free_kbytes(kern) * 1024 >> m.geometry.page_shift
+        total = sum(z["managed"] for z in wm if z["zone"] != "Device") or 1
+        for z in wm:
+            z["model_min"] = mine * z["managed"] // total if z["zone"] != "Device" else None
+        info["zone_watermarks"] = wm
         mfk = snap.text("proc/min_free_kbytes")
         if mfk is not None:
             try:

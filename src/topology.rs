@@ -109,6 +109,9 @@ pub struct LayoutSpec {
     pub hstates: Vec<Hstate>,
 }
 
+/// Free hugetlb pool pages, indexed [node][hstate].
+pub type HugetlbFreeCounts = std::sync::Arc<Vec<Vec<u64>>>;
+
 /// The modeled machine. Copied with `try_clone` (its page store's allocations are fallible).
 #[derive(Debug)]
 pub struct Machine {
@@ -141,6 +144,10 @@ pub struct Machine {
     /// Managed pages per node: [kernel zones, ZONE_MOVABLE] (online RAM, by pageblock), as
     /// the watermarks were last distributed over them.
     pub managed_pages: Vec<[u64; 2]>,
+    /// Free hugetlb pool pages per node and hstate, with the store generation they were
+    /// counted at (`kernel::offline::migrate::hugetlb_free_counts`): a read-side cache, so
+    /// repeated offline decisions on an unchanged store count the pool once.
+    pub hugetlb_free_cache: std::sync::Mutex<Option<(u64, HugetlbFreeCounts)>>,
     /// The offline model's migration-target search state after its last commit (kernel
     /// offline_pages() allocates from free lists, which do not restart at pfn 0: a commit
     /// costs its block, not the machine). Valid while the store generation is the one saved.
@@ -240,6 +247,7 @@ impl Machine {
             thp_enabled: self.thp_enabled,
             hotplugged: self.hotplugged,
             managed_pages: self.managed_pages.clone(),
+            hugetlb_free_cache: std::sync::Mutex::new(None),
             target_cursors: self.target_cursors.clone(),
             uninit_memmap: self.uninit_memmap,
             mem_zone: self.mem_zone.clone(),
@@ -555,6 +563,7 @@ impl Machine {
             thp_enabled: true,
             hotplugged: false,
             managed_pages: Vec::new(),
+            hugetlb_free_cache: std::sync::Mutex::new(None),
             target_cursors: None,
             uninit_memmap: UninitMemmap::default(),
             mem_zone: None,

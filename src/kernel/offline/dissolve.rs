@@ -2,6 +2,7 @@
 
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, HUGETLB_FREE};
 
+use super::migrate::hugetlb_free_counts;
 use super::Errno;
 use crate::topology::Machine;
 
@@ -32,24 +33,10 @@ pub(super) fn undissolvable_hugetlb(
         return None;
     }
     let g = m.geometry;
-    let mut free = vec![0u64; m.hstates.len().max(1)];
-    for sec in 0..m.store.nr_sections() {
-        let meta = m.store.section_meta(sec);
-        if !meta.online() || meta.device() {
-            continue;
-        }
-        let run = m
-            .store
-            .run(g.section_to_pfn(sec), g.pages_per_section() as usize);
-        for i in 0..run.len() {
-            let b = run.get(i);
-            if is_free_head(b) {
-                if let Some(f) = free.get_mut((field_of(b) & 7) as usize) {
-                    *f += 1;
-                }
-            }
-        }
-    }
+    let counts = hugetlb_free_counts(m);
+    let mut free: Vec<u64> = (0..m.hstates.len().max(1))
+        .map(|h| counts.iter().map(|c| c.get(h).copied().unwrap_or(0)).sum())
+        .collect();
     for (f, t) in free.iter_mut().zip(taken) {
         *f = f.saturating_sub(*t);
     }

@@ -4,7 +4,7 @@
 
 use crate::kernel::profile::KernelProfile;
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
-use crate::topology::{write_free_range, Machine, TargetSearch};
+use crate::topology::{write_free_range, HugetlbFreeCounts, Machine, TargetSearch};
 
 /// What blocks migration of a page, if anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,32 +318,71 @@ pub(super) struct HugetlbPool {
     pub(super) taken: Vec<u64>,
 }
 
-/// Count the free hugetlb pool pages (machine-wide and on `allowed` nodes outside
-/// `[start, end)`): one pass over online RAM, made only when a hugetlb page must move.
-pub(super) fn hugetlb_pool(m: &Machine, start: u64, end: u64, allowed: &[u16]) -> HugetlbPool {
+/// Free hugetlb pool pages per node and hstate: one pass over online RAM, cached on the
+/// machine for as long as the page store is unchanged (its generation).
+pub(super) fn hugetlb_free_counts(m: &Machine) -> HugetlbFreeCounts {
+    let generation = m.store.generation();
+    let mut cache = m
+        .hugetlb_free_cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((gen, counts)) = cache.as_ref() {
+        if *gen == generation {
+            return counts.clone();
+        }
+    }
     let n = m.hstates.len();
-    let mut free = vec![0u64; n];
-    let mut allowed_free = vec![0u64; n];
+    let mut counts = vec![vec![0u64; n]; m.nodes.len().max(1)];
     let g = m.geometry;
     for sec in 0..m.store.nr_sections() {
         let meta = m.store.section_meta(sec);
         if !meta.online() || meta.device() {
             continue;
         }
-        let base = g.section_to_pfn(sec);
-        let ok_node = allowed.contains(&meta.nid);
-        let run = m.store.run(base, g.pages_per_section() as usize);
+        let run = m
+            .store
+            .run(g.section_to_pfn(sec), g.pages_per_section() as usize);
+        let Some(node) = counts.get_mut(meta.nid as usize) else {
+            continue;
+        };
         for i in 0..run.len() {
             let b = run.get(i);
-            if !is_free_hugetlb_head(b) {
-                continue;
+            if is_free_hugetlb_head(b) {
+                if let Some(c) = node.get_mut((field_of(b) & 7) as usize) {
+                    *c += 1;
+                }
             }
-            let h = (field_of(b) & 7) as usize;
-            if h < n {
-                free[h] += 1;
-                let pfn = base + i as u64;
-                if ok_node && !(start..end).contains(&pfn) {
-                    allowed_free[h] += 1;
+        }
+    }
+    let counts = std::sync::Arc::new(counts);
+    *cache = Some((generation, counts.clone()));
+    counts
+}
+
+/// The hugetlb pool for migration targets: free minus reserved machine-wide, and the free
+/// pages on `allowed` nodes outside `[start, end)` (the range's own are counted from its
+/// pages, which only matter when its node is allowed: a one-node machine).
+pub(super) fn hugetlb_pool(m: &Machine, start: u64, end: u64, allowed: &[u16]) -> HugetlbPool {
+    let n = m.hstates.len();
+    let counts = hugetlb_free_counts(m);
+    let free: Vec<u64> = (0..n).map(|h| counts.iter().map(|c| c[h]).sum()).collect();
+    let mut allowed_free: Vec<u64> = (0..n)
+        .map(|h| {
+            allowed
+                .iter()
+                .filter_map(|&a| counts.get(a as usize))
+                .map(|c| c[h])
+                .sum()
+        })
+        .collect();
+    let nid = m.store.section_meta(m.geometry.pfn_to_section(start)).nid;
+    if allowed.contains(&nid) {
+        let run = m.store.run(start, (end - start) as usize);
+        for i in 0..run.len() {
+            let b = run.get(i);
+            if is_free_hugetlb_head(b) {
+                if let Some(c) = allowed_free.get_mut((field_of(b) & 7) as usize) {
+                    *c = c.saturating_sub(1);
                 }
             }
         }

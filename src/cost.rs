@@ -31,7 +31,17 @@ impl AddAssign for ScanCost {
 /// `sizeof(struct page)` on 64-bit kernels.
 pub const STRUCT_PAGE_BYTES: u64 = 64;
 
+/// One counter of a struct, by name: the binding builds both single results and numpy
+/// columns from these tables, and Python reads the names from them.
+pub type Field<T> = (&'static str, fn(&T) -> u64);
+
 impl ScanCost {
+    /// The per-block counters of a scan (`blocks_scanned` is a sum's, not a block's).
+    pub const FIELDS: [Field<ScanCost>; 3] = [
+        ("struct_pages_read", |c| c.struct_pages_read),
+        ("pageblocks_visited", |c| c.pageblocks_visited),
+        ("sections_scanned", |c| c.sections_scanned),
+    ];
     /// Bytes of memmap the reads touch (64 bytes per struct page read).
     pub fn memmap_bytes(&self) -> u64 {
         self.struct_pages_read * STRUCT_PAGE_BYTES

@@ -14,17 +14,35 @@ pub enum Arch {
 }
 
 impl Arch {
-    /// Parse an arch name; aliases as `uname -m` prints them are accepted.
+    pub const ALL: [Arch; 4] = [Arch::X86_64, Arch::Arm64, Arch::Ppc64, Arch::S390x];
+
+    /// Names accepted for each arch besides its canonical one, as `uname -m`, Debian and
+    /// the kernel's own arch directories spell them: the one home of the aliases.
+    pub const ALIASES: [(&'static str, Arch); 7] = [
+        ("x86-64", Arch::X86_64),
+        ("amd64", Arch::X86_64),
+        ("aarch64", Arch::Arm64),
+        ("ppc64le", Arch::Ppc64),
+        ("powerpc", Arch::Ppc64),
+        ("pseries", Arch::Ppc64),
+        ("s390", Arch::S390x),
+    ];
+
+    /// Parse an arch name (canonical or an alias, any case).
     pub fn parse(name: &str) -> Result<Arch> {
-        match name.to_ascii_lowercase().as_str() {
-            "x86_64" | "x86-64" | "amd64" => Ok(Arch::X86_64),
-            "arm64" | "aarch64" => Ok(Arch::Arm64),
-            "ppc64" | "ppc64le" | "powerpc" | "pseries" => Ok(Arch::Ppc64),
-            "s390x" | "s390" => Ok(Arch::S390x),
-            other => Err(Error::Geometry(format!(
-                "unknown arch {other:?} (known: x86_64, arm64, ppc64, s390x)"
-            ))),
-        }
+        let lower = name.to_ascii_lowercase();
+        Self::ALL
+            .iter()
+            .map(|&a| (a.name(), a))
+            .chain(Self::ALIASES)
+            .find(|(n, _)| *n == lower)
+            .map(|(_, a)| a)
+            .ok_or_else(|| {
+                Error::Geometry(format!(
+                    "unknown arch {lower:?} (known: {})",
+                    Self::ALL.map(Arch::name).join(", ")
+                ))
+            })
     }
 
     /// The canonical name.
@@ -61,6 +79,60 @@ pub struct GeometryOverrides {
     /// The kernel whose defaults apply where they changed between versions (arm64 section
     /// sizes); `None` takes v5.5's, the seed's kernel.
     pub kernel: Option<KernelVersion>,
+}
+
+impl GeometryOverrides {
+    /// The keys a layout's `geometry` table may hold.
+    pub const KEYS: [&'static str; 5] = [
+        "page_shift",
+        "section_size_bits",
+        "pageblock_order",
+        "max_order",
+        "block_size",
+    ];
+
+    /// Overrides from `(key, value)` pairs (a layout's `geometry` table); an unknown key or
+    /// a shift that does not fit is refused.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, u64)>,
+        kernel: Option<KernelVersion>,
+    ) -> Result<GeometryOverrides> {
+        let mut ov = GeometryOverrides {
+            kernel,
+            ..GeometryOverrides::default()
+        };
+        for (key, value) in pairs {
+            let shift = || {
+                u32::try_from(value)
+                    .map_err(|_| Error::Geometry(format!("geometry {key} = {value} is too large")))
+            };
+            match key {
+                "page_shift" => ov.page_shift = Some(shift()?),
+                "section_size_bits" => ov.section_size_bits = Some(shift()?),
+                "pageblock_order" => ov.pageblock_order = Some(shift()?),
+                "max_order" => ov.max_order = Some(shift()?),
+                "block_size" => ov.block_size = Some(value),
+                _ => {
+                    return Err(Error::Geometry(format!(
+                        "unknown geometry key {key:?} (known: {})",
+                        Self::KEYS.join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(ov)
+    }
+
+    /// The geometry's values under the same keys (what `default_geometry` returns).
+    pub fn values_of(g: &Geometry) -> [(&'static str, u64); 5] {
+        [
+            ("page_shift", u64::from(g.page_shift)),
+            ("section_size_bits", u64::from(g.section_size_bits)),
+            ("pageblock_order", u64::from(g.pageblock_order)),
+            ("max_order", u64::from(g.max_order)),
+            ("block_size", g.block_size),
+        ]
+    }
 }
 
 const MIB: u64 = 1 << 20;
@@ -242,6 +314,34 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_parse_to_their_arch_in_any_case() {
+        for (alias, arch) in Arch::ALIASES {
+            assert_eq!(Arch::parse(&alias.to_ascii_uppercase()).unwrap(), arch);
+        }
+        for a in Arch::ALL {
+            assert_eq!(Arch::parse(a.name()).unwrap(), a);
+        }
+        assert!(Arch::parse("sparc").is_err());
+    }
+
+    #[test]
+    fn overrides_from_pairs_take_known_keys_and_refuse_others() {
+        let ov =
+            GeometryOverrides::from_pairs([("pageblock_order", 10), ("block_size", 1 << 30)], None)
+                .unwrap();
+        assert_eq!(ov.pageblock_order, Some(10));
+        assert_eq!(ov.block_size, Some(1 << 30));
+        assert_eq!(ov.page_shift, None);
+        let e = GeometryOverrides::from_pairs([("pageblock", 9)], None).unwrap_err();
+        assert!(e.to_string().contains("unknown geometry key"), "{e}");
+        let e = GeometryOverrides::from_pairs([("page_shift", u64::MAX)], None).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+        let g = Geometry::for_arch(Arch::X86_64, GeometryOverrides::default(), 0).unwrap();
+        let back = GeometryOverrides::from_pairs(GeometryOverrides::values_of(&g), None).unwrap();
+        assert_eq!(Geometry::for_arch(Arch::X86_64, back, 0).unwrap(), g);
+    }
 
     #[test]
     fn x86_defaults() {

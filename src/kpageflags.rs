@@ -25,21 +25,68 @@ use crate::geometry::Geometry;
 use crate::page::{field_of, kind, kind_of, make, LRU_BATCH, ZEROED_HOLE};
 use crate::topology::{write_free_range, Machine};
 
-pub const KPF_SLAB: u64 = 1 << 7;
-pub const KPF_LRU: u64 = 1 << 5;
-pub const KPF_BUDDY: u64 = 1 << 10;
-pub const KPF_MMAP: u64 = 1 << 11;
-pub const KPF_ANON: u64 = 1 << 12;
-pub const KPF_SWAPBACKED: u64 = 1 << 14;
-pub const KPF_COMPOUND_HEAD: u64 = 1 << 15;
-pub const KPF_COMPOUND_TAIL: u64 = 1 << 16;
-pub const KPF_HUGE: u64 = 1 << 17;
-pub const KPF_HWPOISON: u64 = 1 << 19;
-pub const KPF_NOPAGE: u64 = 1 << 20;
-pub const KPF_THP: u64 = 1 << 22;
-pub const KPF_OFFLINE: u64 = 1 << 23;
-pub const KPF_PGTABLE: u64 = 1 << 26;
-pub const KPF_RESERVED: u64 = 1 << 32;
+/// Bit numbers of include/uapi/linux/kernel-page-flags.h that memscan reads or writes: the one
+/// home of these numbers (Python's `memscan.kpageflags.KPF` is read from here).
+pub const KPF_BITS: [(&str, u32); 15] = [
+    ("LRU", 5),
+    ("SLAB", 7),
+    ("BUDDY", 10),
+    ("MMAP", 11),
+    ("ANON", 12),
+    ("SWAPBACKED", 14),
+    ("COMPOUND_HEAD", 15),
+    ("COMPOUND_TAIL", 16),
+    ("HUGE", 17),
+    ("HWPOISON", 19),
+    ("NOPAGE", 20),
+    ("THP", 22),
+    ("OFFLINE", 23),
+    ("PGTABLE", 26),
+    ("RESERVED", 32),
+];
+
+/// The mask of the bit called `name` in [`KPF_BITS`] (a compile-time lookup).
+const fn kpf(name: &str) -> u64 {
+    let mut i = 0;
+    while i < KPF_BITS.len() {
+        if const_str_eq(KPF_BITS[i].0, name) {
+            return 1 << KPF_BITS[i].1;
+        }
+        i += 1;
+    }
+    panic!("no such KPF bit")
+}
+
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+pub const KPF_SLAB: u64 = kpf("SLAB");
+pub const KPF_LRU: u64 = kpf("LRU");
+pub const KPF_BUDDY: u64 = kpf("BUDDY");
+pub const KPF_MMAP: u64 = kpf("MMAP");
+pub const KPF_ANON: u64 = kpf("ANON");
+pub const KPF_SWAPBACKED: u64 = kpf("SWAPBACKED");
+pub const KPF_COMPOUND_HEAD: u64 = kpf("COMPOUND_HEAD");
+pub const KPF_COMPOUND_TAIL: u64 = kpf("COMPOUND_TAIL");
+pub const KPF_HUGE: u64 = kpf("HUGE");
+pub const KPF_HWPOISON: u64 = kpf("HWPOISON");
+pub const KPF_NOPAGE: u64 = kpf("NOPAGE");
+pub const KPF_THP: u64 = kpf("THP");
+pub const KPF_OFFLINE: u64 = kpf("OFFLINE");
+pub const KPF_PGTABLE: u64 = kpf("PGTABLE");
+pub const KPF_RESERVED: u64 = kpf("RESERVED");
 
 const ANON_PAGE: u64 = KPF_LRU | KPF_MMAP | KPF_ANON | KPF_SWAPBACKED;
 
@@ -126,11 +173,41 @@ pub struct ImportStats {
     pub hugetlb_unmapped: u64,
 }
 
+impl ImportStats {
+    /// The scalar counters by name (`buddy_blocks` is a per-order array beside them).
+    pub const FIELDS: [crate::cost::Field<ImportStats>; 7] = [
+        ("pages", |s| s.pages),
+        ("nopage", |s| s.nopage),
+        ("ambiguous", |s| s.ambiguous),
+        ("ambiguous_free", |s| s.ambiguous_free),
+        ("lru_batch", |s| s.lru_batch),
+        ("hugetlb_mapped", |s| s.hugetlb_mapped),
+        ("hugetlb_unmapped", |s| s.hugetlb_unmapped),
+    ];
+}
+
 fn hstate_for(m: &Machine, order: u32) -> u8 {
     m.hstates
         .iter()
         .position(|h| h.order == order)
         .map_or(0, |i| i as u8)
+}
+
+/// [`import`] after checking the input: the pfn range is the machine's, and `counts` (when
+/// given) covers the same pfns as `flags`.
+pub fn import_checked(
+    m: &mut Machine,
+    start: u64,
+    flags: &[u64],
+    counts: Option<&[u64]>,
+) -> crate::Result<ImportStats> {
+    if counts.is_some_and(|c| c.len() != flags.len()) {
+        return Err(crate::Error::Argument(
+            "kpagecount and kpageflags cover different pfn counts".into(),
+        ));
+    }
+    m.check_pfn_range(start, flags.len() as u64)?;
+    Ok(import(m, start, flags, counts))
 }
 
 /// Write page kinds for `flags` from `start`: only pfns of online sections are written (the
@@ -283,4 +360,22 @@ pub fn import(m: &mut Machine, start: u64, flags: &[u64], counts: Option<&[u64]>
         }
     }
     st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_are_the_uapi_bit_numbers() {
+        // include/uapi/linux/kernel-page-flags.h (6.1-rc6)
+        assert_eq!(KPF_LRU, 1 << 5);
+        assert_eq!(KPF_SLAB, 1 << 7);
+        assert_eq!(KPF_BUDDY, 1 << 10);
+        assert_eq!(KPF_NOPAGE, 1 << 20);
+        assert_eq!(KPF_RESERVED, 1 << 32);
+        let mut bits: Vec<u32> = KPF_BITS.iter().map(|b| b.1).collect();
+        bits.dedup();
+        assert_eq!(bits.len(), KPF_BITS.len());
+    }
 }

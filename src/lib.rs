@@ -11,6 +11,7 @@ pub mod page;
 pub mod sections;
 pub mod sysfs;
 pub mod topology;
+pub mod watermark;
 pub mod workload;
 
 #[cfg(feature = "python")]

@@ -34,7 +34,7 @@
 use crate::page::{kind, make, HUGETLB_FREE, LRU_BATCH};
 use crate::topology::Machine;
 
-pub const STRUCT_PAGE_SIZE: usize = 64;
+pub const STRUCT_PAGE_SIZE: usize = crate::cost::STRUCT_PAGE_BYTES as usize;
 
 const PG_LRU: u64 = 1 << 4;
 const PG_RESERVED: u64 = 1 << 12;
@@ -63,6 +63,19 @@ pub struct MemmapStats {
     pub poisoned: u64,
     /// All-zero struct pages (holes, or vmemmap /proc/kcore does not map): left as modeled.
     pub zeroed: u64,
+}
+
+impl MemmapStats {
+    /// Every counter by name, in declaration order.
+    pub const FIELDS: [crate::cost::Field<MemmapStats>; 7] = [
+        ("pages", |s| s.pages),
+        ("skipped", |s| s.skipped),
+        ("pcp_free", |s| s.pcp_free),
+        ("lru_pagevec", |s| s.lru_pagevec),
+        ("orphan_tails", |s| s.orphan_tails),
+        ("poisoned", |s| s.poisoned),
+        ("zeroed", |s| s.zeroed),
+    ];
 }
 
 struct Page<'a>(&'a [u8]);
@@ -108,6 +121,23 @@ fn head_kind(m: &Machine, head: &Page<'_>, first_tail: Option<&Page<'_>>) -> (u8
         return (make(kind::THP_HEAD, order.min(15)), kind::THP_TAIL);
     }
     (kind::UNMOVABLE, kind::THP_TAIL)
+}
+
+/// [`import`] after checking the input: whole struct pages, inside the machine.
+pub fn import_checked(
+    m: &mut Machine,
+    start: u64,
+    raw: &[u8],
+    vmemmap: u64,
+) -> crate::Result<MemmapStats> {
+    if raw.len() % STRUCT_PAGE_SIZE != 0 {
+        return Err(crate::Error::Argument(format!(
+            "{} bytes of struct pages is not a whole number of {STRUCT_PAGE_SIZE}-byte struct pages",
+            raw.len()
+        )));
+    }
+    m.check_pfn_range(start, (raw.len() / STRUCT_PAGE_SIZE) as u64)?;
+    Ok(import(m, start, raw, vmemmap))
 }
 
 /// Decode `raw` (struct pages of `raw.len() / 64` pfns from `start`) into the machine's page

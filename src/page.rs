@@ -134,6 +134,15 @@ impl ZoneType {
             .copied()
             .find(|z| z.name().eq_ignore_ascii_case(s))
     }
+    /// A layout's zone name; ZONE_DEVICE is not one a layout declares (it comes from
+    /// device ranges).
+    pub fn parse_layout(s: &str) -> crate::Result<ZoneType> {
+        Self::parse(s).ok_or_else(|| {
+            crate::Error::Layout(format!(
+                "unknown zone {s:?} (known: DMA, DMA32, Normal, Movable)"
+            ))
+        })
+    }
 }
 
 /// Pageblock migratetypes (v5.5 `enum migratetype`, CONFIG_CMA and CONFIG_MEMORY_ISOLATION).

@@ -16,6 +16,13 @@ pub const SEC_PRESENT: u8 = 1;
 pub const SEC_ONLINE: u8 = 2;
 pub const SEC_EARLY: u8 = 4;
 pub const SEC_DEVICE: u8 = 8;
+/// The section flags by name (the vocabulary Python reads).
+pub const SECTION_FLAGS: [(&str, u8); 4] = [
+    ("PRESENT", SEC_PRESENT),
+    ("ONLINE", SEC_ONLINE),
+    ("EARLY", SEC_EARLY),
+    ("DEVICE", SEC_DEVICE),
+];
 
 /// Per-section metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -39,6 +39,12 @@ pub enum BlockState {
 }
 
 impl BlockState {
+    pub const ALL: [BlockState; 4] = [
+        BlockState::Absent,
+        BlockState::Online,
+        BlockState::Offline,
+        BlockState::GoingOffline,
+    ];
     /// The text `memoryN/state` prints.
     pub fn name(self) -> &'static str {
         match self {
@@ -570,7 +576,7 @@ impl Machine {
             hugetlb_vmemmap_optimized: false,
         })
         .map(|mut m| {
-            crate::kernel::offline::refresh_min_free(&mut m);
+            crate::watermark::refresh_min_free(&mut m);
             m
         })
     }
@@ -593,6 +599,116 @@ impl Machine {
             }),
             Some(&s) => Ok(s),
         }
+    }
+
+    /// `set_block_state` by the state's sysfs name.
+    pub fn set_block_state_named(&mut self, block: u64, state: &str) -> Result<()> {
+        let st = BlockState::parse(state).ok_or_else(|| {
+            Error::Argument(format!(
+                "unknown block state {state:?} (online, offline, going-offline)"
+            ))
+        })?;
+        self.set_block_state(block, st)
+    }
+
+    /// Zone spans of every node: (nid, zone, start_pfn, end_pfn), nodes and zones in order.
+    pub fn zone_spans(&self) -> Vec<(u16, ZoneType, u64, u64)> {
+        let mut v = Vec::new();
+        for (nid, n) in self.nodes.iter().enumerate() {
+            for z in ZoneType::ALL {
+                if let Some(s) = n.zones[z as usize] {
+                    v.push((nid as u16, z, s.start_pfn, s.end_pfn));
+                }
+            }
+        }
+        v
+    }
+
+    /// Set the reserved pages (`resv_huge_pages`) of hstate `hstate`.
+    pub fn set_hugetlb_reserved(&mut self, hstate: usize, pages: u64) -> Result<()> {
+        let n = self.hstates.len();
+        let slot = self.hugetlb_resv.get_mut(hstate).ok_or_else(|| {
+            Error::Argument(format!(
+                "hstate {hstate} does not exist (the machine has {n})"
+            ))
+        })?;
+        *slot = pages;
+        Ok(())
+    }
+
+    /// `echo KB > /proc/sys/vm/min_free_kbytes` (None: as booted); recomputes the watermarks.
+    pub fn set_user_min_free_kbytes(&mut self, kbytes: Option<u64>) {
+        self.user_min_free_kbytes = kbytes;
+        crate::watermark::refresh_min_free(self);
+    }
+
+    /// Transparent hugepages on or off (khugepaged raises min_free_kbytes).
+    pub fn set_thp_enabled(&mut self, on: bool) {
+        self.thp_enabled = on;
+        crate::watermark::refresh_min_free(self);
+    }
+
+    /// What never-initialised struct pages hold, by name.
+    pub fn set_uninit_memmap_named(&mut self, value: &str) -> Result<()> {
+        self.uninit_memmap = UninitMemmap::parse(value).ok_or_else(|| {
+            Error::Argument(format!(
+                "uninit_memmap {value:?}: expected one of {:?}",
+                UninitMemmap::NAMES
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// One page byte, range-checked.
+    pub fn page_checked(&self, pfn: u64) -> Result<u8> {
+        self.check_pfn_range(pfn, 1)?;
+        Ok(self.store.page(pfn))
+    }
+
+    /// A copy of `count` page bytes from `pfn`, range-checked.
+    pub fn read_pages_checked(&self, pfn: u64, count: u64) -> Result<Vec<u8>> {
+        self.check_pfn_range(pfn, count)?;
+        let n = usize::try_from(count).map_err(|_| Error::Memory(format!("{count} page bytes")))?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(n)
+            .map_err(|_| Error::Memory(format!("a copy of {count} page bytes")))?;
+        out.resize(n, 0);
+        self.store.read_pages(pfn, &mut out);
+        Ok(out)
+    }
+
+    /// `count` pages from `pfn` set to `value`, range-checked.
+    pub fn set_pages_checked(&mut self, pfn: u64, count: u64, value: u8) -> Result<()> {
+        self.check_pfn_range(pfn, count)?;
+        self.store.set_pages(pfn, count, value);
+        Ok(())
+    }
+
+    /// Page bytes written from `pfn`, range-checked.
+    pub fn write_pages_checked(&mut self, pfn: u64, values: &[u8]) -> Result<()> {
+        self.check_pfn_range(pfn, values.len() as u64)?;
+        self.store.write_pages(pfn, values);
+        Ok(())
+    }
+
+    /// The migratetype of the pageblock holding `pfn`, by number, range-checked.
+    pub fn set_migratetype_checked(&mut self, pfn: u64, mt: u8) -> Result<()> {
+        let mt = crate::page::MigrateType::from_u8(mt)
+            .ok_or_else(|| Error::Argument(format!("unknown migratetype {mt}")))?;
+        self.check_pfn_range(pfn, 1)?;
+        self.store.set_migratetype(pfn, mt);
+        Ok(())
+    }
+
+    /// A block's page bytes in place (densified), for a zero-copy view; the id is checked.
+    pub fn block_pages_checked(&mut self, block: u64) -> Result<&[u8]> {
+        if block >= self.nr_blocks() {
+            return Err(Error::NoSuchBlock {
+                block,
+                why: format!("the machine has block ids 0..{}", self.nr_blocks()),
+            });
+        }
+        Ok(self.store.block_pages(block))
     }
 
     pub fn set_block_state(&mut self, block: u64, state: BlockState) -> Result<()> {

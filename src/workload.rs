@@ -74,6 +74,156 @@ impl Default for Workload {
     }
 }
 
+/// How a workload knob is typed: a fraction in [0, 1], a page count, a 4-bit-free index, a
+/// list of weights, or a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnobKind {
+    Fraction,
+    Count,
+    Index,
+    Weights,
+    Flag,
+}
+
+impl KnobKind {
+    /// The Python type a knob of this kind takes (the vocabulary's name for it).
+    pub fn name(self) -> &'static str {
+        match self {
+            KnobKind::Fraction => "fraction",
+            KnobKind::Count => "count",
+            KnobKind::Index => "index",
+            KnobKind::Weights => "weights",
+            KnobKind::Flag => "flag",
+        }
+    }
+}
+
+/// A knob's value, as the binding hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KnobValue {
+    Number(f64),
+    Count(u64),
+    Weights(Vec<f64>),
+    Flag(bool),
+}
+
+/// One workload knob: its name, kind and where it lives in [`Workload`]. [`KNOBS`] is the one
+/// home of the knob names, their order and (through `Workload::default()`) their defaults;
+/// Python's `memscan.Workload` and the binding read them from here.
+pub struct Knob {
+    pub name: &'static str,
+    pub kind: KnobKind,
+    pub get: fn(&Workload) -> KnobValue,
+    set: fn(&mut Workload, KnobValue),
+}
+
+macro_rules! knob {
+    ($name:ident, Fraction) => {
+        Knob {
+            name: stringify!($name),
+            kind: KnobKind::Fraction,
+            get: |w| KnobValue::Number(w.$name),
+            set: |w, v| {
+                if let KnobValue::Number(x) = v {
+                    w.$name = x;
+                }
+            },
+        }
+    };
+    ($name:ident, Count) => {
+        Knob {
+            name: stringify!($name),
+            kind: KnobKind::Count,
+            get: |w| KnobValue::Count(w.$name),
+            set: |w, v| {
+                if let KnobValue::Count(x) = v {
+                    w.$name = x;
+                }
+            },
+        }
+    };
+}
+
+/// Every knob of [`Workload`], in declaration order.
+pub const KNOBS: [Knob; 17] = [
+    knob!(free, Fraction),
+    knob!(free_whole, Fraction),
+    Knob {
+        name: "free_orders",
+        kind: KnobKind::Weights,
+        get: |w| KnobValue::Weights(w.free_orders.clone()),
+        set: |w, v| {
+            if let KnobValue::Weights(x) = v {
+                w.free_orders = x;
+            }
+        },
+    },
+    knob!(unmovable, Fraction),
+    knob!(unmovable_clustered, Fraction),
+    knob!(polluted_pageblocks, Fraction),
+    knob!(movable, Fraction),
+    knob!(thp, Fraction),
+    knob!(pinned, Fraction),
+    knob!(hugetlb, Fraction),
+    Knob {
+        name: "hugetlb_hstate",
+        kind: KnobKind::Index,
+        get: |w| KnobValue::Count(u64::from(w.hugetlb_hstate)),
+        set: |w, v| {
+            if let KnobValue::Count(x) = v {
+                w.hugetlb_hstate = u8::try_from(x).unwrap_or(u8::MAX);
+            }
+        },
+    },
+    knob!(hugetlb_free, Fraction),
+    knob!(cma_pages, Count),
+    knob!(hwpoison_pages, Count),
+    knob!(balloon_pages, Count),
+    Knob {
+        name: "movable_node",
+        kind: KnobKind::Flag,
+        get: |w| KnobValue::Flag(w.movable_node),
+        set: |w, v| {
+            if let KnobValue::Flag(x) = v {
+                w.movable_node = x;
+            }
+        },
+    },
+    knob!(unmovable_spread, Fraction),
+];
+
+impl Workload {
+    /// The knob called `name`, or an error naming the known ones.
+    pub fn knob(name: &str) -> Result<&'static Knob> {
+        KNOBS.iter().find(|k| k.name == name).ok_or_else(|| {
+            Error::Argument(format!(
+                "workload {name}: unknown knob (known: {})",
+                KNOBS.map(|k| k.name).join(", ")
+            ))
+        })
+    }
+
+    /// Set one knob. The value must be of the knob's kind (the binding converts by kind).
+    pub fn set_knob(&mut self, name: &str, value: KnobValue) -> Result<()> {
+        let k = Self::knob(name)?;
+        let fits = matches!(
+            (k.kind, &value),
+            (KnobKind::Fraction, KnobValue::Number(_))
+                | (KnobKind::Count | KnobKind::Index, KnobValue::Count(_))
+                | (KnobKind::Weights, KnobValue::Weights(_))
+                | (KnobKind::Flag, KnobValue::Flag(_))
+        );
+        if !fits {
+            return Err(Error::Argument(format!(
+                "workload {name}: expected a {} value, got {value:?}",
+                k.kind.name()
+            )));
+        }
+        (k.set)(self, value);
+        Ok(())
+    }
+}
+
 /// splitmix64: a tiny, well-mixed generator; enough for layouts, and stable across versions.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -143,20 +293,10 @@ const UNMOVABLE_DENSITY: f64 = 0.9;
 
 impl Workload {
     pub fn validate(&self, m: &Machine) -> Result<()> {
-        for (n, v) in [
-            ("free", self.free),
-            ("free_whole", self.free_whole),
-            ("unmovable", self.unmovable),
-            ("unmovable_clustered", self.unmovable_clustered),
-            ("polluted_pageblocks", self.polluted_pageblocks),
-            ("movable", self.movable),
-            ("thp", self.thp),
-            ("pinned", self.pinned),
-            ("hugetlb", self.hugetlb),
-            ("hugetlb_free", self.hugetlb_free),
-            ("unmovable_spread", self.unmovable_spread),
-        ] {
-            check_fraction(n, v)?;
+        for k in &KNOBS {
+            if let KnobValue::Number(v) = (k.get)(self) {
+                check_fraction(k.name, v)?;
+            }
         }
         if self.free + self.unmovable + self.hugetlb > 1.0 + 1e-9 {
             return Err(Error::Argument(format!(
@@ -426,7 +566,7 @@ pub fn populate_cancellable(
     w.validate(m)?;
     if w.movable_node {
         apply_movable_node(m);
-        crate::kernel::offline::refresh_min_free(m);
+        crate::watermark::refresh_min_free(m);
     }
     let g = m.geometry;
     let plan = w.plan(m);
@@ -713,4 +853,55 @@ pub fn kind_counts(m: &Machine) -> [u64; 16] {
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knobs_name_every_field_once_and_read_back_what_is_set() {
+        let names: Vec<_> = KNOBS.iter().map(|k| k.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        let mut w = Workload::default();
+        for k in &KNOBS {
+            let v = match k.kind {
+                KnobKind::Fraction => KnobValue::Number(0.25),
+                KnobKind::Count | KnobKind::Index => KnobValue::Count(3),
+                KnobKind::Weights => KnobValue::Weights(vec![1.0, 2.0]),
+                KnobKind::Flag => KnobValue::Flag(true),
+            };
+            w.set_knob(k.name, v.clone()).unwrap();
+            assert_eq!((k.get)(&w), v, "{}", k.name);
+        }
+        // every field changed: no knob writes another's field
+        let d = Workload::default();
+        for k in &KNOBS {
+            assert_ne!((k.get)(&w), (k.get)(&d), "{}", k.name);
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_or_an_unknown_knob_is_refused() {
+        let mut w = Workload::default();
+        let e = w.set_knob("free", KnobValue::Flag(true)).unwrap_err();
+        assert!(e.to_string().contains("free: expected a fraction"), "{e}");
+        let e = w.set_knob("fre", KnobValue::Number(0.1)).unwrap_err();
+        assert!(e.to_string().contains("unknown knob"), "{e}");
+        assert_eq!(w, Workload::default());
+    }
+
+    #[test]
+    fn validate_checks_every_fraction_knob() {
+        let m = crate::kernel::testutil::machine(1, &[]);
+        for k in KNOBS.iter().filter(|k| k.kind == KnobKind::Fraction) {
+            let mut w = Workload::default();
+            w.set_knob(k.name, KnobValue::Number(1.5)).unwrap();
+            let e = w.validate(&m).unwrap_err();
+            assert!(e.to_string().contains(k.name), "{e}");
+        }
+    }
 }

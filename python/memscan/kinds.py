@@ -1,37 +1,28 @@
-"""Page kinds, migratetypes and block states as Python enums (same numbers as the core)."""
+"""Page kinds, migratetypes, block states, zones and section flags as Python values, built
+from the core's vocabulary (``_core.vocabulary()``): the numbers and names have one home, the
+Rust core (src/page.rs, src/topology.rs, src/sections.rs). kinds.pyi declares the members for
+type checkers; ``mypy.stubtest`` in CI fails when it drifts from what is built here.
+"""
 
 from __future__ import annotations
 
 import enum
+from typing import Dict, List
 
+from . import _core
 
-class PageKind(enum.IntEnum):
-    """Low 4 bits of a page byte. See src/page.rs for what each reads as in the kernel."""
+VOCABULARY = _core.vocabulary()
 
-    FREE = 0
-    LRU = 1
-    MOVABLE = 2
-    PINNED = 3
-    THP_HEAD = 4
-    THP_TAIL = 5
-    HWPOISON = 6
-    BUDDY = 7
-    UNMOVABLE = 8
-    OFFLINE = 9
-    HUGETLB_HEAD = 10
-    HUGETLB_TAIL = 11
-    RESERVED = 12
-    ZEROED = 13
-    UNINIT = 14
-    NOMEMMAP = 15
+#: Low 4 bits of a page byte. See src/page.rs for what each reads as in the kernel.
+PageKind = enum.IntEnum("PageKind", VOCABULARY["page_kinds"], module=__name__)  # type: ignore[misc]
 
-
+_FIELDS: Dict[str, int] = dict(VOCABULARY["page_fields"])
 #: ZEROED field marking the memmap of a hole (unavailable range) in a present section.
-ZEROED_HOLE = 1
+ZEROED_HOLE: int = _FIELDS["ZEROED_HOLE"]
 #: Bit 3 of a hugetlb page's field: free in the pool.
-HUGETLB_FREE = 8
+HUGETLB_FREE: int = _FIELDS["HUGETLB_FREE"]
 #: UNMOVABLE field: an LRU page still in a per-CPU batch, not PG_lru until drained (page.rs).
-LRU_BATCH = 1
+LRU_BATCH: int = _FIELDS["LRU_BATCH"]
 
 
 def page_byte(kind: PageKind, field: int = 0) -> int:
@@ -43,24 +34,44 @@ def page_byte(kind: PageKind, field: int = 0) -> int:
     return (int(kind) & 0x0F) | (int(field) << 4)
 
 
-class MigrateType(enum.IntEnum):
-    UNMOVABLE = 0
-    MOVABLE = 1
-    RECLAIMABLE = 2
-    HIGHATOMIC = 3
-    CMA = 4
-    ISOLATE = 5
+#: Pageblock migratetypes (v5.5 ``enum migratetype``); member names are the kernel's in
+#: upper case (``HighAtomic`` is ``HIGHATOMIC``).
+MigrateType = enum.IntEnum(  # type: ignore[misc]
+    "MigrateType", [(n.upper(), v) for n, v in VOCABULARY["migratetypes"]], module=__name__
+)
 
 
-class BlockState(enum.IntEnum):
-    ABSENT = 0
-    ONLINE = 1
-    OFFLINE = 2
-    GOING_OFFLINE = 3
-
+class _BlockStateBase(enum.IntEnum):
     @property
     def sysfs(self) -> str:
-        return {0: "absent", 1: "online", 2: "offline", 3: "going-offline"}[int(self)]
+        """The text ``memoryN/state`` prints."""
+        return _STATE_TEXT[int(self)]
 
 
-ZONE_NAMES = ["DMA", "DMA32", "Normal", "Movable", "Device"]
+_STATE_TEXT: Dict[int, str] = {v: n for n, v in VOCABULARY["block_states"]}
+#: ``mem->state`` of a memory block, plus ABSENT for ids without a memoryN directory.
+BlockState = _BlockStateBase(  # type: ignore[call-arg]
+    "BlockState",  # type: ignore[arg-type]
+    [(n.upper().replace("-", "_"), v) for n, v in VOCABULARY["block_states"]],
+    module=__name__,
+)
+
+#: Zone names by ``enum zone_type`` index, as /proc/zoneinfo and valid_zones print them.
+ZONE_NAMES: List[str] = list(VOCABULARY["zones"])
+
+#: Section flag bits (SECTION_MARKED_PRESENT, SECTION_IS_ONLINE, SECTION_IS_EARLY, and
+#: ZONE_DEVICE memory) as ``Machine.sections()["flags"]`` holds them.
+SECTION_FLAGS: Dict[str, int] = dict(VOCABULARY["section_flags"])
+SEC_PRESENT: int = SECTION_FLAGS["PRESENT"]
+SEC_ONLINE: int = SECTION_FLAGS["ONLINE"]
+SEC_EARLY: int = SECTION_FLAGS["EARLY"]
+SEC_DEVICE: int = SECTION_FLAGS["DEVICE"]
+
+#: ``sizeof(struct page)`` on 64-bit kernels (src/cost.rs).
+STRUCT_PAGE_BYTES: int = VOCABULARY["struct_page_bytes"]
+#: /proc/kpageflags bit numbers (include/uapi/linux/kernel-page-flags.h) memscan reads or
+#: writes (src/kpageflags.rs).
+KPF: Dict[str, int] = dict(VOCABULARY["kpf_bits"])
+#: Arch names and the aliases accepted for them (src/geometry.rs).
+ARCHES: List[str] = list(VOCABULARY["arches"])
+ARCH_ALIASES: Dict[str, str] = {**{a: a for a in ARCHES}, **dict(VOCABULARY["arch_aliases"])}

@@ -15,6 +15,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List
 
 from .errors import ArgumentError
+from .kinds import VOCABULARY
+
+#: The core's knobs (src/workload.rs ``KNOBS``): name -> (kind, default). The defaults have
+#: their one home there; the fields below are declared for type checkers and documentation,
+#: and tests/test_vocabulary.py fails when their names or order drift from the core's.
+KNOBS: Dict[str, Any] = VOCABULARY["workload_knobs"]
+_DEFAULT: Dict[str, Any] = {name: default for name, (_kind, default) in KNOBS.items()}
 
 
 @dataclass(frozen=True)
@@ -42,25 +49,23 @@ class Workload:
             where boot and early kernel allocations cluster.
     """
 
-    free: float = 0.3
-    free_whole: float = 0.5
-    free_orders: List[float] = field(
-        default_factory=lambda: [4.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
-    )
-    unmovable: float = 0.06
-    unmovable_clustered: float = 0.8
-    polluted_pageblocks: float = 0.1
-    movable: float = 0.02
-    thp: float = 0.1
-    pinned: float = 0.0
-    hugetlb: float = 0.0
-    hugetlb_hstate: int = 0
-    hugetlb_free: float = 0.0
-    cma_pages: int = 0
-    hwpoison_pages: int = 0
-    balloon_pages: int = 0
-    movable_node: bool = False
-    unmovable_spread: float = 1.0
+    free: float = _DEFAULT["free"]
+    free_whole: float = _DEFAULT["free_whole"]
+    free_orders: List[float] = field(default_factory=lambda: list(_DEFAULT["free_orders"]))
+    unmovable: float = _DEFAULT["unmovable"]
+    unmovable_clustered: float = _DEFAULT["unmovable_clustered"]
+    polluted_pageblocks: float = _DEFAULT["polluted_pageblocks"]
+    movable: float = _DEFAULT["movable"]
+    thp: float = _DEFAULT["thp"]
+    pinned: float = _DEFAULT["pinned"]
+    hugetlb: float = _DEFAULT["hugetlb"]
+    hugetlb_hstate: int = _DEFAULT["hugetlb_hstate"]
+    hugetlb_free: float = _DEFAULT["hugetlb_free"]
+    cma_pages: int = _DEFAULT["cma_pages"]
+    hwpoison_pages: int = _DEFAULT["hwpoison_pages"]
+    balloon_pages: int = _DEFAULT["balloon_pages"]
+    movable_node: bool = _DEFAULT["movable_node"]
+    unmovable_spread: float = _DEFAULT["unmovable_spread"]
 
     @staticmethod
     def preset(name: str, **overrides: Any) -> Workload:

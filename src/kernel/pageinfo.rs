@@ -153,7 +153,10 @@ pub const X86_VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
 
 fn page_addr(m: &Machine, pfn: u64) -> String {
     if m.geometry.arch == crate::geometry::Arch::X86_64 {
-        format!("{:x}", X86_VMEMMAP_BASE + pfn * 64)
+        format!(
+            "{:x}",
+            X86_VMEMMAP_BASE + pfn * crate::cost::STRUCT_PAGE_BYTES
+        )
     } else {
         format!("<struct page of pfn {pfn:#x}>")
     }

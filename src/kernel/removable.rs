@@ -269,6 +269,10 @@ pub fn scan_blocks(
     parallel: bool,
 ) -> Result<Vec<BlockScan>> {
     use rayon::prelude::*;
+    // every id is checked first, so a bad one is reported the same way in either mode
+    for &b in blocks {
+        m.block_state(b)?;
+    }
     let one = |&b: &u64| removable_show(m, b, profile);
     if parallel {
         blocks.par_iter().map(one).collect()

@@ -8,9 +8,10 @@ use crate::page::{field_of, kind, kind_of, make, MigrateType};
 use crate::sections::{Compact, SEC_ONLINE};
 use crate::topology::{write_free_range, BlockState, Machine, TargetCursors};
 
-use super::migrate::{is_free_hugetlb_head, refresh_min_free, TargetAllocator};
+use super::migrate::{is_free_hugetlb_head, TargetAllocator};
 use super::zone::{grow_zone_span, online_zone, set_mem_zone, shrink_zone_spans};
 use super::{Errno, OfflinePlan};
+use crate::watermark::refresh_min_free;
 
 /// Move migrated pages to free memory of the allowed nodes, then take the block offline:
 /// sections offline, memmap uninitialised (re-poisoned on DEBUG_VM), pageblocks left

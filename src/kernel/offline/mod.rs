@@ -50,7 +50,7 @@ use notifiers::{cmm_isolate_count, cmm_notifier};
 use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
 
 pub use commit::online_block;
-pub use migrate::{compute_min_free_pages, min_free_pages, min_reserve, refresh_min_free};
+pub use migrate::{min_free_pages, min_reserve};
 pub use zone::{early_zone, mem_zone, online_zone, valid_zones};
 
 /// The errno a write to `memoryN/state` returns.
@@ -84,6 +84,18 @@ pub struct OfflineWork {
     pub migration_rounds: u64,
     pub lru_add_drain_all: u64,
     pub drain_all_pages: u64,
+}
+
+impl OfflineWork {
+    /// Every counter, by name, in declaration order.
+    pub const FIELDS: [crate::cost::Field<OfflineWork>; 6] = [
+        ("struct_pages_read", |w| w.struct_pages_read),
+        ("pageblocks_isolated", |w| w.pageblocks_isolated),
+        ("pages_migrated", |w| w.pages_migrated),
+        ("migration_rounds", |w| w.migration_rounds),
+        ("lru_add_drain_all", |w| w.lru_add_drain_all),
+        ("drain_all_pages", |w| w.drain_all_pages),
+    ];
 }
 
 /// The answer to `echo offline > memoryN/state`.
@@ -167,6 +179,36 @@ pub struct OfflinePlan {
     moves: Vec<Move>,
     isolated: Vec<u64>,
     allowed: Vec<u16>,
+}
+
+/// Dry-run offline outcomes of many blocks against the same machine, in order.
+pub fn decide_many(
+    m: &Machine,
+    blocks: &[u64],
+    profile: &KernelProfile,
+    patience_rounds: u64,
+) -> Result<Vec<OfflineOutcome>> {
+    blocks
+        .iter()
+        .map(|&b| decide_offline(m, b, profile, patience_rounds).map(|(o, _)| o))
+        .collect()
+}
+
+/// `valid_zones` of many blocks (None where the read faults).
+pub fn valid_zones_many(
+    m: &Machine,
+    blocks: &[u64],
+    profile: &KernelProfile,
+) -> Result<Vec<Option<String>>> {
+    blocks
+        .iter()
+        .map(|&b| valid_zones(m, b, profile).map(std::result::Result::ok))
+        .collect()
+}
+
+/// v6.1 `mem->zone` of every block.
+pub fn mem_zones(m: &Machine) -> Vec<Option<(u16, crate::page::ZoneType)>> {
+    (0..m.nr_blocks()).map(|b| mem_zone(m, b)).collect()
 }
 
 /// The outcome of `echo offline > memoryN/state` without changing the machine (a dry run

@@ -81,6 +81,10 @@ pub const LRU_BATCH: u8 = 1;
 pub const ZEROED_HOLE: u8 = 1;
 /// Bit in the hugetlb field: the hugetlb page is free in the pool.
 pub const HUGETLB_FREE: u8 = 8;
+/// hstate indexes a hugetlb page byte can name (the field's low 3 bits). Pool counts keep a
+/// slot for each, so a page naming an hstate the machine lacks (written by hand) is counted
+/// the same way everywhere instead of being dropped by one path and not another.
+pub const HSTATE_SLOTS: usize = 8;
 
 #[inline]
 pub const fn make(kind: u8, field: u8) -> u8 {

@@ -34,7 +34,7 @@ pub(super) fn undissolvable_hugetlb(
     }
     let g = m.geometry;
     let counts = hugetlb_free_counts(m);
-    let mut free: Vec<u64> = (0..m.hstates.len().max(1))
+    let mut free: Vec<u64> = (0..crate::page::HSTATE_SLOTS)
         .map(|h| counts.iter().map(|c| c.get(h).copied().unwrap_or(0)).sum())
         .collect();
     for (f, t) in free.iter_mut().zip(taken) {

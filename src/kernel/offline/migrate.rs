@@ -3,7 +3,9 @@
 //! and the allocator that hands out target blocks when an offline is committed.
 
 use crate::kernel::profile::KernelProfile;
-use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, HUGETLB_FREE, LRU_BATCH};
+use crate::page::{
+    field_of, kind, kind_of, MigrateType, ZoneType, HSTATE_SLOTS, HUGETLB_FREE, LRU_BATCH,
+};
 use crate::topology::{write_free_range, HugetlbFreeCounts, Machine, TargetSearch};
 
 /// What blocks migration of a page, if anything.
@@ -252,8 +254,7 @@ pub(super) fn hugetlb_free_counts(m: &Machine) -> HugetlbFreeCounts {
             return counts.clone();
         }
     }
-    let n = m.hstates.len();
-    let mut counts = vec![vec![0u64; n]; m.nodes.len().max(1)];
+    let mut counts = vec![vec![0u64; HSTATE_SLOTS]; m.nodes.len().max(1)];
     let g = m.geometry;
     for sec in 0..m.store.nr_sections() {
         let meta = m.store.section_meta(sec);
@@ -284,7 +285,7 @@ pub(super) fn hugetlb_free_counts(m: &Machine) -> HugetlbFreeCounts {
 /// pages on `allowed` nodes outside `[start, end)` (the range's own are counted from its
 /// pages, which only matter when its node is allowed: a one-node machine).
 pub(super) fn hugetlb_pool(m: &Machine, start: u64, end: u64, allowed: &[u16]) -> HugetlbPool {
-    let n = m.hstates.len();
+    let n = HSTATE_SLOTS;
     let counts = hugetlb_free_counts(m);
     let free: Vec<u64> = (0..n).map(|h| counts.iter().map(|c| c[h]).sum()).collect();
     let mut allowed_free: Vec<u64> = (0..n)

@@ -24,6 +24,23 @@ pub const SECTION_FLAGS: [(&str, u8); 4] = [
     ("DEVICE", SEC_DEVICE),
 ];
 
+/// The dense blocks' page bytes while they are out of the store: each block's bytes can be
+/// written, none can be added, dropped or moved (the numpy views rely on that).
+pub struct DenseChunks(Vec<Option<Box<[u8]>>>);
+
+impl DenseChunks {
+    /// `(block, its page bytes)` of every dense block, in block order, in parallel.
+    pub fn par_blocks_mut(
+        &mut self,
+    ) -> impl rayon::iter::ParallelIterator<Item = (u64, &mut [u8])> {
+        use rayon::prelude::*;
+        self.0
+            .par_iter_mut()
+            .enumerate()
+            .filter_map(|(b, c)| c.as_deref_mut().map(|c| (b as u64, c)))
+    }
+}
+
 /// Per-section metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SectionMeta {
@@ -441,10 +458,17 @@ impl PageStore {
         }
     }
 
-    /// Iterate mutably over the dense chunks of the given blocks (for parallel population).
-    pub fn chunks_mut(&mut self) -> &mut Vec<Option<Box<[u8]>>> {
+    /// Take the dense chunks out, to write them in parallel while the rest of the machine is
+    /// read (population); give them back with [`PageStore::restore_chunks`]. Until then the
+    /// store has no page bytes for its dense blocks.
+    pub fn take_chunks(&mut self) -> DenseChunks {
         self.generation += 1;
-        &mut self.chunks
+        DenseChunks(std::mem::take(&mut self.chunks))
+    }
+
+    /// Put back what [`PageStore::take_chunks`] took.
+    pub fn restore_chunks(&mut self, chunks: DenseChunks) {
+        self.chunks = chunks.0;
     }
 
     #[inline]

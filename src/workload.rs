@@ -575,7 +575,7 @@ pub fn populate_cancellable(
     let pbn = g.pageblock_nr_pages() as usize;
     let todo = populated_blocks(m);
     m.store.densify_many(&todo)?;
-    let mut chunks = std::mem::take(m.store.chunks_mut());
+    let mut chunks = m.store.take_chunks();
     let store: &PageStore = &m.store;
     let mref: &Machine = m;
     // address rank of a pfn within online RAM, for unmovable_spread
@@ -592,15 +592,12 @@ pub fn populate_cancellable(
         }
     };
     let results: Vec<(u64, Vec<(usize, MigrateType)>)> = chunks
-        .par_iter_mut()
-        .enumerate()
-        .filter(|(b, c)| c.is_some() && todo.binary_search(&(*b as u64)).is_ok())
-        .map(|(b, c)| {
+        .par_blocks_mut()
+        .filter(|(b, _)| todo.binary_search(b).is_ok())
+        .map(|(b, bytes)| {
             if cancel.load(Ordering::Relaxed) {
-                return (b as u64, Vec::new());
+                return (b, Vec::new());
             }
-            let bytes = c.as_deref_mut().expect("filtered on is_some");
-            let b = b as u64;
             let base_pfn = g.block_to_pfn(b);
             let mut mts = Vec::new();
             for (si, sec_bytes) in bytes.chunks_mut(pps).enumerate() {
@@ -635,7 +632,7 @@ pub fn populate_cancellable(
             (b, mts)
         })
         .collect();
-    *m.store.chunks_mut() = chunks;
+    m.store.restore_chunks(chunks);
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }

@@ -33,7 +33,7 @@ pub(super) fn commit_offline(
             targets.search = t.search.clone();
         }
     }
-    let mut pool_cursor = vec![0u64; crate::page::HSTATE_SLOTS];
+    let mut pool_cursor = [0u64; crate::page::HSTATE_SLOTS];
     for mv in moves {
         let b = m.store.page(mv.pfn);
         if let Some(h) = mv.pool_hstate {

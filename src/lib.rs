@@ -1,6 +1,7 @@
 //! memscan: a model of Linux memory hot-unplug. Pure Rust core; the PyO3 binding layer lives
 //! in `python/` behind the `python` feature.
 
+pub mod control;
 pub mod cost;
 pub mod error;
 pub mod geometry;

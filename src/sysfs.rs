@@ -258,8 +258,9 @@ pub fn write_tree(
     block_size: u64,
     blocks: &[BlockFiles],
     link_limit: Option<u32>,
-    cancel: &std::sync::atomic::AtomicBool,
+    ctl: &crate::control::Control,
 ) -> Result<()> {
+    ctl.set_total(blocks.len() as u64);
     let mem = Dir::open(root, "sys/devices/system/memory")?;
     let mut values = Values::new(
         Dir::open(root, ".memscan-values")?,
@@ -343,7 +344,7 @@ pub fn write_tree(
     }
     for (c, (chunk, their_slots)) in chunks.iter().zip(&chunk_slots).enumerate() {
         // between chunks of CHUNK blocks: Ctrl-C stops the export (the tree is left partial)
-        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        if ctl.cancelled() {
             return Err(Error::Interrupted);
         }
         let (ahead, filled) = rayon::join(
@@ -357,6 +358,7 @@ pub fn write_tree(
         );
         filled?;
         ahead?;
+        ctl.advance(chunk.len() as u64);
     }
     Ok(())
 }

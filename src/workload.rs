@@ -527,11 +527,9 @@ fn fill_pageblock(
 
 /// Rewrite the pages of online RAM with `w`, seeded by `seed`.
 pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
-    populate_cancellable(m, w, seed, &std::sync::atomic::AtomicBool::new(false))
+    populate_cancellable(m, w, seed, &crate::control::Control::new())
 }
 
-/// `populate`, stopping with `Error::Interrupted` soon after `cancel` is set (checked per
-/// block); the machine is then partly populated.
 /// The blocks populate makes dense: those with online RAM sections.
 fn populated_blocks(m: &Machine) -> Vec<u64> {
     let spb = m.geometry.sections_per_block();
@@ -556,13 +554,14 @@ pub fn populate_bytes(m: &Machine) -> u64 {
         .sum()
 }
 
+/// `populate`, stopping with `Error::Interrupted` soon after `ctl` is cancelled (checked per
+/// block; the machine is then partly populated), advancing `ctl` by one per block filled.
 pub fn populate_cancellable(
     m: &mut Machine,
     w: &Workload,
     seed: u64,
-    cancel: &std::sync::atomic::AtomicBool,
+    ctl: &crate::control::Control,
 ) -> Result<()> {
-    use std::sync::atomic::Ordering;
     w.validate(m)?;
     if w.movable_node {
         apply_movable_node(m);
@@ -574,6 +573,7 @@ pub fn populate_cancellable(
     let pps = g.pages_per_section() as usize;
     let pbn = g.pageblock_nr_pages() as usize;
     let todo = populated_blocks(m);
+    ctl.set_total(todo.len() as u64);
     m.store.densify_many(&todo)?;
     let mut chunks = m.store.take_chunks();
     let store: &PageStore = &m.store;
@@ -595,7 +595,7 @@ pub fn populate_cancellable(
         .par_blocks_mut()
         .filter(|(b, _)| todo.binary_search(b).is_ok())
         .map(|(b, bytes)| {
-            if cancel.load(Ordering::Relaxed) {
+            if ctl.cancelled() {
                 return (b, Vec::new());
             }
             let base_pfn = g.block_to_pfn(b);
@@ -629,11 +629,12 @@ pub fn populate_cancellable(
                     }
                 }
             }
+            ctl.advance(1);
             (b, mts)
         })
         .collect();
     m.store.restore_chunks(chunks);
-    if cancel.load(Ordering::Relaxed) {
+    if ctl.cancelled() {
         return Err(Error::Interrupted);
     }
     for (_, mts) in results {

@@ -1,7 +1,7 @@
 """Type stubs of the native module (hand-written; use memscan.Machine). mypy.stubtest runs
 in CI against the built module (.ci/run)."""
 
-from typing import Any, Dict, List, Optional, Tuple, TypedDict, final
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -210,7 +210,12 @@ class CoreMachine:
     def write_pages(self, pfn: int, values: npt.NDArray[np.uint8]) -> None: ...
     def set_migratetype(self, pfn: int, mt: int) -> None: ...
     def pageblock_bits(self) -> npt.NDArray[np.uint8]: ...
-    def populate(self, workload: Dict[str, Any], seed: int) -> None: ...
+    def populate(
+        self,
+        workload: Dict[str, Any],
+        seed: int,
+        progress: Optional[Callable[[int, int], object]] = None,
+    ) -> None: ...
     def kind_counts(self) -> List[int]: ...
     hugetlb_vmemmap_optimized: bool
     thp_enabled: bool
@@ -235,6 +240,7 @@ class CoreMachine:
         block_size: int,
         blocks: List[Tuple[int, str, Optional[str], Optional[str], List[int], int]],
         link_limit: Optional[int] = None,
+        progress: Optional[Callable[[int, int], object]] = None,
     ) -> None: ...
     @staticmethod
     def time_attribute_reads(path: str, reads: int) -> float: ...

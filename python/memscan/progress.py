@@ -1,39 +1,65 @@
-"""A small progress bar on stderr: shown only on a terminal, quiet when piped or asked."""
+"""Progress bars for long work (populate, the removable scan, exports, snapshots, studies),
+drawn by tqdm (rate and ETA) on stderr: shown only on a terminal, quiet when piped, under
+``--json``, or when asked (``enabled=False``)."""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
+
+from tqdm import tqdm
 
 
 class Progress:
+    """A bar of ``total`` units: ``update(n)`` adds, ``set(done, total)`` moves it to an
+    absolute count (what the core reports for native work). A context manager; ``close()``
+    is idempotent."""
+
     def __init__(
         self,
         total: int,
         label: str,
         enabled: Optional[bool] = None,
         stream: Optional[TextIO] = None,
+        unit: str = "it",
     ):
         self.stream = stream or sys.stderr
-        self.enabled = (self.stream.isatty() if enabled is None else enabled) and total > 0
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.enabled = bool(isatty() if enabled is None else enabled) and total > 0
         self.total, self.label, self.done = total, label, 0
-        self._last = 0.0
+        self._bar: Optional[Any] = None
+        if self.enabled:
+            self._bar = tqdm(
+                total=total,
+                desc=label,
+                file=self.stream,
+                unit=unit,
+                unit_scale=True,
+                dynamic_ncols=True,
+                mininterval=0.1,
+                leave=False,
+            )
 
     def update(self, n: int) -> None:
         self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and self.done < self.total:
-            return
-        self._last = now
-        frac = self.done / self.total
-        bar = "#" * int(frac * 30)
-        self.stream.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total}")
-        self.stream.flush()
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set(self, done: int, total: Optional[int] = None) -> None:
+        """Move the bar to ``done`` of ``total`` (a native operation's own count)."""
+        if self._bar is not None and total is not None and total != self._bar.total:
+            self._bar.total = total
+            self.total = total
+        if done > self.done:
+            self.update(done - self.done)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,11 +3,11 @@
 //! no class is looked up by a name string at run time.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
+use crate::control::Control;
 use crate::error::Error;
 
 pyo3::import_exception!(memscan.errors, GeometryError);
@@ -65,24 +65,33 @@ pub(super) fn detached<T: Send>(
 }
 
 /// Run long core work `f` on a worker thread without the GIL while this (the calling)
-/// thread looks for signals every 50 ms: Ctrl-C sets the flag `f` checks between its chunks,
-/// and `f` stops with `Error::Interrupted` (KeyboardInterrupt). Python only runs signal
-/// handlers in the main thread, which is why the work is not done on it.
+/// thread looks for signals every 50 ms: Ctrl-C cancels the control block `f` checks between
+/// its chunks, and `f` stops with `Error::Interrupted` (KeyboardInterrupt). Python only runs
+/// signal handlers in the main thread, which is why the work is not done on it. On each tick
+/// and at the end `progress(done, total)` is called, when given (a progress bar).
 pub(super) fn interruptible<T: Send>(
     py: Python<'_>,
-    f: impl FnOnce(&AtomicBool) -> crate::Result<T> + Send,
+    progress: Option<&Bound<'_, PyAny>>,
+    f: impl FnOnce(&Control) -> crate::Result<T> + Send,
 ) -> PyResult<T> {
-    let cancel = AtomicBool::new(false);
+    let ctl = Control::new();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     // a Receiver is not Sync; the Mutex lets the GIL-free closure borrow it
     let done_rx = std::sync::Mutex::new(done_rx);
+    let report = |ctl: &Control| -> PyResult<()> {
+        match progress {
+            Some(cb) => cb.call1(ctl.progress()).map(drop),
+            None => Ok(()),
+        }
+    };
     let out = std::thread::scope(|s| {
-        let cancel = &cancel;
+        let ctl = &ctl;
         let worker = s.spawn(move || {
-            let r = guard(|| f(cancel));
+            let r = guard(|| f(ctl));
             let _ = done_tx.send(());
             r
         });
+        let mut callback_error = None;
         loop {
             let finished = py.detach(|| {
                 !matches!(
@@ -97,14 +106,27 @@ pub(super) fn interruptible<T: Send>(
                 break;
             }
             if py.check_signals().is_err() {
-                cancel.store(true, Ordering::Relaxed);
+                ctl.cancel();
+            }
+            if callback_error.is_none() {
+                if let Err(e) = report(ctl) {
+                    // a failing progress callback stops the work and is raised
+                    ctl.cancel();
+                    callback_error = Some(e);
+                }
             }
         }
-        worker.join()
+        (worker.join(), callback_error)
     });
-    out.unwrap_or_else(|_| {
-        Err(InternalError::new_err(
+    match out {
+        (_, Some(e)) => Err(e),
+        (Ok(r), None) => {
+            let v = r?;
+            report(&ctl)?;
+            Ok(v)
+        }
+        (Err(_), None) => Err(InternalError::new_err(
             "memscan internal error: worker thread died",
-        ))
-    })
+        )),
+    }
 }

@@ -319,11 +319,18 @@ impl CoreMachine {
             .into_pyarray(py)
     }
 
-    #[pyo3(signature = (workload, seed))]
-    fn populate(&self, py: Python<'_>, workload: &Bound<'_, PyDict>, seed: u64) -> PyResult<()> {
+    /// Fill online RAM from a workload; `progress(done, total)` (blocks) is called as it goes.
+    #[pyo3(signature = (workload, seed, progress=None))]
+    fn populate(
+        &self,
+        py: Python<'_>,
+        workload: &Bound<'_, PyDict>,
+        seed: u64,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let w = workload_from_dict(workload)?;
-        interruptible(py, |cancel| {
-            workload::populate_cancellable(&mut self.write(), &w, seed, cancel)
+        interruptible(py, progress, |ctl| {
+            workload::populate_cancellable(&mut self.write(), &w, seed, ctl)
         })
     }
 
@@ -476,13 +483,15 @@ impl CoreMachine {
     /// Write a memory sysfs tree under `root` from per-block values (see memscan.sysfs).
     /// `link_limit` stands in for the file system's limit on links per inode (tests).
     #[staticmethod]
-    #[pyo3(signature = (root, block_size, blocks, link_limit=None))]
+    /// `progress(done, total)` (blocks) is called as it goes.
+    #[pyo3(signature = (root, block_size, blocks, link_limit=None, progress=None))]
     fn write_sysfs_tree(
         py: Python<'_>,
         root: String,
         block_size: u64,
         blocks: Vec<BlockFilesTuple>,
         link_limit: Option<u32>,
+        progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let files: Vec<sysfs::BlockFiles> = blocks
             .into_iter()
@@ -497,13 +506,13 @@ impl CoreMachine {
                 },
             )
             .collect();
-        interruptible(py, |cancel| {
+        interruptible(py, progress, |ctl| {
             sysfs::write_tree(
                 std::path::Path::new(&root),
                 block_size,
                 &files,
                 link_limit,
-                cancel,
+                ctl,
             )
         })
     }

@@ -3,7 +3,7 @@
 use crate::geometry::{Arch, Geometry, GeometryOverrides};
 use crate::kernel::profile::KernelProfile;
 use crate::page::ZoneType;
-use crate::topology::{LayoutSpec, Machine, PfnRange, ZoneSpec};
+use crate::topology::{Hstate, LayoutSpec, Machine, PfnRange, ZoneSpec};
 
 /// First pfn of RAM: 4 GiB with 4 KiB pages.
 pub const PFN0: u64 = 0x10_0000;
@@ -15,6 +15,11 @@ pub const PB: u64 = 512;
 /// x86_64, 128 MiB blocks, `blocks` blocks of RAM at 4 GiB on node 0, all ZONE_NORMAL, the
 /// blocks in `offline` hot-added and offline; every page free as after boot.
 pub fn machine(blocks: u64, offline: &[u64]) -> Machine {
+    machine_with_hstates(blocks, offline, vec![])
+}
+
+/// [`machine`] with hugetlb sizes.
+pub fn machine_with_hstates(blocks: u64, offline: &[u64], hstates: Vec<Hstate>) -> Machine {
     let g = Geometry::for_arch(
         Arch::X86_64,
         GeometryOverrides {
@@ -41,7 +46,7 @@ pub fn machine(blocks: u64, offline: &[u64]) -> Machine {
             end,
         }],
         offline_blocks: offline.to_vec(),
-        hstates: vec![],
+        hstates,
     })
     .expect("machine")
 }

@@ -6,6 +6,7 @@ use crate::kernel::profile::KernelProfile;
 use crate::page::{
     field_of, kind, kind_of, MigrateType, ZoneType, HSTATE_SLOTS, HUGETLB_FREE, LRU_BATCH,
 };
+use crate::sections::{Compact, RunView};
 use crate::topology::{write_free_range, HugetlbFreeCounts, Machine, TargetSearch};
 
 /// What blocks migration of a page, if anything.
@@ -242,7 +243,8 @@ pub(super) struct HugetlbPool {
 }
 
 /// Free hugetlb pool pages per node and hstate: one pass over online RAM, cached on the
-/// machine for as long as the page store is unchanged (its generation).
+/// machine for as long as the page store is unchanged (its generation; a commit keeps the
+/// cache valid itself, see `commit_offline`).
 pub(super) fn hugetlb_free_counts(m: &Machine) -> HugetlbFreeCounts {
     let generation = m.store.generation();
     let mut cache = m
@@ -254,6 +256,25 @@ pub(super) fn hugetlb_free_counts(m: &Machine) -> HugetlbFreeCounts {
             return counts.clone();
         }
     }
+    let counts = std::sync::Arc::new(count_hugetlb_free(m));
+    *cache = Some((generation, counts.clone()));
+    counts
+}
+
+/// The cached counts if they are valid for the store as it is now.
+pub(super) fn cached_hugetlb_free_counts(m: &Machine) -> Option<Vec<Vec<u64>>> {
+    let cache = m
+        .hugetlb_free_cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match cache.as_ref() {
+        Some((gen, counts)) if *gen == m.store.generation() => Some(counts.to_vec()),
+        _ => None,
+    }
+}
+
+/// Free hugetlb pool pages per node and hstate, counted over online RAM.
+pub(super) fn count_hugetlb_free(m: &Machine) -> Vec<Vec<u64>> {
     let mut counts = vec![vec![0u64; HSTATE_SLOTS]; m.nodes.len().max(1)];
     let g = m.geometry;
     for sec in 0..m.store.nr_sections() {
@@ -267,17 +288,26 @@ pub(super) fn hugetlb_free_counts(m: &Machine) -> HugetlbFreeCounts {
         let Some(node) = counts.get_mut(meta.nid as usize) else {
             continue;
         };
-        for i in 0..run.len() {
-            let b = run.get(i);
+        let mut count = |b: u8| {
             if is_free_hugetlb_head(b) {
-                if let Some(c) = node.get_mut((field_of(b) & 7) as usize) {
-                    *c += 1;
+                node[(field_of(b) & 7) as usize] += 1;
+            }
+        };
+        match run {
+            // boot-time free blocks hold no hugetlb page; a uniform section is one byte
+            RunView::Compact {
+                how: Compact::Uniform(b),
+                len,
+                ..
+            } => {
+                if is_free_hugetlb_head(b) {
+                    node[(field_of(b) & 7) as usize] += len as u64;
                 }
             }
+            RunView::Compact { .. } => {}
+            RunView::Dense(bytes) => bytes.iter().copied().for_each(&mut count),
         }
     }
-    let counts = std::sync::Arc::new(counts);
-    *cache = Some((generation, counts.clone()));
     counts
 }
 

@@ -57,7 +57,8 @@ def test_the_bar_draws_on_a_terminal_only():
             bar.set(5, 10)
             bar.update(5)
             assert bar.done == 10
-    assert "scan" in tty.getvalue()
+    final = tty.getvalue().rstrip().split("\r")[-1]
+    assert final.startswith("scan: 100%") and " 10/10 " in final, final
     assert pipe.getvalue() == ""
     quiet = Tty()
     with Progress(10, "scan", enabled=False, stream=quiet) as bar:

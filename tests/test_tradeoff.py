@@ -300,7 +300,8 @@ def test_progress_bar_counts_records():
     err = io.StringIO()
     with mock.patch("sys.stderr", err):
         tradeoff(cases, levels=(0.0, 1.0), progress=True)
-    assert "tradeoff [" in err.getvalue() and err.getvalue().rstrip().endswith("2/2")
+    final = err.getvalue().rstrip().split("\r")[-1]
+    assert final.startswith("tradeoff: 100%") and " 2/2 " in final, final
     err = io.StringIO()
     with mock.patch("sys.stderr", err):
         tradeoff(cases, levels=(0.0,), progress=None)  # not a terminal: quiet

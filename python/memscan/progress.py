@@ -34,10 +34,13 @@ class Progress:
                 desc=label,
                 file=self.stream,
                 unit=unit,
-                unit_scale=True,
+                # Counts of blocks or pages read as integers; bytes as KiB/MiB/GiB.
+                unit_scale=unit == "B",
+                unit_divisor=1024 if unit == "B" else 1000,
                 dynamic_ncols=True,
                 mininterval=0.1,
-                leave=False,
+                # The finished bar stays, so the user sees what was done and how fast.
+                leave=True,
             )
 
     def update(self, n: int) -> None:

@@ -26,7 +26,8 @@ from .errors import (
 )
 from .kernel import Kernel
 from .kinds import HUGETLB_FREE, ZEROED_HOLE, BlockState, MigrateType, PageKind, page_byte
-from .machine import Fault, Geometry, Machine, Offline, Prediction, Removable, ScanResult
+from .machine import Machine
+from .results import Fault, Geometry, Offline, Origin, Prediction, Removable, ScanResult, ValidZones
 from .sizes import human, parse_size
 from .workload import PRESETS, Workload
 
@@ -48,6 +49,7 @@ __all__ = [
     "MigrateType",
     "NoSuchBlockError",
     "Offline",
+    "Origin",
     "Prediction",
     "PRESETS",
     "PageKind",
@@ -55,6 +57,7 @@ __all__ = [
     "PfnRangeError",
     "Removable",
     "ScanResult",
+    "ValidZones",
     "Workload",
     "ZEROED_HOLE",
     "_core",

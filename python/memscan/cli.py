@@ -26,19 +26,24 @@ from .report import (
 from .workload import PRESETS
 
 
+def _progress(args: argparse.Namespace) -> Optional[bool]:
+    """Progress bars: quiet under --json; otherwise drawn when stderr is a terminal."""
+    return False if getattr(args, "json", False) else None
+
+
 def _populate(m: Machine, args: argparse.Namespace) -> None:
     """Apply --workload: fragmented by default; a captured machine keeps its own pages."""
     if args.workload is None:
         args.workload = "none" if (args.live or args.snapshot) else "fragmented"
     if args.workload != "none":
-        m.populate(args.workload, seed=args.seed)
+        m.populate(args.workload, seed=args.seed, progress=_progress(args))
 
 
 def _machine(args: argparse.Namespace) -> Machine:
     if getattr(args, "live", False):
-        return Machine.live(progress=False if args.json or not sys.stderr.isatty() else None)
+        return Machine.live(progress=_progress(args))
     if getattr(args, "snapshot", None):
-        return Machine.from_snapshot(args.snapshot)
+        return Machine.from_snapshot(args.snapshot, progress=_progress(args))
     if args.iomem:
         return Machine.from_iomem_file(
             args.iomem, arch=args.arch or "x86_64", block_size=args.block_size
@@ -160,7 +165,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sysfs_export(args: argparse.Namespace) -> int:
     m = _machine(args)
     _populate(m, args)
-    info = m.export_sysfs(args.dir, kernel=args.kernel, on_fault=args.on_fault, force=args.force)
+    info = m.export_sysfs(
+        args.dir,
+        kernel=args.kernel,
+        on_fault=args.on_fault,
+        force=args.force,
+        progress=_progress(args),
+    )
     if args.json:
         json.dump(info, sys.stdout)
         sys.stdout.write("\n")
@@ -256,7 +267,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def cmd_capture(args: argparse.Namespace) -> int:
     from .sources.snapshot import capture
 
-    meta = capture(args.out, progress=False if args.json or not sys.stderr.isatty() else None)
+    meta = capture(args.out, progress=_progress(args))
     if args.json:
         json.dump(meta, sys.stdout)
         sys.stdout.write("\n")
@@ -329,7 +340,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         pins=pins,
         seed=args.seed,
         cost=cost,
-        progress=False if args.json or not sys.stderr.isatty() else None,
+        progress=_progress(args),
     )
     wall = time.perf_counter() - started
     be = break_even(recs)

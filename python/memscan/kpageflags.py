@@ -47,7 +47,7 @@ def export_kpageflags(
     with open(os.fspath(path), "wb") as f:
         for start in range(0, total, CHUNK_PFNS):
             n = min(CHUNK_PFNS, total - start)
-            words = machine._core.kpageflags_export(start, n)
+            words = machine.kpageflags_words(start, n)
             f.write(words.astype("<u8", copy=False).tobytes())
             bar.update(n)
     bar.close()
@@ -191,13 +191,8 @@ def import_words(
     from ``start`` (in chunks); add what could not be told apart to ``stats``, return it."""
     stats = _empty_stats() if stats is None else stats
     for off in range(0, len(words), CHUNK_PFNS):
-        part = np.ascontiguousarray(words[off : off + CHUNK_PFNS], dtype=np.uint64)
-        cpart = (
-            None
-            if counts is None
-            else np.ascontiguousarray(counts[off : off + CHUNK_PFNS], dtype=np.uint64)
-        )
-        r = machine._core.kpageflags_import(start + off, part, cpart)
+        cpart = None if counts is None else counts[off : off + CHUNK_PFNS]
+        r = machine.set_pages_from_kpageflags(start + off, words[off : off + CHUNK_PFNS], cpart)
         for k in STAT_KEYS:
             stats[k] += r[k]
         stats["buddy_blocks"] = [a + b for a, b in zip(stats["buddy_blocks"], r["buddy_blocks"])]

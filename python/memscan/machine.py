@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import operator
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._core import X86_VMEMMAP_BASE
-from .errors import ArgumentError, NoSuchBlockError, ParseError, PfnRangeError
+from ._core import X86_VMEMMAP_BASE, CoreMachine
+from .errors import ArgumentError, LayoutError, NoSuchBlockError, ParseError, PfnRangeError
 from .kernel import OFFLINE_KERNEL, POST_PATCH_KERNEL, Kernel, KernelLike, kernel_spec
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
+from .results import (
+    Geometry,
+    Offline,
+    Origin,
+    Prediction,
+    Removable,
+    ScanResult,
+    ValidZones,
+    _fault,
+    offline_from_core,
+    offlines_from_columns,
+    removable_from_core,
+    scan_from_core,
+)
 from .sizes import SizeLike, parse_size
 from .sources import Layout, layout_from_iomem, load_layout, seed_layout, synthetic_layout
+from .sources.layout import canonical_arch
 from .workload import Workload
 
 
@@ -51,167 +66,27 @@ def _str(value: Any, what: str) -> str:
 SCAN_CHUNK = 512
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Sizes of the modeled machine (kernel terms; ``max_order`` is exclusive, as in v5.5)."""
-
-    arch: str
-    page_shift: int
-    section_size_bits: int
-    pageblock_order: int
-    max_order: int
-    block_size: int
-    pages_per_section: int
-    pageblock_nr_pages: int
-    sections_per_block: int
-    pages_per_block: int
-    max_pfn: int
-
-    @property
-    def page_size(self) -> int:
-        return 1 << self.page_shift
-
-    @property
-    def section_size(self) -> int:
-        return 1 << self.section_size_bits
-
-
-@dataclass(frozen=True)
-class Fault:
-    """What the kernel does when a modeled read hits a bad struct page."""
-
-    function: str
-    access: str
-    pfn: int
-    phys: int
-    section: int
-    block: int
-    kind: str  # "bug", "oops", "undefined", "wrong-answer"
-    message: str
-
-    def describe(self) -> str:
-        return (
-            f"{self.function}: {self.access} on pfn {self.pfn:#x} (phys {self.phys:#x}, "
-            f"section {self.section:#x}, memory{self.block}): {self.message}"
-        )
-
-
-@dataclass(frozen=True)
-class Removable:
-    """One read of ``memoryN/removable``.
-
-    ``value`` is 0 or 1 as printed, or ``None`` when the read never returned (BUG/oops) or
-    its answer is undefined; then ``fault`` says why. ``note`` is a silently wrong read that
-    did not stop the scan. The counters are what the kernel touched.
-    """
-
-    block: int
-    kernel: str
-    value: Optional[int]
-    fault: Optional[Fault]
-    note: Optional[Fault]
-    scanned: bool
-    first_unmovable: Optional[Dict[str, Any]]
-    struct_pages_read: int
-    pageblocks_visited: int
-    sections_scanned: int
-
-
-@dataclass
-class ScanResult:
-    """``removable`` of many blocks: numpy columns (``value`` is -1 where the read faulted)."""
-
-    kernel: str
-    block: np.ndarray
-    value: np.ndarray
-    scanned: np.ndarray
-    struct_pages_read: np.ndarray
-    pageblocks_visited: np.ndarray
-    sections_scanned: np.ndarray
-    faults: List[Fault]
-    notes: List[Fault]
-
-    def __len__(self) -> int:
-        return len(self.block)
-
-    def total(self, column: str = "struct_pages_read") -> int:
-        return int(np.asarray(getattr(self, column), dtype=np.uint64).sum())
-
-
-@dataclass(frozen=True)
-class Offline:
-    """The answer to ``echo offline > memoryN/state``.
-
-    ``errno`` is None on success, else "EINVAL", "EBUSY", "EPERM" or "EINTR"; ``reason`` is
-    the kernel's reason ("memory holes", "failure to isolate range", "signal backoff", ...) or
-    the refusal before ``offline_pages`` ("non-present sections", "already offline"); ``pfn``
-    the page that decided it; ``detail`` why, in plain words. The counters are the kernel's
-    work until the outcome; EINTR counts ``patience_rounds`` migration passes.
-    """
-
-    block: int
-    kernel: str
-    errno: Optional[str]
-    reason: Optional[str]
-    pfn: Optional[int]
-    detail: Optional[str]
-    fault: Optional[Fault]
-    applied: bool
-    struct_pages_read: int
-    pageblocks_isolated: int
-    pages_migrated: int
-    migration_rounds: int
-    lru_add_drain_all: int
-    drain_all_pages: int
-
-    @property
-    def ok(self) -> bool:
-        return self.errno is None
-
-
-@dataclass
-class Prediction:
-    """Per block: pre-patch ``removable`` (-1 = fault), post-patch ``removable``, and the
-    predicted offline outcome, side by side."""
-
-    kernel: str
-    post_kernel: str
-    offline_kernel: str
-    block: np.ndarray
-    removable_pre: np.ndarray
-    removable_post: np.ndarray
-    offline: List[Offline]
-
-    def confusion(self, which: str = "pre") -> Dict[str, Any]:
-        """Confusion matrix of ``removable`` (``which`` = "pre" or "post") against the offline
-        outcome: a positive is removable = 1, a true one an offline that succeeds. Faulted
-        reads are counted apart. The reasons behind the false answers are tallied."""
-        col = self.removable_pre if which == "pre" else self.removable_post
-        out: Dict[str, Any] = {"tp": 0, "fp": 0, "tn": 0, "fn": 0, "fault": 0, "fp_reasons": {}}
-        for v, o in zip(col.tolist(), self.offline):
-            if v < 0:
-                out["fault"] += 1
-                continue
-            key = ("tp" if o.ok else "fp") if v == 1 else ("fn" if o.ok else "tn")
-            out[key] += 1
-            if key == "fp":
-                why = f"{o.errno} {o.reason}" + (f" ({o.detail})" if o.detail else "")
-                out["fp_reasons"][why] = out["fp_reasons"].get(why, 0) + 1
-        return out
-
-
-@dataclass(frozen=True)
-class ValidZones:
-    """One read of ``memoryN/valid_zones``: ``value`` is None when ``fault`` stopped it."""
-
-    block: int
-    kernel: str
-    value: Optional[str]
-    fault: Optional[Fault]
-
-
-def _fault(d: Optional[Dict[str, Any]]) -> Optional[Fault]:
-    return None if d is None else Fault(**d)
+def _build_core(layout: Layout) -> CoreMachine:
+    """The native model of a layout: sources return plain data, only the facade builds."""
+    pr = layout.pfn_ranges()
+    if not pr["ram"]:
+        raise LayoutError(f"{layout.name}: the layout has no RAM")
+    geometry = {k: int(v) for k, v in layout.geometry.items()}
+    if layout.block_size is not None:
+        geometry["block_size"] = int(layout.block_size)
+    zones = layout.zones if layout.zones is not None else layout.derived_zones(pr["ram"])
+    return CoreMachine.build(
+        canonical_arch(layout.arch),
+        geometry,
+        layout.boot_mem_end(),
+        [(s, e, n) for s, e, n, _ in pr["ram"]],
+        [(s, e) for s, e, _, _ in pr["reserved"]],
+        pr["device"],
+        list(zones),
+        list(layout.offline_blocks),
+        list(layout.hstates),
+        layout.kernel,
+    )
 
 
 class Machine:
@@ -223,20 +98,55 @@ class Machine:
     each optionally with "+debug" (DEBUG_VM and DEBUG_VM_PGFLAGS).
     """
 
-    def __init__(self, core: Any, layout: Optional[Layout] = None, name: str = "machine"):
+    def __init__(
+        self,
+        core: Any,
+        layout: Optional[Layout] = None,
+        name: str = "machine",
+        origin: Optional[Origin] = None,
+    ):
         self._core = core
         self.layout = layout
         self.name = name
-        #: the kernel's own removable answers, for machines read from sysfs
-        self.sysfs_removable: Optional[Dict[int, Optional[int]]] = None
-        #: the parsed tree, for machines read from sysfs
-        self.sysfs_tree: Any = None
-        #: for machines from a snapshot: what was known, missing and uncertain
-        self.snapshot_info: Optional[Dict[str, Any]] = None
-        #: s390x only: the SCLP storage increment (rzm) in bytes. ``phys_device`` of a block is
-        #: its start address / rzm on s390x (arch_get_memory_phys_device, sclp_cmd.c since
-        #: 57b552ba0b2f, 2010; still in 6.1), 0 when rzm is unknown, and 0 on every other arch.
-        self.storage_increment: Optional[int] = None
+        #: where this machine came from and what its source told beyond the layout
+        self.origin = origin if origin is not None else Origin(source=name)
+
+    # The provenance attributes of earlier releases, kept as views of ``origin``.
+    @property
+    def sysfs_removable(self) -> Optional[Dict[int, Optional[int]]]:
+        """The kernel's own removable answers, for machines read from sysfs."""
+        return self.origin.sysfs_removable
+
+    @sysfs_removable.setter
+    def sysfs_removable(self, value: Optional[Dict[int, Optional[int]]]) -> None:
+        self.origin.sysfs_removable = value
+
+    @property
+    def sysfs_tree(self) -> Any:
+        """The parsed tree, for machines read from sysfs."""
+        return self.origin.sysfs_tree
+
+    @sysfs_tree.setter
+    def sysfs_tree(self, value: Any) -> None:
+        self.origin.sysfs_tree = value
+
+    @property
+    def snapshot_info(self) -> Optional[Dict[str, Any]]:
+        """For machines from a snapshot: what was known, missing and uncertain."""
+        return self.origin.snapshot_info
+
+    @snapshot_info.setter
+    def snapshot_info(self, value: Optional[Dict[str, Any]]) -> None:
+        self.origin.snapshot_info = value
+
+    @property
+    def storage_increment(self) -> Optional[int]:
+        """s390x only: the SCLP storage increment (rzm) in bytes (see ``Origin``)."""
+        return self.origin.storage_increment
+
+    @storage_increment.setter
+    def storage_increment(self, value: Optional[int]) -> None:
+        self.origin.storage_increment = value
 
     def copy(self) -> Machine:
         """An independent copy: its pages, pageblock bits and block states change apart from
@@ -247,21 +157,19 @@ class Machine:
         """
         import copy as _copy
 
-        c = Machine(self._core.copy(), self.layout, self.name)
-        for k in ("sysfs_removable", "sysfs_tree", "snapshot_info", "storage_increment"):
-            setattr(c, k, _copy.deepcopy(getattr(self, k)))
-        return c
+        return Machine(self._core.copy(), self.layout, self.name, _copy.deepcopy(self.origin))
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
-    def from_layout_object(cls, layout: Layout) -> Machine:
-        return cls(layout.build(), layout, layout.name)
+    def from_layout_object(cls, layout: Layout, origin: Optional[Origin] = None) -> Machine:
+        """Build the native model of a ``Layout`` (the one place one is built)."""
+        return cls(_build_core(layout), layout, layout.name, origin)
 
     @classmethod
     def seed(cls) -> Machine:
         """The embedded default: the machine of the March 2020 lsmem crash (see
         ``memscan.sources.embedded``)."""
-        return cls.from_layout_object(seed_layout())
+        return cls.from_layout_object(seed_layout(), Origin("seed", "the March 2020 lsmem crash"))
 
     @classmethod
     def from_iomem(
@@ -280,7 +188,8 @@ class Machine:
         """
         bs = None if block_size is None else parse_size(block_size, "block_size")
         return cls.from_layout_object(
-            layout_from_iomem(text, arch=arch, block_size=bs, source=source)
+            layout_from_iomem(text, arch=arch, block_size=bs, source=source),
+            Origin("iomem", source),
         )
 
     @classmethod
@@ -310,9 +219,8 @@ class Machine:
         ``memscan.sources.synthetic``. ``kernel`` picks the geometry defaults where kernel
         versions differ (arm64: 1 GiB sections before v5.12, 128 MiB with 4K/16K pages and
         512 MiB with 64K from v5.12, so "6.1" gives those); None takes v5.5's."""
-        return cls.from_layout_object(
-            synthetic_layout(total, arch, block_size, nodes, pmem, page_size, kernel)
-        )
+        layout = synthetic_layout(total, arch, block_size, nodes, pmem, page_size, kernel)
+        return cls.from_layout_object(layout, Origin("synthetic", layout.name))
 
     @classmethod
     def from_snapshot(
@@ -324,10 +232,25 @@ class Machine:
         Raises:
             ParseError: a missing or malformed file in the snapshot (named in the message).
         """
-        from .sources.snapshot import load
+        from .kpageflags import import_words
+        from .sources.snapshot import OpenSnapshot
 
-        m, info = load(path, progress)
-        m.snapshot_info = info
+        with OpenSnapshot(path) as snap:
+            t0 = time.perf_counter()
+            tree = snap.tree
+            origin = Origin(
+                "snapshot", os.fspath(path), sysfs_removable=tree.removable(), sysfs_tree=tree
+            )
+            m = cls.from_layout_object(snap.layout, origin)
+            if snap.uninit_memmap is not None:
+                m.uninit_memmap = snap.uninit_memmap
+            stats = None
+            total = snap.kpageflags_pfns(m.geometry.max_pfn)
+            with Progress(total, "kpageflags", enabled=progress, unit="pfn") as bar:
+                for start, words, counts in snap.page_chunks(m.geometry.max_pfn):
+                    stats = import_words(m, words, start, stats, counts)
+                    bar.update(len(words))
+            origin.snapshot_info = snap.describe(m, stats, time.perf_counter() - t0)
         return m
 
     @classmethod
@@ -366,11 +289,16 @@ class Machine:
 
         tree = read_sysfs_tree(src)
         layout, removable = layout_from_sysfs(tree, arch, page_size)
-        m = cls.from_layout_object(layout)
-        m.sysfs_removable = removable
-        m.sysfs_tree = tree
-        if layout.arch == "s390x":
-            m.storage_increment = storage_increment_from_sysfs(tree)
+        origin = Origin(
+            "sysfs",
+            os.fspath(src),
+            sysfs_removable=removable,
+            sysfs_tree=tree,
+            storage_increment=storage_increment_from_sysfs(tree)
+            if layout.arch == "s390x"
+            else None,
+        )
+        m = cls.from_layout_object(layout, origin)
         for b in tree.blocks:
             if b.state == "going-offline":
                 m.set_block_state(b.block, "going-offline")
@@ -379,7 +307,8 @@ class Machine:
     @classmethod
     def from_layout(cls, layout: Union[Dict[str, Any], str, os.PathLike[str]]) -> Machine:
         """From a declarative layout: a dict or a JSON file (see ``memscan.sources.layout``)."""
-        return cls.from_layout_object(load_layout(layout))
+        source = "<dict>" if isinstance(layout, dict) else os.fspath(layout)
+        return cls.from_layout_object(load_layout(layout), Origin("layout", source))
 
     # -- structure --------------------------------------------------------------------------
     @property
@@ -430,9 +359,15 @@ class Machine:
         return self._core.hstates()
 
     # -- pages ------------------------------------------------------------------------------
-    def populate(self, workload: Union[Workload, str, None] = None, seed: int = 0) -> Machine:
+    def populate(
+        self,
+        workload: Union[Workload, str, None] = None,
+        seed: int = 0,
+        progress: Optional[bool] = None,
+    ) -> Machine:
         """Fill online RAM with a workload (a ``Workload`` or a preset name). Deterministic:
-        the same seed gives the same pages. Returns self."""
+        the same seed gives the same pages. A progress bar (blocks filled) shows on a
+        terminal unless ``progress=False``; Ctrl-C stops it. Returns self."""
         if workload is None:
             workload = Workload()
         if isinstance(workload, str):
@@ -443,7 +378,9 @@ class Machine:
             )
         if not isinstance(seed, int) or seed < 0:
             raise ArgumentError(f"populate: seed must be a non-negative int, got {seed!r}")
-        self._core.populate(workload.to_dict(), seed)
+        total = len(self.blocks())
+        with Progress(total, "populate", enabled=progress, unit="block") as bar:
+            self._core.populate(workload.to_dict(), seed, bar.set if bar.enabled else None)
         return self
 
     def pages(self, block: int) -> np.ndarray:
@@ -570,19 +507,8 @@ class Machine:
             NoSuchBlockError: the block id is out of range or has no directory.
             ArgumentError: an unknown kernel.
         """
-        d = self._core.removable(_block(block), kernel_spec(kernel))
-        return Removable(
-            block=d["block"],
-            kernel=kernel_spec(kernel),
-            value=d["value"],
-            fault=_fault(d["fault"]),
-            note=_fault(d["note"]),
-            scanned=d["scanned"],
-            first_unmovable=d["first_unmovable"],
-            struct_pages_read=d["struct_pages_read"],
-            pageblocks_visited=d["pageblocks_visited"],
-            sections_scanned=d["sections_scanned"],
-        )
+        kernel = kernel_spec(kernel)
+        return removable_from_core(self._core.removable(_block(block), kernel), kernel)
 
     def scan(
         self,
@@ -608,22 +534,7 @@ class Machine:
         finally:
             bar.close()
 
-        def col(name: str, dtype: Any) -> np.ndarray:
-            if not parts:
-                return np.zeros(0, dtype=dtype)
-            return np.concatenate([p[name] for p in parts]).astype(dtype, copy=False)
-
-        return ScanResult(
-            kernel=kernel_spec(kernel),
-            block=col("block", np.uint64),
-            value=col("value", np.int8),
-            scanned=col("scanned", np.bool_),
-            struct_pages_read=col("struct_pages_read", np.uint64),
-            pageblocks_visited=col("pageblocks_visited", np.uint64),
-            sections_scanned=col("sections_scanned", np.uint64),
-            faults=[Fault(**f) for p in parts for f in p["faults"]],
-            notes=[Fault(**f) for p in parts for f in p["notes"]],
-        )
+        return scan_from_core(parts, kernel)
 
     def offline(
         self,
@@ -641,13 +552,9 @@ class Machine:
         Raises:
             NoSuchBlockError: no such memory block.
         """
-        d = dict(
-            self._core.offline(
-                _block(block), kernel_spec(kernel), bool(dry_run), int(patience_rounds)
-            )
-        )
-        d["fault"] = _fault(d["fault"])
-        return Offline(kernel=kernel_spec(kernel), **d)
+        kernel = kernel_spec(kernel)
+        d = self._core.offline(_block(block), kernel, bool(dry_run), int(patience_rounds))
+        return offline_from_core(d, kernel)
 
     def offline_many(
         self,
@@ -657,29 +564,9 @@ class Machine:
     ) -> List[Offline]:
         """Dry-run offline of every block (or ``blocks``) in one native call."""
         ids = [_block(b) for b in (self.blocks() if blocks is None else blocks)]
-        d = self._core.offline_many(ids, kernel_spec(kernel), int(patience_rounds))
-        work = (
-            "struct_pages_read",
-            "pageblocks_isolated",
-            "pages_migrated",
-            "migration_rounds",
-            "lru_add_drain_all",
-            "drain_all_pages",
-        )
-        return [
-            Offline(
-                block=b,
-                kernel=kernel_spec(kernel),
-                errno=d["errno"][i],
-                reason=d["reason"][i],
-                pfn=d["pfn"][i],
-                detail=d["detail"][i],
-                fault=_fault(d["fault"][i]),
-                applied=False,
-                **{k: int(d[k][i]) for k in work},
-            )
-            for i, b in enumerate(ids)
-        ]
+        kernel = kernel_spec(kernel)
+        d = self._core.offline_many(ids, kernel, int(patience_rounds))
+        return offlines_from_columns(ids, d, kernel)
 
     def export_sysfs(
         self,
@@ -688,6 +575,7 @@ class Machine:
         on_fault: str = "missing",
         values: str = "model",
         force: bool = False,
+        progress: Optional[bool] = None,
     ) -> Dict[str, Any]:
         """Write ``root/sys/devices/system/memory`` as this kernel would show it; real
         ``lsmem --sysroot root`` reads it. See ``memscan.sysfs`` for ``on_fault``. ``root``
@@ -696,7 +584,7 @@ class Machine:
         them (machines from ``from_sysfs``), so lsmem prints what it printed on the original."""
         from .sysfs import export_sysfs
 
-        return export_sysfs(self, root, kernel, on_fault, values, force)
+        return export_sysfs(self, root, kernel, on_fault, values, force, progress=progress)
 
     def export_kpageflags(
         self, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
@@ -795,6 +683,68 @@ class Machine:
         return ValidZones(
             block=int(block), kernel=kernel_spec(kernel), value=d["value"], fault=_fault(d["fault"])
         )
+
+    def valid_zones_many(
+        self, blocks: Sequence[int], kernel: KernelLike = OFFLINE_KERNEL
+    ) -> List[Optional[str]]:
+        """``valid_zones`` text of many blocks in one native call (None where a read faults;
+        ``valid_zones_read`` says how)."""
+        return list(self._core.valid_zones_many([_block(b) for b in blocks], kernel_spec(kernel)))
+
+    def kpageflags_words(self, start_pfn: int, count: int) -> np.ndarray:
+        """/proc/kpageflags words (6.1 semantics) of ``count`` pfns from ``start_pfn``."""
+        return self._core.kpageflags_export(_pfn(start_pfn), _pfn(count, "count"))
+
+    def set_pages_from_kpageflags(
+        self, start_pfn: int, words: np.ndarray, counts: Optional[np.ndarray] = None
+    ) -> Dict[str, Any]:
+        """Set the page kinds of ``len(words)`` pfns from ``start_pfn`` from kpageflags words
+        (and kpagecount ``counts``, the same pfns); returns what could not be told apart
+        (src/kpageflags.rs). ``import_kpageflags`` reads whole files with it."""
+        w = np.ascontiguousarray(words, dtype=np.uint64)
+        c = None if counts is None else np.ascontiguousarray(counts, dtype=np.uint64)
+        return dict(self._core.kpageflags_import(_pfn(start_pfn), w, c))
+
+    def write_sysfs_blocks(
+        self,
+        root: str,
+        rows: List[Tuple[int, str, Optional[str], Optional[str], List[int], int]],
+        link_limit: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> None:
+        """Write ``root/sys/devices/system/memory`` from rows of (block, state, removable,
+        valid_zones, node ids, phys_device) at this machine's block size: the writer behind
+        ``export_sysfs``, which decides the rows and checks the target."""
+        with Progress(len(rows), "sysfs export", enabled=progress, unit="block") as bar:
+            self._core.write_sysfs_tree(
+                root, self.geometry.block_size, rows, link_limit, bar.set if bar.enabled else None
+            )
+
+    def model_state(self) -> Dict[str, Any]:
+        """The model's whole state as plain data (copies): every page byte, section flags and
+        nodes, pageblock bits, zones, nodes online, hstates, block states, System RAM,
+        standby blocks, hugetlb reservations, the uninitialised memmap's content, 6.1's
+        mem->zone per block, HVO and the min_free_kbytes inputs. What the reference model
+        (memscan.reference) and other independent readers start from."""
+        core, g = self._core, self.geometry
+        secs = core.sections()
+        return {
+            "pages": core.page_bytes(0, g.max_pfn),
+            "section_flags": secs["flags"],
+            "section_nid": secs["nid"],
+            "pageblock_bits": core.pageblock_bits(),
+            "zones": list(core.zones()),
+            "nodes_online": list(core.nodes_online()),
+            "hstates": list(core.hstates()),
+            "block_states": core.block_states(),
+            "system_ram": list(core.system_ram()),
+            "standby_blocks": list(core.standby_blocks()),
+            "hugetlb_reserved": list(core.hugetlb_reserved()),
+            "uninit_memmap": core.uninit_memmap,
+            "mem_zones": list(core.mem_zones()),
+            "hvo": bool(core.hugetlb_vmemmap_optimized),
+            "min_free_inputs": tuple(core.min_free_inputs()),
+        }
 
     def predict(
         self,

@@ -107,8 +107,7 @@ class Snapshot:
     @staticmethod
     def of(machine: Any) -> Snapshot:
         g = machine.geometry
-        core = machine._core
-        secs = core.sections()
+        st = machine.model_state()
         return Snapshot(
             arch=g.arch,
             page_shift=g.page_shift,
@@ -116,21 +115,21 @@ class Snapshot:
             pageblock_order=g.pageblock_order,
             max_order=g.max_order,
             sections_per_block=g.sections_per_block,
-            pages=core.page_bytes(0, g.max_pfn),
-            section_flags=secs["flags"],
-            section_nid=secs["nid"],
-            pageblock_bits=core.pageblock_bits(),
-            zones={(nid, z): (s, e) for nid, z, s, e in core.zones()},
-            nodes_online=list(core.nodes_online()),
-            hstates=list(core.hstates()),
-            block_states=core.block_states(),
-            system_ram=list(core.system_ram()),
-            standby_blocks=list(core.standby_blocks()),
-            hugetlb_reserved=list(core.hugetlb_reserved()),
-            uninit_memmap=core.uninit_memmap,
-            mem_zone=[None if z is None else (int(z[0]), z[1]) for z in core.mem_zones()],
-            hvo=bool(core.hugetlb_vmemmap_optimized),
-            min_free_inputs=tuple(core.min_free_inputs()),
+            pages=st["pages"],
+            section_flags=st["section_flags"],
+            section_nid=st["section_nid"],
+            pageblock_bits=st["pageblock_bits"],
+            zones={(nid, z): (s, e) for nid, z, s, e in st["zones"]},
+            nodes_online=st["nodes_online"],
+            hstates=st["hstates"],
+            block_states=st["block_states"],
+            system_ram=st["system_ram"],
+            standby_blocks=st["standby_blocks"],
+            hugetlb_reserved=st["hugetlb_reserved"],
+            uninit_memmap=st["uninit_memmap"],
+            mem_zone=[None if z is None else (int(z[0]), z[1]) for z in st["mem_zones"]],
+            hvo=st["hvo"],
+            min_free_inputs=st["min_free_inputs"],
         )
 
 

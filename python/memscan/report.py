@@ -28,7 +28,8 @@ import numpy as np
 from .errors import ArgumentError
 from .kernel import POST_PATCH_KERNEL, SEED_KERNEL, Kernel
 from .kinds import BlockState
-from .machine import Machine, Offline, Prediction, ScanResult
+from .machine import Machine
+from .results import Offline, Prediction, ScanResult
 
 STRUCT_PAGE = 64
 
@@ -537,7 +538,7 @@ def _valid_zones(
     except ArgumentError:
         return [(None, None)] * len(ids)  # no CONFIG_MEMORY_HOTREMOVE: no valid_zones file
     try:
-        texts: List[Optional[str]] = list(m._core.valid_zones_many(ids, kernel))
+        texts: List[Optional[str]] = m.valid_zones_many(ids, kernel)
     except Exception:  # the bulk read is an optimisation: read one by one without it
         texts = [None] * len(ids)
         texts[0] = first.value

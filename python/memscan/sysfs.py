@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from .errors import ArgumentError
-from .kinds import BlockState
+from .kinds import SEC_DEVICE, SEC_PRESENT, BlockState
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -109,6 +109,7 @@ def export_sysfs(
     values: str = "model",
     force: bool = False,
     _link_limit: Optional[int] = None,
+    progress: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Write ``root/sys/devices/system/memory`` (and ``node``) for ``machine`` under ``kernel``.
 
@@ -143,14 +144,12 @@ def export_sysfs(
     except ArgumentError:
         has_zones = False  # no CONFIG_MEMORY_HOTREMOVE: no valid_zones file
     ids = scan.block.tolist()
-    zones_of = (
-        machine._core.valid_zones_many(ids, kernel) if has_zones and imported is None else None
-    )
+    zones_of = machine.valid_zones_many(ids, kernel) if has_zones and imported is None else None
     # nodes of each block's present boot sections, vectorised over blocks
     nb = len(flags) // spb
     f2 = np.asarray(flags[: nb * spb]).reshape(nb, spb)
     n2 = np.asarray(nid_of[: nb * spb]).reshape(nb, spb).astype(np.int64)
-    present = ((f2 & 1) != 0) & ((f2 & 8) == 0)
+    present = ((f2 & SEC_PRESENT) != 0) & ((f2 & SEC_DEVICE) == 0)
     lo = np.where(present, n2, 1 << 20).min(axis=1)
     hi = np.where(present, n2, -1).max(axis=1)
     state_names = [BlockState(c).sysfs for c in range(len(BlockState))]
@@ -184,5 +183,5 @@ def export_sysfs(
         # rmtree works through directory fds and unlinks symlinks, FIFOs and hard links
         # without following or writing them
         shutil.rmtree(path)
-    machine._core.write_sysfs_tree(root, g.block_size, rows, _link_limit)
+    machine.write_sysfs_blocks(root, rows, _link_limit, progress)
     return {"root": root, "blocks": len(rows), "faulted": sorted(faulted), "kernel": kernel}

@@ -203,31 +203,6 @@ class Layout:
         ends = [r.end for r in self.ranges if r.kind == "ram"]
         return max(ends) if ends else 0
 
-    def build(self) -> Any:
-        """Build the native model."""
-        from .. import _core
-
-        arch = canonical_arch(self.arch)
-        pr = self.pfn_ranges()
-        if not pr["ram"]:
-            raise LayoutError(f"{self.name}: the layout has no RAM")
-        geometry = {k: int(v) for k, v in self.geometry.items()}
-        if self.block_size is not None:
-            geometry["block_size"] = int(self.block_size)
-        zones = self.zones if self.zones is not None else self.derived_zones(pr["ram"])
-        return _core.CoreMachine.build(
-            arch,
-            geometry,
-            self.boot_mem_end(),
-            [(s, e, n) for s, e, n, _ in pr["ram"]],
-            [(s, e) for s, e, _, _ in pr["reserved"]],
-            pr["device"],
-            list(zones),
-            list(self.offline_blocks),
-            list(self.hstates),
-            self.kernel,
-        )
-
 
 def default_altmap_bytes(start: int, page_shift: int) -> int:
     """Bytes at the start of a pmem namespace in "memmap on device" (fsdax, ``--map=dev``)

@@ -6,7 +6,7 @@
 so), the kernel release and page size, into one gzip-compressed tarball. kpageflags is
 streamed in chunks through a temporary file, so memory stays bounded whatever the machine.
 
-``load(path)`` builds a Machine: RAM and reserved ranges from iomem, zone spans and nodes from
+``OpenSnapshot(path)`` gives what ``Machine.from_snapshot`` builds a model from: RAM and reserved ranges from iomem, zone spans and nodes from
 zoneinfo (exact ``start_pfn`` and ``spanned``), block size and states from sysfs, page kinds
 from kpageflags (mapping in src/kpageflags.rs), free blocks cross-checked against buddyinfo.
 
@@ -32,13 +32,13 @@ import re
 import tarfile
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ..errors import MemscanError, ParseError
 from ..kernel import Kernel
-from ..kpageflags import check_kpageflags_size, import_words
+from ..kpageflags import check_kpageflags_size
 from ..progress import Progress
 from .iomem import layout_from_iomem
 from .layout import ARCH_ALIASES
@@ -295,108 +295,130 @@ class Snapshot:
         self.tar.close()
 
 
-def load(
-    path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
-) -> Tuple[Any, Dict[str, Any]]:
-    """Build a Machine from a snapshot; returns it and a report of what was and was not known."""
-    from ..machine import Machine
-    from .sysfs_tree import read_sysfs_tree
+class OpenSnapshot:
+    """A snapshot opened for building a model: the layout (RAM and reserved ranges from
+    iomem, nodes and exact zone spans from zoneinfo, block size and states from sysfs) and
+    the sysfs tree as plain data, the page words streamed by ``page_chunks``, and
+    ``describe`` comparing what was captured with a model built from it. Only the Machine
+    facade builds the model (``Machine.from_snapshot``). A context manager."""
 
-    snap = Snapshot(path)
-    try:
-        iomem = snap.need("proc/iomem")
-        zones = parse_zoneinfo(snap.need("proc/zoneinfo"), f"{snap.path}: proc/zoneinfo")
-        arch = snap.meta.get("arch", "x86_64")
-        page_shift = int(snap.meta.get("page_size", 4096)).bit_length() - 1
-        with tempfile.TemporaryDirectory() as tmp:
-            members = [m for m in snap.tar.getmembers() if m.name.startswith("sys/")]
-            snap.tar.extractall(tmp, members=members, filter="data")
-            tree = read_sysfs_tree(tmp)
-        layout = layout_from_iomem(
-            iomem, arch=arch, block_size=tree.block_size, source=f"{snap.path}: proc/iomem"
-        )
-        if page_shift != 12:
-            layout.geometry["page_shift"] = page_shift
-        # nodes and zones from zoneinfo: split RAM ranges at node boundaries
-        shift = layout.page_shift()
-        node_spans: Dict[int, Tuple[int, int]] = {}
-        for nid, _, s, e in zones:
-            lo, hi = node_spans.get(nid, (s, e))
-            node_spans[nid] = (min(lo, s), max(hi, e))
-        ranges = []
-        for r in layout.ranges:
-            placed = False
-            for nid, (s, e) in sorted(node_spans.items()):
-                a, b = max(r.start, s << shift), min(r.end, e << shift)
-                if a < b:
-                    ranges.append(type(r)(a, b, r.kind, nid, r.uninit))
-                    placed = True
-            if not placed:
-                ranges.append(r)
-        layout.ranges = ranges
-        layout.zones = zones
-        layout.offline_blocks = [b.block for b in tree.blocks if b.state == "offline"]
-        layout.name = f"snapshot {snap.path} ({snap.meta.get('kernel_release')})"
-        t0 = time.perf_counter()
-        m = Machine.from_layout_object(layout)
-        fill = snap.meta.get("uninit_memmap")
-        if fill in ("zero", "garbage"):
-            # a ground-truth run says what its guest's never-initialised memmap held
-            m.uninit_memmap = fill
-        m.sysfs_tree = tree
-        m.sysfs_removable = tree.removable()
-        info: Dict[str, Any] = {"missing": list(snap.meta.get("missing", [])), "meta": snap.meta}
-        kpf = None
+    def __init__(self, path: Union[str, os.PathLike[str]]):
+        from .sysfs_tree import read_sysfs_tree
+
+        self.snap = snap = Snapshot(path)
+        try:
+            self.path = snap.path
+            self.meta = snap.meta
+            iomem = snap.need("proc/iomem")
+            self.zoneinfo = snap.need("proc/zoneinfo")
+            zones = parse_zoneinfo(self.zoneinfo, f"{snap.path}: proc/zoneinfo")
+            arch = snap.meta.get("arch", "x86_64")
+            page_shift = int(snap.meta.get("page_size", 4096)).bit_length() - 1
+            with tempfile.TemporaryDirectory() as tmp:
+                members = [m for m in snap.tar.getmembers() if m.name.startswith("sys/")]
+                snap.tar.extractall(tmp, members=members, filter="data")
+                self.tree = read_sysfs_tree(tmp)
+            layout = layout_from_iomem(
+                iomem, arch=arch, block_size=self.tree.block_size, source=f"{snap.path}: proc/iomem"
+            )
+            if page_shift != 12:
+                layout.geometry["page_shift"] = page_shift
+            # nodes and zones from zoneinfo: split RAM ranges at node boundaries
+            shift = layout.page_shift()
+            node_spans: Dict[int, Tuple[int, int]] = {}
+            for nid, _, s, e in zones:
+                lo, hi = node_spans.get(nid, (s, e))
+                node_spans[nid] = (min(lo, s), max(hi, e))
+            ranges = []
+            for r in layout.ranges:
+                placed = False
+                for nid, (s, e) in sorted(node_spans.items()):
+                    a, b = max(r.start, s << shift), min(r.end, e << shift)
+                    if a < b:
+                        ranges.append(type(r)(a, b, r.kind, nid, r.uninit))
+                        placed = True
+                if not placed:
+                    ranges.append(r)
+            layout.ranges = ranges
+            layout.zones = zones
+            layout.offline_blocks = [b.block for b in self.tree.blocks if b.state == "offline"]
+            layout.name = f"snapshot {snap.path} ({snap.meta.get('kernel_release')})"
+            self.layout = layout
+            fill = snap.meta.get("uninit_memmap")
+            #: what a ground-truth run's guest's never-initialised memmap held, if it says
+            self.uninit_memmap: Optional[str] = fill if fill in ("zero", "garbage") else None
+            self.missing: List[str] = list(snap.meta.get("missing", []))
+        except BaseException:
+            snap.close()
+            raise
+
+    def kpageflags_pfns(self, max_pfn: int) -> int:
+        """The pfn count ``page_chunks`` yields for a model ending at ``max_pfn`` (0 when the
+        snapshot has no kpageflags); the same check as import_kpageflags, on the member's
+        size before reading it."""
+        try:
+            size = self.snap.tar.getmember("proc/kpageflags").size
+        except KeyError:
+            return 0
+        return check_kpageflags_size(f"{self.path}: proc/kpageflags", size, max_pfn)
+
+    def page_chunks(self, max_pfn: int) -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
+        """(start pfn, kpageflags words, kpagecount words or None) in chunks, streamed so
+        memory stays bounded whatever the machine size; what is absent goes to ``missing``."""
+        snap = self.snap
         try:
             kpf = snap.tar.extractfile("proc/kpageflags")
         except KeyError:
-            info["missing"].append("proc/kpageflags: page kinds are the boot state (all free)")
-        if kpf is not None:
-            # the same check as import_kpageflags, on the member's size before reading it
-            limit = check_kpageflags_size(
-                f"{snap.path}: proc/kpageflags",
-                snap.tar.getmember("proc/kpageflags").size,
-                m.geometry.max_pfn,
+            kpf = None
+        if kpf is None:
+            self.missing.append("proc/kpageflags: page kinds are the boot state (all free)")
+            return
+        limit = self.kpageflags_pfns(max_pfn)
+        # kpagecount beside it (same pfns) tells free hugetlb pool pages from mapped ones
+        kpc = None
+        try:
+            if snap.tar.getmember("proc/kpagecount").size >= limit * 8:
+                kpc = snap.tar.extractfile("proc/kpagecount")
+        except KeyError:
+            pass
+        if kpc is None:
+            self.missing.append(
+                "proc/kpagecount: free hugetlb pool pages cannot be told from mapped ones "
+                "(all taken as in use)"
             )
-            # kpagecount beside it (same pfns) tells free hugetlb pool pages from mapped ones
-            kpc = None
-            try:
-                if snap.tar.getmember("proc/kpagecount").size >= limit * 8:
-                    kpc = snap.tar.extractfile("proc/kpagecount")
-            except KeyError:
-                pass
-            # streamed: memory stays bounded whatever the machine size
-            st = None
-            start = 0
-            while start < limit:
-                data = kpf.read(min(CHUNK, limit - start) * 8)
-                if not data:
-                    raise ParseError(f"{snap.path}: proc/kpageflags ended early at pfn {start:#x}")
-                words = np.frombuffer(data[: len(data) // 8 * 8], dtype="<u8")
-                counts = None
-                if kpc is not None:
-                    counts = np.frombuffer(kpc.read(len(words) * 8), dtype="<u8")
-                    if len(counts) != len(words):
-                        raise ParseError(
-                            f"{snap.path}: proc/kpagecount ended early at pfn {start:#x}"
-                        )
-                st = import_words(m, words, start, st, counts)
-                start += len(words)
-            info["kpageflags"] = st
-            if kpc is None:
-                info["missing"].append(
-                    "proc/kpagecount: free hugetlb pool pages cannot be told from mapped ones "
-                    "(all taken as in use)"
-                )
+        start = 0
+        while start < limit:
+            data = kpf.read(min(CHUNK, limit - start) * 8)
+            if not data:
+                raise ParseError(f"{snap.path}: proc/kpageflags ended early at pfn {start:#x}")
+            words = np.frombuffer(data[: len(data) // 8 * 8], dtype="<u8")
+            counts = None
+            if kpc is not None:
+                counts = np.frombuffer(kpc.read(len(words) * 8), dtype="<u8")
+                if len(counts) != len(words):
+                    raise ParseError(f"{snap.path}: proc/kpagecount ended early at pfn {start:#x}")
+            yield start, words, counts
+            start += len(words)
+
+    def describe(
+        self, machine: Any, kpageflags: Optional[Dict[str, Any]], build_seconds: float
+    ) -> Dict[str, Any]:
+        """What was known, missing and uncertain, and the captured watermarks, min_free_kbytes
+        and buddyinfo beside what ``machine`` (the model built from this snapshot) makes of
+        them; ``kpageflags`` is the page import's counts (None without kpageflags)."""
+        snap, m = self.snap, machine
+        info: Dict[str, Any] = {"missing": list(self.missing), "meta": snap.meta}
+        if kpageflags is not None:
+            info["kpageflags"] = kpageflags
         # the model's build and the page import (decompressing the snapshot included)
-        info["build_seconds"] = time.perf_counter() - t0
+        info["build_seconds"] = build_seconds
         # min_free_kbytes as captured, beside the model's own (boot rules, THP raise): kept as
         # information, not as a setting, since a 5.x kernel recomputes it (and drops
         # khugepaged's raise) at the next online or offline while a sysctl value would stay
         # per-zone watermarks as captured, beside the model's share of its min watermark
         # (__setup_per_zone_wmarks: min_free spread over the non-highmem zones, ZONE_MOVABLE
         # included, by managed pages, here the captured managed counts)
-        wm = parse_zone_watermarks(snap.need("proc/zoneinfo"), f"{snap.path}: proc/zoneinfo")
+        wm = parse_zone_watermarks(self.zoneinfo, f"{snap.path}: proc/zoneinfo")
         try:
             kern = Kernel.parse(str(snap.meta.get("kernel_release") or "6.1"), m.geometry.arch)
         except MemscanError:
@@ -419,7 +441,7 @@ def load(
                     f"{snap.path}: proc/min_free_kbytes: {mfk.strip()[:40]!r} is not a number"
                 ) from None
         bi = snap.text("proc/buddyinfo")
-        if bi is not None and "kpageflags" in info:
+        if bi is not None and kpageflags is not None:
             want = parse_buddyinfo(bi)
             got = info["kpageflags"]["buddy_blocks"][: len(want)]
             free_want = sum(c << o for o, c in enumerate(want))
@@ -441,6 +463,13 @@ def load(
             "pageblock migratetypes are not exported: all modeled MIGRATE_MOVABLE (CMA unseen)",
             "the files are read one after another, not at one instant",
         ]
-        return m, info
-    finally:
-        snap.close()
+        return info
+
+    def close(self) -> None:
+        self.snap.close()
+
+    def __enter__(self) -> OpenSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

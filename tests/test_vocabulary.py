@@ -72,6 +72,25 @@ def test_result_dataclasses_carry_the_core_counters():
     for cls in (memscan.Removable, memscan.ScanResult):
         got = [f for f in names(cls) if f in VOCAB["scan_counters"]]
         assert got == VOCAB["scan_counters"], cls
+    # the reference model's own cost record counts the same things
+    from memscan.reference import Cost
+
+    assert names(Cost) == VOCAB["scan_counters"]
+
+
+def test_python_tables_are_the_cores():
+    from memscan import kinds
+    from memscan.kpageflags import KPF
+    from memscan.report import STRUCT_PAGE
+    from memscan.sources.layout import ARCH_ALIASES
+
+    assert KPF == dict(VOCAB["kpf_bits"])
+    assert STRUCT_PAGE == VOCAB["struct_page_bytes"]
+    assert set(ARCH_ALIASES.values()) == set(VOCAB["arches"])
+    assert {a: ARCH_ALIASES[a] for a, _ in VOCAB["arch_aliases"]} == dict(VOCAB["arch_aliases"])
+    assert kinds.SEC_PRESENT | kinds.SEC_DEVICE == (
+        dict(VOCAB["section_flags"])["PRESENT"] | dict(VOCAB["section_flags"])["DEVICE"]
+    )
 
 
 @pytest.fixture(scope="module")

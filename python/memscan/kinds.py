@@ -7,7 +7,7 @@ type checkers; ``mypy.stubtest`` in CI fails when it drifts from what is built h
 from __future__ import annotations
 
 import enum
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from . import _core
 
@@ -58,6 +58,13 @@ BlockState = _BlockStateBase(  # type: ignore[call-arg]
 
 #: Zone names by ``enum zone_type`` index, as /proc/zoneinfo and valid_zones print them.
 ZONE_NAMES: List[str] = list(VOCABULARY["zones"])
+_ZONE = {z.upper(): z for z in ZONE_NAMES}
+ZONE_MOVABLE: str = _ZONE["MOVABLE"]
+ZONE_DEVICE: str = _ZONE["DEVICE"]
+#: the zones System RAM is onlined to (every modeled zone but ZONE_DEVICE), lowest first
+MEMORY_ZONES: Tuple[str, ...] = tuple(z for z in ZONE_NAMES if z != ZONE_DEVICE)
+#: the kernel zones (MEMORY_ZONES without ZONE_MOVABLE)
+KERNEL_ZONES: Tuple[str, ...] = tuple(z for z in MEMORY_ZONES if z != ZONE_MOVABLE)
 
 #: Section flag bits (SECTION_MARKED_PRESENT, SECTION_IS_ONLINE, SECTION_IS_EARLY, and
 #: ZONE_DEVICE memory) as ``Machine.sections()["flags"]`` holds them.

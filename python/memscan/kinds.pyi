@@ -2,7 +2,7 @@
 # (the values live there only). mypy.stubtest (CI) checks that every name here exists at run time.
 
 import enum
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 VOCABULARY: Dict[str, Any]
 
@@ -47,6 +47,10 @@ class BlockState(enum.IntEnum):
     def sysfs(self) -> str: ...
 
 ZONE_NAMES: List[str]
+ZONE_MOVABLE: str
+ZONE_DEVICE: str
+MEMORY_ZONES: Tuple[str, ...]
+KERNEL_ZONES: Tuple[str, ...]
 SECTION_FLAGS: Dict[str, int]
 SEC_PRESENT: int
 SEC_ONLINE: int

@@ -13,29 +13,14 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
+from . import kinds
 from .errors import ArgumentError, ParseError
 from .progress import Progress
 
 CHUNK_PFNS = 1 << 20  # 8 MiB of flags per step
 
-#: bit numbers of include/uapi/linux/kernel-page-flags.h used by memscan
-KPF = {
-    "LRU": 5,
-    "SLAB": 7,
-    "BUDDY": 10,
-    "MMAP": 11,
-    "ANON": 12,
-    "SWAPBACKED": 14,
-    "COMPOUND_HEAD": 15,
-    "COMPOUND_TAIL": 16,
-    "HUGE": 17,
-    "HWPOISON": 19,
-    "NOPAGE": 20,
-    "THP": 22,
-    "OFFLINE": 23,
-    "PGTABLE": 26,
-    "RESERVED": 32,
-}
+#: bit numbers of include/uapi/linux/kernel-page-flags.h used by memscan (src/kpageflags.rs)
+KPF = kinds.KPF
 
 
 def export_kpageflags(

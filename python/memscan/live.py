@@ -48,7 +48,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import ArgumentError, MemscanError
-from .kinds import BlockState
+from .kinds import SEC_DEVICE, SEC_PRESENT, BlockState
 from .studies.cost import CostModel
 
 FSNAME = "memscan"
@@ -140,7 +140,7 @@ class LiveSysfs:
             {
                 int(self._nid[s])
                 for s in range(lo, min(hi, len(self._flags)))
-                if self._flags[s] & 1 and not self._flags[s] & 8
+                if self._flags[s] & SEC_PRESENT and not self._flags[s] & SEC_DEVICE
             }
         )
 

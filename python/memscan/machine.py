@@ -752,19 +752,23 @@ class Machine:
         post_kernel: KernelLike = POST_PATCH_KERNEL,
         offline_kernel: Optional[KernelLike] = None,
         patience_rounds: int = 1000,
+        progress: Optional[bool] = False,
     ) -> Prediction:
         """For every block: pre-patch and post-patch ``removable`` and the dry-run offline
-        outcome under ``offline_kernel`` (default: ``kernel`` without +debug)."""
+        outcome under ``offline_kernel`` (default: ``kernel`` without +debug). ``progress``
+        draws a bar for the pre-patch scan (off by default)."""
         ok = (
             kernel_spec(offline_kernel)
             if offline_kernel is not None
             else Kernel.parse(kernel, self.geometry.arch).without_debug().name
         )
         kernel, post_kernel = kernel_spec(kernel), kernel_spec(post_kernel)
-        pre = self.scan(kernel, progress=False)
+        pre = self.scan(kernel, progress=progress)
         post = self.scan(post_kernel, progress=False)
         outs = self.offline_many(pre.block.tolist(), ok, patience_rounds)
-        return Prediction(kernel, post_kernel, ok, pre.block, pre.value, post.value, outs)
+        return Prediction(
+            kernel, post_kernel, ok, pre.block, pre.value, post.value, outs, pre, post
+        )
 
     def is_mem_section_removable(
         self, start_pfn: int, nr_pages: int, kernel: KernelLike = "5.5"

@@ -11,14 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ._core import X86_VMEMMAP_BASE
 from .kernel import Kernel
-from .kinds import LRU_BATCH, ZONE_NAMES, PageKind
+from .kinds import (
+    HUGETLB_FREE,
+    KERNEL_ZONES,
+    LRU_BATCH,
+    MEMORY_ZONES,
+    SEC_DEVICE,
+    SEC_EARLY,
+    SEC_ONLINE,
+    SEC_PRESENT,
+    STRUCT_PAGE_BYTES,
+    VOCABULARY,
+    ZEROED_HOLE,
+    ZONE_NAMES,
+    PageKind,
+)
 
 K = PageKind
 MEMORY_OFFLINE = 0x1
-X86_VMEMMAP_BASE = 0xFFFFEA0000000000
-
-SEC_PRESENT, SEC_ONLINE, SEC_EARLY, SEC_DEVICE = 1, 2, 4, 8
 
 
 class KernelFault(Exception):
@@ -69,6 +81,8 @@ class Profile:
 
 @dataclass
 class Cost:
+    """What a removable read touched (the core's ScanCost::FIELDS; test_vocabulary checks)."""
+
     struct_pages_read: int = 0
     pageblocks_visited: int = 0
     sections_scanned: int = 0
@@ -152,7 +166,7 @@ class Reference:
     # -- struct page ------------------------------------------------------------------------
     def _addr(self, pfn: int) -> str:
         if self.s.arch == "x86_64":
-            return f"{X86_VMEMMAP_BASE + pfn * 64:x}"
+            return f"{X86_VMEMMAP_BASE + pfn * STRUCT_PAGE_BYTES:x}"
         return f"<struct page of pfn {pfn:#x}>"
 
     def _byte(self, pfn: int) -> int:
@@ -174,7 +188,7 @@ class Reference:
             return ("missing", 0, "", False)
         if k == K.UNINIT:
             return ("poisoned" if self.p.debug_vm else "garbage", 0, "", False)
-        if k == K.ZEROED and f != 1:
+        if k == K.ZEROED and f != ZEROED_HOLE:
             return ("valid", 0, self.zone_zero(), True)
         if k == K.ZEROED and self.p.version != "6.1" and self.hole_as(pfn) != "in-use":
             # zeroed (5.4/5.5) or initialised as node 0, zone 0, PG_reserved (5.6)
@@ -326,7 +340,7 @@ class Reference:
                 )
             b = self._byte(check)
             k, f = b & 15, b >> 4
-            hole = self.hole_as(check) if (k == K.ZEROED and f == 1) else None
+            hole = self.hole_as(check) if (k == K.ZEROED and f == ZEROED_HOLE) else None
             if hole == "in-use":
                 k = K.UNMOVABLE  # refcount 1, not LRU: found++ below
             if k == K.OFFLINE and self.s.arch == "ppc64" and self.p.version != "5.4":
@@ -490,14 +504,8 @@ class OfflineReference(Reference):
     def __init__(self, snap: Snapshot, profile: Profile, patience_rounds: int = 1000):
         super().__init__(snap, profile)
         self.patience = patience_rounds
-        self.work = dict(
-            struct_pages_read=0,
-            pageblocks_isolated=0,
-            pages_migrated=0,
-            migration_rounds=0,
-            lru_add_drain_all=0,
-            drain_all_pages=0,
-        )
+        # the work counters, named as the core names them (OfflineWork::FIELDS)
+        self.work: Dict[str, int] = dict.fromkeys(VOCABULARY["offline_counters"], 0)
 
     # helpers ------------------------------------------------------------------------------
     def _meta(self, pfn: int) -> Tuple[int, int]:
@@ -544,7 +552,7 @@ class OfflineReference(Reference):
         s, e = self._block_range(block)
         hits = [
             z
-            for z in ("DMA", "DMA32", "Normal", "Movable")
+            for z in MEMORY_ZONES
             if self.zone_span(nids[0], z)[0] < e and s < self.zone_span(nids[0], z)[1]
         ]
         return (nids[0], hits[0]) if len(hits) == 1 else None
@@ -590,7 +598,7 @@ class OfflineReference(Reference):
                 return pfn
             b = self._byte(pfn)
             k, f = b & 15, b >> 4
-            if k == K.RESERVED or (k == K.ZEROED and f == 1):
+            if k == K.RESERVED or (k == K.ZEROED and f == ZEROED_HOLE):
                 return pfn
             if zone == "Movable":
                 pfn += 1
@@ -643,9 +651,7 @@ class OfflineReference(Reference):
             min_kb = min(max(new_kb, 128), 262144 if v61 else 65536)
         if thp and (v61 or not hotplugged):
             zones = sum(
-                1
-                for (_, z), (lo, hi) in self.s.zones.items()
-                if z in ("DMA", "DMA32", "Normal") and lo < hi
+                1 for (_, z), (lo, hi) in self.s.zones.items() if z in KERNEL_ZONES and lo < hi
             )
             min_kb = max(min_kb, min(nr * zones * 11, low // 20) * page_kb)
         return min_kb * 1024 // (1 << self.s.page_shift)
@@ -799,7 +805,7 @@ class OfflineReference(Reference):
             flags, nid = self._meta(pfn)
             b = self._byte(pfn)
             if flags & SEC_ONLINE and not flags & SEC_DEVICE and b & 15 == K.HUGETLB_HEAD:
-                if (b >> 4) & 8:
+                if (b >> 4) & HUGETLB_FREE:
                     h = (b >> 4) & 7
                     pool_all[h] = pool_all.get(h, 0) + 1
                     if nid in allowed and not start <= pfn < end:
@@ -823,7 +829,7 @@ class OfflineReference(Reference):
                 need = 1
             elif k == K.THP_HEAD:
                 need, any_zone = 1 << f, True
-            elif k == K.HUGETLB_HEAD and not f & 8:
+            elif k == K.HUGETLB_HEAD and not f & HUGETLB_FREE:
                 idx = f & 7
                 order = self.s.hstates[idx][0] if idx < len(self.s.hstates) else 0
                 # alloc_huge_page_nodemask(): a free pool page on an allowed node while the
@@ -904,7 +910,7 @@ class OfflineReference(Reference):
         restore: Optional[Dict[int, int]] = None
         for pfn in range(start, end):
             b = self._byte(pfn)
-            if b & 15 == K.HUGETLB_HEAD and (b >> 4) & 8:
+            if b & 15 == K.HUGETLB_HEAD and (b >> 4) & HUGETLB_FREE:
                 h = (b >> 4) & 7
                 if pool_all.get(h, 0) <= resv(h):
                     self.work["migration_rounds"] += 1
@@ -928,7 +934,7 @@ class OfflineReference(Reference):
                             for n, c in restore.items()
                         }
                     order = self.s.hstates[h][0] if h < len(self.s.hstates) else 0
-                    need = max(0, ((1 << order) * 64 >> self.s.page_shift) - 1)
+                    need = max(0, ((1 << order) * STRUCT_PAGE_BYTES >> self.s.page_shift) - 1)
                     nid = self._meta(pfn)[1]
                     if restore.get(nid, 0) < need:
                         self.work["migration_rounds"] += 1

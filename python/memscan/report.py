@@ -18,6 +18,7 @@ wall-clock time under ``run`` so two runs of one machine differ only there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,12 +27,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import ArgumentError
-from .kernel import POST_PATCH_KERNEL, SEED_KERNEL, Kernel
-from .kinds import BlockState
+from .kernel import POST_PATCH_KERNEL, SEED_KERNEL
+from .kinds import SEC_DEVICE, SEC_PRESENT, STRUCT_PAGE_BYTES, ZONE_NAMES, BlockState
 from .machine import Machine
-from .results import Offline, Prediction, ScanResult
+from .results import Offline, Prediction
 
-STRUCT_PAGE = 64
+STRUCT_PAGE = STRUCT_PAGE_BYTES
 
 #: the value of the top-level "schema" key of ``memscan report --json``
 SCHEMA = "memscan-report/1"
@@ -40,9 +41,7 @@ SCHEMA = "memscan-report/1"
 FAULT_FIELDS = ("function", "access", "pfn", "phys", "section", "block", "kind", "message")
 
 #: lsmem's spelling of each valid_zones token (any other token prints as "Unknown")
-LSMEM_ZONES = {
-    z.lower(): z for z in ("None", "DMA", "DMA32", "Normal", "Highmem", "Movable", "Device")
-}
+LSMEM_ZONES = {z.lower(): z for z in ("None", "Highmem", *ZONE_NAMES)}
 
 #: lsmem's spelling of each state (an unknown state prints as "?")
 LSMEM_STATES = {"online": "online", "offline": "offline", "going-offline": "on->off"}
@@ -520,7 +519,7 @@ def _nodes(m: Machine, ids: List[int]) -> List[Optional[int]]:
     nb = len(secs["flags"]) // spb
     flags = np.asarray(secs["flags"][: nb * spb]).reshape(nb, spb)
     nid = np.asarray(secs["nid"][: nb * spb]).reshape(nb, spb).astype(np.int64)
-    present = ((flags & 1) != 0) & ((flags & 8) == 0)
+    present = ((flags & SEC_PRESENT) != 0) & ((flags & SEC_DEVICE) == 0)
     first = present.argmax(axis=1)
     node = np.where(present.any(axis=1), nid[np.arange(nb), first], -1)
     return [None if b >= nb or node[b] < 0 else int(node[b]) for b in ids]
@@ -598,15 +597,14 @@ def build_report(
     progress: Optional[bool] = None,
 ) -> Report:
     t0 = time.perf_counter()
-    pre: ScanResult = m.scan(kernel, progress=progress)
-    post: ScanResult = m.scan(post_kernel, progress=False)
-    off_kernel = Kernel.parse(kernel, m.geometry.arch).without_debug().name
+    pred_pre = m.predict(kernel, post_kernel, progress=progress)
+    pre, post = pred_pre.scan_pre, pred_pre.scan_post
+    assert pre is not None and post is not None
+    off_kernel, offs = pred_pre.offline_kernel, pred_pre.offline
     ids = pre.block.tolist()
-    offs = m.offline_many(ids, off_kernel)
-    offs_post = m.offline_many(ids, post_kernel)
-    pred_pre = Prediction(kernel, post_kernel, off_kernel, pre.block, pre.value, post.value, offs)
-    pred_post = Prediction(
-        kernel, post_kernel, post_kernel, pre.block, pre.value, post.value, offs_post
+    # the same scans, judged against the offline under the post-patch kernel
+    pred_post = dataclasses.replace(
+        pred_pre, offline_kernel=post_kernel, offline=m.offline_many(ids, post_kernel)
     )
     zones = _valid_zones(m, ids, kernel)
     nodes = _nodes(m, ids)

@@ -4,7 +4,7 @@ machine came from (``Origin``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -147,6 +147,9 @@ class Prediction:
     removable_pre: np.ndarray
     removable_post: np.ndarray
     offline: List[Offline]
+    #: the two scans behind ``removable_pre`` and ``removable_post`` (work counters, faults)
+    scan_pre: Optional[ScanResult] = field(default=None, repr=False, compare=False)
+    scan_post: Optional[ScanResult] = field(default=None, repr=False, compare=False)
 
     def confusion(self, which: str = "pre") -> Dict[str, Any]:
         """Confusion matrix of ``removable`` (``which`` = "pre" or "post") against the offline

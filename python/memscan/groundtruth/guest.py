@@ -22,12 +22,13 @@ from typing import List, Sequence
 
 from .._core import X86_VMEMMAP_BASE
 from ..errors import MemscanError
+from ..kinds import STRUCT_PAGE_BYTES
 from .scenario import Scenario
 
 HELPER_SRC = os.path.join(os.path.dirname(__file__), "guest", "mshelper.c")
 #: x86_64 vmemmap base, 4-level paging without KASLR (a guest's own base is read at run time)
 VMEMMAP_BASE = X86_VMEMMAP_BASE
-STRUCT_PAGE = 64
+STRUCT_PAGE = STRUCT_PAGE_BYTES
 
 
 class HarnessError(MemscanError, RuntimeError):

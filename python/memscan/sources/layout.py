@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .. import kinds
 from ..errors import LayoutError
 from ..sizes import parse_size
 
@@ -64,19 +65,8 @@ def zone_limits(arch: str, dram_start: int, dram_end: int) -> List[Tuple[str, in
     return [("DMA", dma), ("DMA32", max(dma, max_zone_phys(32))), ("Normal", 1 << 62)]
 
 
-ARCH_ALIASES = {
-    "x86_64": "x86_64",
-    "x86-64": "x86_64",
-    "amd64": "x86_64",
-    "arm64": "arm64",
-    "aarch64": "arm64",
-    "ppc64": "ppc64",
-    "ppc64le": "ppc64",
-    "powerpc": "ppc64",
-    "pseries": "ppc64",
-    "s390x": "s390x",
-    "s390": "s390x",
-}
+#: arch names and their aliases (from the core's vocabulary, src/geometry.rs)
+ARCH_ALIASES = kinds.ARCH_ALIASES
 
 PAGE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
 
@@ -91,13 +81,20 @@ def page_shift_of(page_size: str) -> int:
         raise ArgumentError(f"page_size {page_size!r} is not 4K, 16K or 64K") from None
 
 
+def default_page_shift(arch: str) -> int:
+    """The arch's default page shift, from the core's default geometry (64K on ppc64)."""
+    from .. import _core
+
+    return int(_core.default_geometry(canonical_arch(arch))["page_shift"])
+
+
 def canonical_arch(arch: str) -> str:
     try:
         return ARCH_ALIASES[arch.lower()]
     except (KeyError, AttributeError):
         from ..errors import GeometryError
 
-        raise GeometryError(f"unknown arch {arch!r} (known: x86_64, arm64, ppc64, s390x)") from None
+        raise GeometryError(f"unknown arch {arch!r} (known: {', '.join(kinds.ARCHES)})") from None
 
 
 @dataclass
@@ -128,9 +125,9 @@ class Layout:
     kernel: Optional[str] = None
 
     def page_shift(self) -> int:
-        return int(
-            self.geometry.get("page_shift", 16 if canonical_arch(self.arch) == "ppc64" else 12)
-        )
+        if "page_shift" in self.geometry:
+            return int(self.geometry["page_shift"])
+        return default_page_shift(self.arch)
 
     # -- derived pieces ---------------------------------------------------------------------
     def pfn_ranges(self) -> Dict[str, List[Tuple[int, int, int, int]]]:

@@ -36,8 +36,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .. import _core
 from ..errors import MemscanError, ParseError
 from ..kernel import Kernel
+from ..kinds import MEMORY_ZONES, ZONE_DEVICE
 from ..kpageflags import check_kpageflags_size
 from ..progress import Progress
 from .iomem import layout_from_iomem
@@ -63,6 +65,18 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mtime = int(time.time())
     tar.addfile(info, io.BytesIO(data))
+
+
+def _section_pfns(arch: str, page_size: int, release: Optional[str]) -> int:
+    """Pages per memory section of this arch, page size and kernel (the core's default
+    geometry: arm64's depends on both); 128 MiB for an arch memscan does not model."""
+    shift = int(page_size).bit_length() - 1
+    try:
+        g = _core.default_geometry(arch, {"page_shift": shift}, 0, release)
+        bits = int(g["section_size_bits"])
+    except MemscanError:
+        bits = 27
+    return 1 << max(0, bits - shift)
 
 
 def capture(
@@ -126,7 +140,8 @@ def capture(
                         tar.addfile(info)
         else:
             meta["missing"].append("sys/devices/system/memory")
-        # kpageflags / kpagecount up to the end of System RAM, rounded up to a 128 MiB section
+        # kpageflags / kpagecount up to the end of System RAM, rounded up to a section
+        section_pfns = _section_pfns(meta["arch"], meta["page_size"], meta["kernel_release"])
         end_pfn = 0
         if "iomem" in texts:
             # every System RAM resource, nested ones included (virtio-mem adds its memory
@@ -135,7 +150,7 @@ def capture(
                 m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM( \(\S+\))?$", line.strip())
                 if m:
                     end_pfn = max(end_pfn, (int(m.group(2), 16) + 1) // meta["page_size"])
-        end_pfn = -(-end_pfn // 32768) * 32768
+        end_pfn = -(-end_pfn // section_pfns) * section_pfns
         for name in ("kpageflags", "kpagecount"):
             path = os.path.join(proc, name)
             try:
@@ -184,12 +199,12 @@ def parse_zoneinfo(text: str, source: str = "zoneinfo") -> List[Tuple[int, str, 
                 start = int(s[1])
             except ValueError:
                 raise ParseError(f"{source}:{no}: start_pfn {s[1]!r} is not a number") from None
-            if spanned and cur[1] == "Device":
+            if spanned and cur[1] == ZONE_DEVICE:
                 # ZONE_DEVICE (pmem, as on the seed's machine): modeled from iomem's
                 # "Persistent Memory" ranges, not from its span here
                 continue
             if spanned:
-                if cur[1] not in ("DMA", "DMA32", "Normal", "Movable"):
+                if cur[1] not in MEMORY_ZONES:
                     raise ParseError(f"{source}:{no}: zone {cur[1]!r} is not modeled")
                 zones.append((cur[0], cur[1], start, start + spanned))
     if not zones:
@@ -424,9 +439,9 @@ class OpenSnapshot:
         except MemscanError:
             kern = Kernel.parse("6.1", m.geometry.arch)
         mine = m.min_free_kbytes(kern) * 1024 >> m.geometry.page_shift
-        total = sum(z["managed"] for z in wm if z["zone"] != "Device") or 1
+        total = sum(z["managed"] for z in wm if z["zone"] != ZONE_DEVICE) or 1
         for z in wm:
-            z["model_min"] = mine * z["managed"] // total if z["zone"] != "Device" else None
+            z["model_min"] = mine * z["managed"] // total if z["zone"] != ZONE_DEVICE else None
         info["zone_watermarks"] = wm
         mfk = snap.text("proc/min_free_kbytes")
         if mfk is not None:

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import LayoutError, ParseError
-from .layout import Layout, Range, canonical_arch, page_shift_of, zone_limits
+from ..kinds import MEMORY_ZONES, ZONE_NAMES
+from .layout import Layout, Range, canonical_arch, default_page_shift, page_shift_of, zone_limits
 
 MEMORY_DIR = os.path.join("sys", "devices", "system", "memory")
 _BLOCK = re.compile(r"^memory(\d+)$")
 _NODE = re.compile(r"^node(\d+)$")
-ZONE_TOKENS = {"DMA", "DMA32", "Normal", "Movable", "Highmem", "Device", "none"}
+#: valid_zones tokens: the modeled zones, Highmem (32-bit only) and "none"
+ZONE_TOKENS = {*ZONE_NAMES, "Highmem", "none"}
 
 
 @dataclass
@@ -397,7 +399,7 @@ def layout_from_sysfs(
     geometry: Dict[str, int] = {}
     if page_size is not None:
         geometry["page_shift"] = page_shift_of(page_size)
-    page_shift = geometry.get("page_shift", 16 if arch == "ppc64" else 12)
+    page_shift = geometry.get("page_shift", default_page_shift(arch))
     ranges: List[Range] = []
     zones: Dict[Tuple[int, str], List[int]] = {}
     limits = (
@@ -419,9 +421,9 @@ def layout_from_sysfs(
             zone = b.valid_zones.split()[0]
         if zone is None and nid in prev_zone and prev_zone[nid][0] == b.block - 1:
             zone = prev_zone[nid][1]  # "none" or offline: continue the zone of the block before
-        if zone is not None and zone in ("DMA", "DMA32", "Normal", "Movable"):
+        if zone is not None and zone in MEMORY_ZONES:
             prev_zone[nid] = (b.block, zone)
-        if zone is None or zone not in ("DMA", "DMA32", "Normal", "Movable"):
+        if zone is None or zone not in MEMORY_ZONES:
             # by address: the arch's zone limits (several zones may share a block)
             lo = 0
             for name, hi in limits:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import ArgumentError
 from ..kernel import Kernel
+from ..kinds import SEC_PRESENT
 from .cost import CostModel
 
 
@@ -75,7 +76,9 @@ def lsmem(m: Any, kernel: str, cost: CostModel) -> Dict[str, Any]:
         per_section = g.pages_per_section // (1 << (g.max_order - 1))
         spb = g.sections_per_block
         for b in blocks:
-            vz_reads += per_section * int(sum(1 for x in flags[b * spb : (b + 1) * spb] if x & 1))
+            vz_reads += per_section * int(
+                sum(1 for x in flags[b * spb : (b + 1) * spb] if x & SEC_PRESENT)
+            )
     reads = s.total() + vz_reads
     syscalls = len(blocks) * (3 if have_zones else 2) + len(blocks)  # files + a readdir each
     return {

@@ -89,6 +89,19 @@ def _build_core(layout: Layout) -> CoreMachine:
     )
 
 
+class _OriginField:
+    """A Machine attribute that is a view of the same-named field of ``machine.origin``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Optional[type] = None) -> Any:
+        return self if obj is None else getattr(obj.origin, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.origin, self.name, value)
+
+
 class Machine:
     """A modeled machine: layout, page states, and the kernel functions that read them.
 
@@ -111,42 +124,12 @@ class Machine:
         #: where this machine came from and what its source told beyond the layout
         self.origin = origin if origin is not None else Origin(source=name)
 
-    # The provenance attributes of earlier releases, kept as views of ``origin``.
-    @property
-    def sysfs_removable(self) -> Optional[Dict[int, Optional[int]]]:
-        """The kernel's own removable answers, for machines read from sysfs."""
-        return self.origin.sysfs_removable
-
-    @sysfs_removable.setter
-    def sysfs_removable(self, value: Optional[Dict[int, Optional[int]]]) -> None:
-        self.origin.sysfs_removable = value
-
-    @property
-    def sysfs_tree(self) -> Any:
-        """The parsed tree, for machines read from sysfs."""
-        return self.origin.sysfs_tree
-
-    @sysfs_tree.setter
-    def sysfs_tree(self, value: Any) -> None:
-        self.origin.sysfs_tree = value
-
-    @property
-    def snapshot_info(self) -> Optional[Dict[str, Any]]:
-        """For machines from a snapshot: what was known, missing and uncertain."""
-        return self.origin.snapshot_info
-
-    @snapshot_info.setter
-    def snapshot_info(self, value: Optional[Dict[str, Any]]) -> None:
-        self.origin.snapshot_info = value
-
-    @property
-    def storage_increment(self) -> Optional[int]:
-        """s390x only: the SCLP storage increment (rzm) in bytes (see ``Origin``)."""
-        return self.origin.storage_increment
-
-    @storage_increment.setter
-    def storage_increment(self, value: Optional[int]) -> None:
-        self.origin.storage_increment = value
+    # The provenance attributes of earlier releases, read and written through ``origin``
+    # (documented there).
+    sysfs_removable = _OriginField()
+    sysfs_tree = _OriginField()
+    snapshot_info = _OriginField()
+    storage_increment = _OriginField()
 
     def copy(self) -> Machine:
         """An independent copy: its pages, pageblock bits and block states change apart from
@@ -380,7 +363,7 @@ class Machine:
             raise ArgumentError(f"populate: seed must be a non-negative int, got {seed!r}")
         total = len(self.blocks())
         with Progress(total, "populate", enabled=progress, unit="block") as bar:
-            self._core.populate(workload.to_dict(), seed, bar.set if bar.enabled else None)
+            self._core.populate(workload.to_dict(), seed, bar.callback)
         return self
 
     def pages(self, block: int) -> np.ndarray:
@@ -717,7 +700,7 @@ class Machine:
         ``export_sysfs``, which decides the rows and checks the target."""
         with Progress(len(rows), "sysfs export", enabled=progress, unit="block") as bar:
             self._core.write_sysfs_tree(
-                root, self.geometry.block_size, rows, link_limit, bar.set if bar.enabled else None
+                root, self.geometry.block_size, rows, link_limit, bar.callback
             )
 
     def model_state(self) -> Dict[str, Any]:

@@ -5,7 +5,7 @@ drawn by tqdm (rate and ETA) on stderr: shown only on a terminal, quiet when pip
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from tqdm import tqdm
 
@@ -55,6 +55,12 @@ class Progress:
             self.total = total
         if done > self.done:
             self.update(done - self.done)
+
+    @property
+    def callback(self) -> Optional[Callable[[int, int], None]]:
+        """``set`` as a native operation's progress(done, total) callback; None when the bar
+        is not drawn, so the native work does not call back for nothing."""
+        return self.set if self.enabled else None
 
     def close(self) -> None:
         if self._bar is not None:

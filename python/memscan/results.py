@@ -233,18 +233,9 @@ def offline_from_core(d: Dict[str, Any], kernel: str) -> Offline:
 
 def offlines_from_columns(ids: List[int], d: Dict[str, Any], kernel: str) -> List[Offline]:
     """``Offline`` per block from the core's columns of many dry-run decisions."""
+    cols = ("errno", "reason", "pfn", "detail", "fault", *OFFLINE_COUNTERS)
     return [
-        Offline(
-            block=b,
-            kernel=kernel,
-            errno=d["errno"][i],
-            reason=d["reason"][i],
-            pfn=d["pfn"][i],
-            detail=d["detail"][i],
-            fault=_fault(d["fault"][i]),
-            applied=False,
-            **{k: int(d[k][i]) for k in OFFLINE_COUNTERS},
-        )
+        offline_from_core({"block": b, "applied": False, **{k: d[k][i] for k in cols}}, kernel)
         for i, b in enumerate(ids)
     ]
 

@@ -81,7 +81,19 @@ def seed56(tmp_path_factory):
 @needs_lsmem
 @pytest.mark.parametrize(
     "opts",
-    [[], ["-a"], ["-n"], ["-b"], ["-a", "-b", "-n"], ["-S", "none"], ["--split", "STATE"]],
+    [
+        [],
+        ["-a"],
+        ["-n"],
+        ["-b"],
+        ["-a", "-b", "-n"],
+        ["-S", "none"],
+        ["--split", "STATE"],
+        ["--summary"],
+        ["--summary=never"],
+        ["--summary=only"],
+        ["-b", "--summary=only"],
+    ],
     ids=lambda o: " ".join(o) or "defaults",
 )
 @pytest.mark.parametrize("cols", [LSMEM5, LSMEM7, "block,size,state"])
@@ -96,16 +108,58 @@ def test_text_starts_with_what_lsmem_prints(seed56, capsys, cols, opts):
 
 @needs_lsmem
 @pytest.mark.parametrize(
-    "opts", [["-r"], ["-r", "-n"], ["-r", "-b", "-a"], ["-J"], ["-J", "-b"], ["-J", "-a", "-b"]]
+    "opts",
+    [
+        ["-r"],
+        ["-r", "-n"],
+        ["-r", "-b", "-a"],
+        ["-J"],
+        ["-J", "-b"],
+        ["-J", "-a", "-b"],
+        ["-P"],
+        ["-P", "-n"],
+        ["-P", "-a", "-b"],
+        ["-r", "--summary=always"],
+        ["-P", "--summary=always"],
+        ["-J", "--summary=always", "-b"],
+        ["-P", "--summary=never"],
+    ],
 )
 @pytest.mark.parametrize("cols", [LSMEM5, LSMEM7])
 def test_raw_and_json_tables_are_what_lsmem_prints(seed56, capsys, cols, opts):
-    """-r and -J print the table alone, exactly as lsmem -r / -J do (no summary)."""
+    """-r, -P and -J print the table alone, exactly as lsmem -r / -P / -J do (the summary
+    after it only with --summary=always)."""
     want = lsmem(seed56, "-o", cols, *opts)
     got = report(capsys, "--kernel", "5.6", "-o", cols, *opts)
     assert got == want
-    if "-J" in opts:
+    if "-J" in opts and not any(o.startswith("--summary") for o in opts):
         assert json.loads(got) == json.loads(want)
+
+
+@needs_lsmem
+@pytest.mark.parametrize("summary", ["--summary=only", "--summary"])
+@pytest.mark.parametrize("mode", ["-r", "-J", "-P"])
+def test_summary_only_goes_with_the_text_table_alone(seed56, capsys, mode, summary):
+    """lsmem refuses --summary=only (and a bare --summary, which means only) with -r/-J/-P
+    (rc 1); memscan refuses it too, before any work (rc 2), and says why."""
+    real = subprocess.run(
+        [LSMEM, "--sysroot", str(seed56), mode, summary], capture_output=True, text=True
+    )
+    assert real.returncode != 0 and "mutually exclusive" in real.stderr
+    err = report_error(capsys, mode, summary)
+    assert "--summary=only" in err and "-P" in err
+
+
+def test_pairs_names_are_shell_variables(capsys):
+    """memscan's own STRUCT-PAGES column is spelled as a shell variable in -P output, so each
+    line can be eval'd; values with shell metacharacters would be \\xHH-escaped."""
+    from memscan.report import _pairs_escape
+
+    out = report(capsys, "-P", "-o", "+NODE,ZONES", "-n")
+    first = out.splitlines()[0]
+    assert 'STRUCT_PAGES="' in first and "STRUCT-PAGES" not in first
+    assert re.fullmatch(r'([A-Z_]+="[^"$`\\]*" ?)+', first), first
+    assert _pairs_escape('a"b$c`d\\e\n') == "a\\x22b\\x24c\\x60d\\x5ce\\x0a"
 
 
 @needs_lsmem

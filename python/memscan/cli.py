@@ -16,9 +16,11 @@ from .report import (
     DEFAULT_COLUMNS,
     SCHEMA,
     SPLIT_COLUMNS,
+    SUMMARY_WHEN,
     TableOptions,
     build_report,
     format_report,
+    format_summary,
     format_table,
     parse_columns,
     parse_split,
@@ -81,6 +83,7 @@ def _table_options(args: argparse.Namespace) -> TableOptions:
             ("-b", args.bytes),
             ("-n", args.noheadings),
             ("-a", args.all),
+            ("--summary", args.summary is not None),
         )
         if given
     ]
@@ -98,7 +101,14 @@ def _table_options(args: argparse.Namespace) -> TableOptions:
         all_blocks=args.all,
         in_bytes=args.bytes,
         headings=not args.noheadings,
-        mode="json" if args.lsmem_json else "raw" if args.raw else "text",
+        mode="json"
+        if args.lsmem_json
+        else "raw"
+        if args.raw
+        else "pairs"
+        if args.pairs
+        else "text",
+        summary=args.summary or "auto",
     )
 
 
@@ -155,8 +165,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         json.dump(r.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif table.mode != "text":
-        # -r and -J: the table alone, as lsmem -r and -J print it (no summary)
+        # -r, -P and -J: the table alone, as lsmem prints them (the summary after a blank
+        # line only with --summary=always)
         print(format_table(r, table))
+        if table.shows_summary():
+            print("\n" + "\n".join(format_summary(r, table.in_bytes)))
     else:
         print(format_report(r, table=table))
     return 0
@@ -538,6 +551,22 @@ def _add_report_args(r: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the table as lsmem -r prints it: unaligned, one space apart, no summary "
         "(default: off)",
+    )
+    one.add_argument(
+        "-P",
+        "--pairs",
+        action="store_true",
+        help='the table as lsmem -P prints it: NAME="value" pairs, a line per row, no summary '
+        "(memscan's STRUCT-PAGES spelled STRUCT_PAGES, a shell variable name) (default: off)",
+    )
+    fmt.add_argument(
+        "--summary",
+        nargs="?",
+        const="only",  # lsmem 2.38.1: a bare --summary drops the table
+        choices=SUMMARY_WHEN[1:],
+        metavar="WHEN",
+        help="lsmem's summary: never, always, or only (no table; what a bare --summary means, "
+        "as in lsmem; not with -r/-J/-P) (default: after the text table, not with -r/-J/-P)",
     )
     fmt.add_argument(
         "-o",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -409,6 +410,17 @@ def _raw_escape(text: str) -> str:
     )
 
 
+def _pairs_escape(text: str) -> str:
+    """A -P value: quote, backslash, backquote, dollar and unprintable characters as \\xHH
+    (libsmartcols' export quoting), so the line stays one shell assignment per cell."""
+    return "".join(f"\\x{ord(c):02x}" if c in '"\\`$' or not c.isprintable() else c for c in text)
+
+
+#: the table modes of ``TableOptions`` and lsmem's --summary values ("auto": lsmem's default)
+TABLE_MODES = ("text", "raw", "pairs", "json")
+SUMMARY_WHEN = ("auto", "never", "always", "only")
+
+
 @dataclass(frozen=True)
 class TableOptions:
     """How ``format_table`` and ``format_report`` print the table (lsmem's options)."""
@@ -419,8 +431,33 @@ class TableOptions:
     all_blocks: bool = False
     in_bytes: bool = False
     headings: bool = True
-    #: "text" (aligned, lsmem's default), "raw" (lsmem -r) or "json" (lsmem -J)
+    #: "text" (aligned, lsmem's default), "raw" (lsmem -r), "pairs" (lsmem -P) or "json"
+    #: (lsmem -J)
     mode: str = "text"
+    #: lsmem's --summary: "auto" (after the text table only), "always", "never" or "only"
+    #: (the summary without the table; text mode only, as lsmem refuses it with -r/-J/-P)
+    summary: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in TABLE_MODES:
+            raise ArgumentError(f"table mode {self.mode!r}: not one of {', '.join(TABLE_MODES)}")
+        if self.summary not in SUMMARY_WHEN:
+            raise ArgumentError(
+                f"--summary={self.summary}: not one of {', '.join(SUMMARY_WHEN[1:])}"
+            )
+        if self.summary == "only" and self.mode != "text":
+            # lsmem 2.38.1: "options --{raw,json,pairs} and --summary=only are mutually
+            # exclusive"
+            raise ArgumentError(
+                f"--summary=only prints no table: it does not go with the {self.mode} table "
+                "(-r, -J, -P), as in lsmem"
+            )
+
+    def shows_summary(self) -> bool:
+        """Whether lsmem would print its summary with these options."""
+        if self.summary == "auto":
+            return self.mode == "text"
+        return self.summary != "never"
 
     def split_columns(self) -> Tuple[str, ...]:
         return parse_split(None, self.columns) if self.split is None else self.split
@@ -443,6 +480,15 @@ def format_table(r: Report, opts: TableOptions = TableOptions()) -> str:
         inner = ("      " + ",".join(objs) + "\n") if objs else ""
         return '{\n   "memory": [\n' + inner + "   ]\n}"
     lines = []
+    if opts.mode == "pairs":
+        # lsmem -P: NAME="value" per cell, libsmartcols' export format; a name that is not a
+        # shell variable name (memscan's STRUCT-PAGES) gets '_' for the other characters, as
+        # libsmartcols' shellvar option spells it, so `eval` works on every line
+        keys = [re.sub(r"[^A-Za-z0-9_]", "_", c) for c in cols]
+        lines += [
+            " ".join(f'{k}="{_pairs_escape(t)}"' for k, (t, _) in zip(keys, row)) for row in cells
+        ]
+        return "\n".join(lines)
     if opts.mode == "raw":
         if opts.headings:
             lines.append(" ".join(cols))
@@ -720,7 +766,9 @@ def format_report(r: Report, all_blocks: bool = False, table: Optional[TableOpti
     for the same columns (``table``; ``all_blocks`` is -a), then memscan's findings."""
     opts = table or TableOptions(all_blocks=all_blocks)
     all_blocks = opts.all_blocks
-    lines = [format_table(r, opts), "", *format_summary(r, opts.in_bytes), ""]
+    lines = [] if opts.summary == "only" else [format_table(r, opts), ""]
+    if opts.shows_summary():
+        lines += [*format_summary(r, opts.in_bytes), ""]
     lines += [
         f"memscan report: {r.machine}",
         f"  arch {r.arch}, block size {lsmem_size(r.block_size)}, workload "

@@ -8,8 +8,9 @@ import pytest
 import memscan
 from conftest import PFN0, tiny
 from memscan import PageKind
-from memscan.errors import ParseError
+from memscan.errors import ArgumentError, ParseError
 from memscan.kpageflags import KPF
+from memscan.sizes import human
 
 SEC = 32768
 
@@ -54,7 +55,7 @@ def test_flags_of_each_kind(tmp_path):
 def test_round_trip_keeps_every_kind_kpageflags_can_tell(tmp_path):
     m = small()
     f1 = tmp_path / "kpf1"
-    n = m.export_kpageflags(f1, progress=False)
+    n = m.export_kpageflags(f1, progress=False)["pfns"]
     assert f1.stat().st_size == 8 * n == 8 * m.geometry.max_pfn
     back = memscan.Machine.synthetic("1G", block_size="128M", nodes=2)
     st = back.import_kpageflags(f1, progress=False)
@@ -146,3 +147,90 @@ def test_kpagecount_tells_free_hugetlb_pool_pages_and_a_pfn_range_imports_alone(
         tiny().import_kpageflags(f1, start_pfn=PFN0, count=10 * SEC)
     with pytest.raises(memscan.ArgumentError):
         tiny().import_kpageflags(f1, start_pfn=-1)
+
+
+# -- export: size guard, sparse holes, whole or nothing --------------------------------------
+
+
+def test_export_leaves_zero_runs_as_holes_and_reads_back_the_same(tmp_path):
+    """Non-LRU movable pages read 0 (src/kpageflags.rs): 4 KiB runs of them are holes of a
+    sparse file; the bytes read back are the words, holes included, and the file is
+    max_pfn words long."""
+    from memscan.kpageflags import SPARSE_WORDS
+
+    m = memscan.Machine.synthetic("512M", block_size="128M")
+    start = 0x100000  # 512-aligned, in RAM (4 GiB up)
+    m.set_pages(start, 64 * SPARSE_WORDS, PageKind.MOVABLE)
+    m.set_pages(start + 3 * SPARSE_WORDS + 7, 1, PageKind.LRU)  # one run is not all zero
+    f = tmp_path / "kpf"
+    info = m.export_kpageflags(f, progress=False)
+    assert info["bytes"] == f.stat().st_size == 8 * m.geometry.max_pfn
+    assert info["sparse_bytes"] == 8 * 63 * SPARSE_WORDS
+    words = np.fromfile(f, dtype="<u8")
+    assert (words == m.kpageflags_words(0, m.geometry.max_pfn)).all()
+    # the file system may allocate more, never the holes' worth less
+    assert f.stat().st_blocks * 512 <= info["bytes"] - info["sparse_bytes"] + (1 << 20)
+
+
+def test_export_refuses_gigabytes_without_force_and_a_full_disk(tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    from memscan import kpageflags
+
+    m = memscan.Machine.synthetic("512M", block_size="128M")
+    need = 8 * m.geometry.max_pfn
+    monkeypatch.setattr(kpageflags, "EXPORT_LIMIT_BYTES", need - 1)
+    with pytest.raises(ArgumentError, match=rf"would write {human(need)} .*force"):
+        m.export_kpageflags(tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+    assert m.export_kpageflags(tmp_path / "a", progress=False, force=True)["bytes"] == need
+    usage = _shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(kpageflags.shutil, "disk_usage", lambda p: usage._replace(free=need // 2))
+    with pytest.raises(ArgumentError, match=rf"has {human(need // 2)} free"):
+        m.export_kpageflags(tmp_path / "b", progress=False, force=True)
+    with pytest.raises(ArgumentError, match="refusing to write under /proc"):
+        m.export_kpageflags("/proc/kpageflags", progress=False)
+    with pytest.raises(ArgumentError, match="is a directory"):
+        m.export_kpageflags(tmp_path, progress=False)
+
+
+def test_an_interrupted_export_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch):
+    from memscan import kpageflags
+
+    m = memscan.Machine.synthetic("512M", block_size="128M")
+    f = tmp_path / "kpf"
+    f.write_bytes(b"old")
+    monkeypatch.setattr(kpageflags, "CHUNK_PFNS", 4096)
+    calls = []
+    real = m.kpageflags_words
+
+    def words(start, n):
+        calls.append(start)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(start, n)
+
+    monkeypatch.setattr(m, "kpageflags_words", words)
+    with pytest.raises(KeyboardInterrupt):
+        m.export_kpageflags(f, progress=False)
+    assert f.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kpf"]
+
+
+def test_cli_export_writes_what_the_model_reads_and_refuses_big_files(tmp_path, capsys):
+    import json
+
+    from memscan.cli import main
+
+    f = tmp_path / "kpf"
+    rc = main(["kpageflags", "export", str(f), "--synthetic", "2G", "--seed", "3", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    info = json.loads(out.out)
+    m = memscan.Machine.synthetic("2G")
+    m.populate("fragmented", seed=3, progress=False)
+    assert info["pfns"] == m.geometry.max_pfn
+    assert (np.fromfile(f, dtype="<u8") == m.kpageflags_words(0, info["pfns"])).all()
+    big = tmp_path / "big"
+    assert main(["kpageflags", "export", str(big), "--synthetic", "1T"]) == 2
+    assert "--force" in capsys.readouterr().err and not big.exists()

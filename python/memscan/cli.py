@@ -196,6 +196,26 @@ def cmd_sysfs_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kpageflags_export(args: argparse.Namespace) -> int:
+    from .kpageflags import check_export
+    from .sizes import human
+
+    m = _machine(args)
+    check_export(m, args.file, args.force)  # before the populate, which can take a minute
+    _populate(m, args)
+    info = m.export_kpageflags(args.file, progress=_progress(args), force=args.force)
+    if args.json:
+        json.dump(info, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"wrote {info['pfns']:#x} pfns ({human(info['bytes'])}, {human(info['sparse_bytes'])} "
+            f"of it left as file holes) to {args.file}; read it with: page-types -F {args.file} "
+            f"or memscan.Machine.import_kpageflags"
+        )
+    return 0
+
+
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("machine (default: the embedded seed machine)")
     src.add_argument(
@@ -610,6 +630,10 @@ EXAMPLES = {
         "memscan sysfs export /tmp/seed && lsmem --sysroot /tmp/seed",
         "memscan sysfs export --synthetic 1T --kernel 6.1 --force /tmp/big",
     ],
+    ("kpageflags", "export"): [
+        "memscan kpageflags export --synthetic 16G /tmp/kpf && page-types -F /tmp/kpf -l",
+        "memscan kpageflags export --synthetic 1T --workload idle --force /tmp/kpf1t",
+    ],
     ("run",): [
         "memscan run --kernel 5.5+debug -- lsmem   # lsmem is killed at memory96, as in 2020",
         "memscan run --synthetic 64G --kernel 6.1 --log ops.jsonl -- chmem -d 4G",
@@ -692,6 +716,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier export in DIR whole (default: DIR must be empty or missing)",
     )
     ex.set_defaults(func=cmd_sysfs_export)
+    kp = sub.add_parser("kpageflags", help="/proc/kpageflags files")
+    kpsub = kp.add_subparsers(dest="kpageflags_command", required=True)
+    kx = kpsub.add_parser(
+        "export",
+        help="write FILE as /proc/kpageflags reads on this machine (6.1 flags, 8 bytes a pfn)",
+    )
+    kx.add_argument("file", metavar="FILE")
+    _add_source_args(kx)
+    kx.add_argument(
+        "--force",
+        action="store_true",
+        help="write a file larger than 1 GiB (a machine past 512 GiB) (default: refuse it)",
+    )
+    kx.set_defaults(func=cmd_kpageflags_export)
     for name, helptext in (
         (
             "run",

@@ -8,8 +8,10 @@ Files are streamed in chunks, so memory stays bounded whatever the machine size.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Dict, Optional, Union
+import shutil
+from typing import Any, BinaryIO, Dict, Optional, Union
 
 import numpy as np
 
@@ -23,20 +25,110 @@ CHUNK_PFNS = 1 << 20  # 8 MiB of flags per step
 KPF = kinds.KPF
 
 
-def export_kpageflags(
-    machine: Any, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
-) -> int:
-    """Write ``path`` in kpageflags format for pfns 0 .. max_pfn; returns the pfn count."""
+#: an export larger than this needs ``force=True`` (CLI ``--force``): 1 GiB of flags is a
+#: 512 GiB machine; 32 TiB would write 64 GiB
+EXPORT_LIMIT_BYTES = 1 << 30
+#: runs of zero words this long are left as file holes (seeked over, not written)
+SPARSE_WORDS = 512  # 4 KiB, the usual file-system block
+
+
+def check_export(machine: Any, path: Union[str, os.PathLike[str]], force: bool = False) -> int:
+    """The checks of ``export_kpageflags``, cheap enough to run before populating a machine:
+    returns the file's size in bytes, or raises ArgumentError (see there)."""
+    from .sizes import human
+    from .sysfs import refuse_real_proc_sys
+
+    path = os.fspath(path)
+    refuse_real_proc_sys(path)
+    if os.path.isdir(path):
+        raise ArgumentError(f"{path}: is a directory; give the kpageflags file's path")
     total = machine.geometry.max_pfn
+    nbytes = 8 * total
+    if nbytes > EXPORT_LIMIT_BYTES and not force:
+        raise ArgumentError(
+            f"{path}: would write {human(nbytes)} (8 bytes per pfn up to max_pfn "
+            f"{total:#x}); pass force=True (memscan kpageflags export --force) to write it"
+        )
+    where = os.path.dirname(os.path.abspath(path))
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as e:
+        raise ArgumentError(f"{path}: cannot use {where}: {e.strerror}") from None
+    if nbytes > free:
+        raise ArgumentError(
+            f"{path}: needs up to {human(nbytes)} but {where} has {human(free)} free"
+        )
+    return nbytes
+
+
+def export_kpageflags(
+    machine: Any,
+    path: Union[str, os.PathLike[str]],
+    progress: Optional[bool] = None,
+    force: bool = False,
+) -> Dict[str, int]:
+    """Write ``path`` in kpageflags format for pfns 0 .. max_pfn, as the kernel's file reads
+    (fs/proc/page.c: one word per pfn up to max_pfn, KPF_NOPAGE where no online memmap is).
+
+    The file is 8 bytes per pfn whatever the machine holds. Above ``EXPORT_LIMIT_BYTES`` it
+    is refused unless ``force``; it is always refused where the file system has no room for
+    it. Absent memory is not zero in this format (it reads NOPAGE, as the kernel's does), so
+    only 4 KiB runs of zero words (order-0 kernel pages, per-CPU free pages) are left as
+    holes of a sparse file. The file appears whole or not at all (written beside ``path``,
+    then renamed).
+
+    Returns ``{"pfns", "bytes", "sparse_bytes"}``: pfns written, the file's size, and how
+    much of it was left as holes.
+
+    Raises:
+        ArgumentError: ``path`` is under /proc or /sys, is a directory, would exceed the
+            limit without ``force``, or does not fit on its file system.
+    """
+    path = os.fspath(path)
+    nbytes = check_export(machine, path, force)
+    total = nbytes // 8
+    where = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(where, f".{os.path.basename(path)}.memscan-{os.getpid()}")
+    sparse = 0
     bar = Progress(total, "kpageflags", enabled=progress)
-    with open(os.fspath(path), "wb") as f:
-        for start in range(0, total, CHUNK_PFNS):
-            n = min(CHUNK_PFNS, total - start)
-            words = machine.kpageflags_words(start, n)
-            f.write(words.astype("<u8", copy=False).tobytes())
-            bar.update(n)
-    bar.close()
-    return total
+    try:
+        with open(tmp, "wb") as f:
+            for start in range(0, total, CHUNK_PFNS):
+                n = min(CHUNK_PFNS, total - start)
+                words = machine.kpageflags_words(start, n).astype("<u8", copy=False)
+                sparse += 8 * _write_sparse(f, start * 8, words)
+                bar.update(n)
+            f.truncate(nbytes)  # a trailing hole still counts in the size
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        bar.close()
+    return {"pfns": total, "bytes": nbytes, "sparse_bytes": sparse}
+
+
+def _write_sparse(f: BinaryIO, offset: int, words: np.ndarray) -> int:
+    """Write ``words`` at byte ``offset`` of ``f``, seeking over SPARSE_WORDS-aligned runs
+    that are all zero; returns how many words were left as holes."""
+    n = len(words)
+    whole = n - n % SPARSE_WORDS
+    zero = np.zeros(-(-n // SPARSE_WORDS), dtype=bool)
+    if whole:
+        zero[: whole // SPARSE_WORDS] = ~words[:whole].reshape(-1, SPARSE_WORDS).any(axis=1)
+    # runs of equal zero-ness, each written or skipped in one call
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8))) + 1
+    bounds = [0, *edges.tolist(), len(zero)]
+    skipped = 0
+    for a, b in zip(bounds, bounds[1:]):
+        lo, hi = a * SPARSE_WORDS, min(b * SPARSE_WORDS, n)
+        if zero[a]:
+            skipped += hi - lo
+            continue
+        f.seek(offset + lo * 8)
+        f.write(words[lo:hi].tobytes())
+    return skipped
 
 
 def check_kpageflags_size(source: str, size: int, max_pfn: int) -> int:

@@ -570,13 +570,18 @@ class Machine:
         return export_sysfs(self, root, kernel, on_fault, values, force, progress=progress)
 
     def export_kpageflags(
-        self, path: Union[str, os.PathLike[str]], progress: Optional[bool] = None
-    ) -> int:
+        self,
+        path: Union[str, os.PathLike[str]],
+        progress: Optional[bool] = None,
+        force: bool = False,
+    ) -> Dict[str, int]:
         """Write the model's pages as a /proc/kpageflags file (6.1 semantics), readable by
-        the kernel's page-types -F and other kpageflags tools. Returns the pfn count."""
+        the kernel's page-types -F and other kpageflags tools: 8 bytes per pfn, so more than
+        1 GiB (a 512 GiB machine) needs ``force``. Returns ``{"pfns", "bytes",
+        "sparse_bytes"}`` (kpageflags.export_kpageflags)."""
         from .kpageflags import export_kpageflags
 
-        return export_kpageflags(self, path, progress)
+        return export_kpageflags(self, path, progress, force)
 
     def import_kpageflags(
         self,

@@ -39,7 +39,9 @@ from .kinds import SEC_DEVICE, SEC_PRESENT, BlockState
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _refuse_real_sysfs(root: str) -> None:
+def refuse_real_proc_sys(root: str) -> None:
+    """Refuse to write at or under the real /sys or /proc (symlinks resolved): memscan only
+    reads them. Every writer of a file or tree calls it first."""
     real = os.path.realpath(root)
     for bad in ("/sys", "/proc"):
         if real == bad or real.startswith(bad + "/"):
@@ -129,7 +131,7 @@ def export_sysfs(
     if on_fault not in ("missing", "0", "1"):
         raise ArgumentError(f"on_fault {on_fault!r}: expected 'missing', '0' or '1'")
     root = os.fspath(root)
-    _refuse_real_sysfs(root)
+    refuse_real_proc_sys(root)
     earlier = _check_target(root, force)
     g = machine.geometry
     scan = machine.scan(kernel, progress=False)

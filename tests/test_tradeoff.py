@@ -389,3 +389,46 @@ def test_plot_without_matplotlib_fails_before_the_sweep():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "pip install 'memscan[plot]'" in r.stderr
+
+
+def test_killed_runs_save_nothing_and_are_drawn_as_killed(tmp_path, capsys):
+    """A drmgr killed by the faulting read (the seed, 5.5+debug) has no saving (None, not
+    the kernel time it spent before it died), prints "killed" in the SAVED column, and the
+    plot draws it as a cross above the data, never as a point of the saving line; the other
+    machine's savings are drawn as shares of the blind agent's time, signs kept."""
+    import json as _json
+
+    from memscan.cli import main
+    from memscan.studies.tradeoff import plot, saving_share
+
+    args = ["tradeoff", "--synthetic", "4G", "--levels", "0,1"]
+    assert main([*args, "--json"]) == 0
+    recs = _json.loads(capsys.readouterr().out)["records"]
+    seed = [r for r in recs if r["machine"] == "seed"]
+    other = [r for r in recs if r["machine"] != "seed"]
+    assert seed and all(r["drmgr_killed"] and r["hint_saves_ns"] is None for r in seed)
+    assert all(saving_share(r) is None for r in seed)
+    assert other and not any(r["drmgr_killed"] for r in other)
+    drawn = plot(recs, str(tmp_path / "t.png"))
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    assert drawn["saving"]["seed"] == []
+    assert sorted(drawn["killed"]) == sorted(
+        ("seed", r["fragmentation"], r["pinned"]) for r in seed
+    )
+    name = other[0]["machine"]
+    want = [
+        (
+            r["fragmentation"],
+            100
+            * (r["blind_post"]["kernel_ns"] - r["drmgr_pre"]["kernel_ns"])
+            / r["blind_post"]["kernel_ns"],
+        )
+        for r in sorted(other, key=lambda r: r["fragmentation"])
+    ]
+    got = drawn["saving"][name]
+    assert [x for x, _, _ in got] == [x for x, _ in want]
+    assert [y for _, _, y in got] == pytest.approx([y for _, y in want])
+    assert any("killed" in label and label.startswith("seed") for label in drawn["legend"])
+    assert main(args) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("seed ")]
+    assert len(rows) == 2 and all(" killed " in ln for ln in rows)

@@ -406,7 +406,9 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
             f"{r['offlineable_blocks']:>7} "
             f"{f(r['removable_precision']):>5} {f(r['removable_recall']):>6} "
             f"{r['lsmem_pre']['kernel_ns'] / 1e6:>12.2f} {d['kernel_ns'] / 1e6:>13.2f} {b['kernel_ns'] / 1e6:>9.2f} "
-            f"{c['kernel_ns'] / 1e6:>9.2f} {r['hint_saves_ns'] / 1e6:>9.2f}  "
+            f"{c['kernel_ns'] / 1e6:>9.2f} "
+            + ("   killed" if r["hint_saves_ns"] is None else f"{r['hint_saves_ns'] / 1e6:>9.2f}")
+            + "  "
             f"{'y' if d['met'] else 'n'}/{'y' if b['met'] else 'n'}/{'y' if c['met'] else 'n'}"
             + (f"  ({d['message'][:60]})" if d["message"] else "")
         )

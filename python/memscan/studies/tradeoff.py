@@ -113,7 +113,10 @@ def run_case(
     rec["chmem_post"] = chmem_size(last, post, request_blocks, cost).to_dict()
     del last
     d, b = rec["drmgr_pre"], rec["blind_post"]
-    rec["hint_saves_ns"] = b["kernel_ns"] - d["kernel_ns"]
+    # a drmgr killed by a faulting read saved nothing and did not finish: no saving, not the
+    # (small) kernel time it spent before it died
+    rec["drmgr_killed"] = _killed(rec)
+    rec["hint_saves_ns"] = None if rec["drmgr_killed"] else b["kernel_ns"] - d["kernel_ns"]
     rec["memscan_seconds"] = time.perf_counter() - started
     return rec
 
@@ -236,7 +239,7 @@ def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
         key = series(r)
         out.setdefault(key, None)
         # a drmgr killed by a faulting read saved nothing: it died
-        if out[key] is None and r["hint_saves_ns"] > 0 and not _killed(r):
+        if out[key] is None and not _killed(r) and (r["hint_saves_ns"] or 0) > 0:
             out[key] = r["fragmentation"]
     return out
 
@@ -257,87 +260,135 @@ def break_even_blocks(records: List[Dict[str, Any]]) -> Dict[float, Optional[int
             lowest = r["pinned"]
         if r["pinned"] != lowest or out[lv] is not None:
             continue
-        if r["hint_saves_ns"] > 0 and not _killed(r):
+        if not _killed(r) and (r["hint_saves_ns"] or 0) > 0:
             out[lv] = r["blocks"]
     return out
 
 
-CLIENT_STYLES = (
-    ("drmgr_pre", "drmgr with the pre-patch hint", "-", "o"),
-    ("blind_post", "blind agent (post-patch)", "--", "s"),
-    ("chmem_post", "chmem SIZE mode", ":", "^"),
-)
+def saving_share(r: Dict[str, Any]) -> Optional[float]:
+    """The kernel time the pre-patch hint saves, as a share of the blind agent's (post-patch)
+    kernel time for the same request: > 0 the hint pays, < 0 its reads cost more than they
+    save; None where drmgr was killed (it never finished) or the blind agent spent nothing."""
+    blind_ns = r["blind_post"]["kernel_ns"]
+    if _killed(r) or r.get("hint_saves_ns") is None or not blind_ns:
+        return None
+    return float(r["hint_saves_ns"]) / blind_ns
 
 
-def plot(records: List[Dict[str, Any]], path: str) -> None:
-    """Left: kernel time of the unplug request with and without the hint against
-    fragmentation; colour = machine (and pin density), line style = client; drmgr runs killed
-    by a faulting ``removable`` read are hollow; the break-even is marked. Right: how wrong the
-    hint is, precision (solid) and recall (dashed) of the pre-patch ``removable`` against the
-    offline outcome, against pin density when pins were swept, else against fragmentation."""
+#: markers for the second dimension of a sweep (pin density on the left panels, the
+#: fragmentation level on the right one when pins are swept)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: a precision or recall from fewer blocks than this is labelled with its n
+SMALL_N = 10
+
+
+def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
+    """Three panels, one colour per machine in all of them (its legend, under the panels,
+    gives each machine's block count and break-even):
+
+    - left: what the hint saves an unplug request, drmgr with the pre-patch hint against the
+      blind agent, as a share of the blind agent's kernel time, with a zero line; a drmgr
+      killed by a faulting ``removable`` read is a labelled cross above the data (it saved
+      nothing: it died);
+    - middle: what the hint costs everyone, the modeled kernel time of one lsmem run
+      (every block's ``removable``) under the pre-patch kernel, log scale;
+    - right: how often the hint is right, precision (solid) and recall (dashed) of the
+      pre-patch ``removable`` against the offline outcome; points from fewer than SMALL_N
+      blocks carry their n.
+
+    With pins swept, markers tell the pin densities apart (left, middle) and the right panel
+    runs over pin density, markers telling the fragmentation levels apart.
+
+    Returns what was drawn, for checks: ``saving`` (machine → [(level, pinned or None
+    without a pin sweep, percent)]),
+    ``killed`` ([(machine, level, pinned)]), ``small_n`` ([(machine, x, label)]) and
+    ``legend`` (the machine labels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     from matplotlib.lines import Line2D
 
-    fig, (ax, aq) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
-    be = break_even(records)
-    order = {series(r): (r["blocks"], r["machine"], r["pinned"]) for r in records}
-    names = sorted(order, key=order.__getitem__)
-    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
-    for name in names:
-        rs = sorted((r for r in records if series(r) == name), key=lambda r: r["fragmentation"])
-        x = [r["fragmentation"] for r in rs]
-        col = colours[name]
-        for key, _, ls, mk in CLIENT_STYLES:
-            ax.plot(x, [r[key]["kernel_ns"] / 1e6 for r in rs], ls=ls, color=col, lw=1.2)
-            for r in rs:
-                hollow = key == "drmgr_pre" and _killed(r)
-                ax.plot(
-                    r["fragmentation"],
-                    r[key]["kernel_ns"] / 1e6,
-                    marker=mk,
-                    color=col,
-                    mfc="none" if hollow else col,
-                    ls="none",
-                )
-        if be.get(name) is not None:
-            ax.axvline(be[name], color=col, lw=0.8, ls="-.")
-    ax.set_yscale("log")
-    ax.set_xlabel("fragmentation level")
-    ax.set_ylabel("modeled kernel time of the request (ms)")
-    ax.set_title("removable hint (53cdc1cb29e8): kernel time of an unplug request", fontsize=9)
-    by_client = [
-        Line2D([], [], color="black", ls=ls, marker=mk, label=label)
-        for _, label, ls, mk in CLIENT_STYLES
-    ]
-    by_client.append(
-        Line2D([], [], color="black", ls="none", marker="o", mfc="none", label="drmgr killed")
-    )
-    by_client.append(Line2D([], [], color="black", ls="-.", label="break-even"))
-    first = ax.legend(handles=by_client, fontsize=7, loc="upper right")
-    ax.add_artist(first)
-    ax.legend(
-        handles=[Line2D([], [], color=colours[n], lw=3, label=n) for n in names],
-        fontsize=6,
-        loc="lower left",
-    )
-
     swept = any(r.get("pin_sweep") for r in records)
-    groups: Dict[str, List[Dict[str, Any]]] = {}
-    for r in records:
-        key = f"{r['machine']}, frag {r['fragmentation']:g}" if swept else r["machine"]
-        groups.setdefault(key, []).append(r)
-    for i, (key, rs) in enumerate(
-        sorted(
-            groups.items(),
-            key=lambda kv: (kv[1][0]["blocks"], kv[1][0]["machine"], kv[1][0]["fragmentation"]),
+    machines = sorted({r["machine"] for r in records}, key=lambda n: _blocks_of(records, n))
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(machines)}
+    pins = sorted({r["pinned"] for r in records}) if swept else [None]
+    levels = sorted({r["fragmentation"] for r in records})
+    be = break_even(records)
+    fig, (ax, ac, aq) = plt.subplots(1, 3, figsize=(16, 5.8))
+
+    drawn: Dict[str, Any] = {"saving": {}, "killed": [], "small_n": [], "legend": []}
+    top = 0.0
+    for name in machines:
+        for j, pin in enumerate(pins):
+            rs = sorted(
+                (
+                    r
+                    for r in records
+                    if r["machine"] == name and (pin is None or r["pinned"] == pin)
+                ),
+                key=lambda r: r["fragmentation"],
+            )
+            if not rs:
+                continue
+            col, mk = colours[name], MARKERS[j % len(MARKERS)]
+            pts = [(r["fragmentation"], saving_share(r)) for r in rs]
+            good = [(x, 100 * y) for x, y in pts if y is not None]
+            drawn["saving"].setdefault(name, []).extend((x, pin, y) for x, y in good)
+            if good:
+                ax.plot(*zip(*good), color=col, marker=mk, lw=1.5)
+                top = max(top, max(y for _, y in good))
+            ac.plot(
+                [r["fragmentation"] for r in rs],
+                [r["lsmem_pre"]["kernel_ns"] / 1e6 for r in rs],
+                color=col,
+                marker=mk,
+                lw=1.5,
+            )
+    # killed runs: a cross in a band above the data, labelled once
+    lo, hi = ax.get_ylim()
+    hi = max(hi, top, 1.0)
+    band = hi + 0.12 * (hi - lo)
+    killed = [r for r in records if _killed(r)]
+    for r in killed:
+        ax.plot(r["fragmentation"], band, marker="x", ms=9, mew=2, color=colours[r["machine"]])
+        drawn["killed"].append((r["machine"], r["fragmentation"], r["pinned"]))
+    if killed:
+        ax.annotate(
+            "drmgr killed reading removable (no saving)",
+            (min(r["fragmentation"] for r in killed), band),
+            xytext=(6, 8),
+            textcoords="offset points",
+            fontsize=9,
         )
-    ):
+        ax.set_ylim(lo, band + 0.12 * (hi - lo))
+    ax.axhline(0, color="black", lw=1)
+    ax.set_xlabel("fragmentation level", fontsize=10)
+    ax.set_ylabel("kernel time the hint saves (% of the blind agent's)", fontsize=10)
+    ax.set_title("does the pre-patch hint save an unplug request time?", fontsize=11)
+    ax.grid(alpha=0.3)
+
+    ac.set_yscale("log")
+    ac.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ac.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ac.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ac.set_xlabel("fragmentation level", fontsize=10)
+    ac.set_ylabel("modeled kernel time of one lsmem run (ms)", fontsize=10)
+    ac.set_title("what every removable read costs (pre-patch lsmem)", fontsize=11)
+    ac.grid(alpha=0.3, which="both")
+
+    groups = sorted(
+        {(r["machine"], r["fragmentation"] if swept else None) for r in records},
+        key=lambda g: (_blocks_of(records, g[0]), g[1] or 0.0),
+    )
+    small: Dict[Tuple[float, float], List[Tuple[str, str]]] = {}
+    for name, lv in groups:
+        rs = [
+            r for r in records if r["machine"] == name and (lv is None or r["fragmentation"] == lv)
+        ]
         rs.sort(key=lambda r: r["pinned"] if swept else r["fragmentation"])
-        # without a pin sweep a group is a machine: the colour it has on the left
-        col = plt.get_cmap("tab10")(i % 10) if swept else colours[key]
+        mk = MARKERS[levels.index(lv) % len(MARKERS)] if swept else "o"
         for metric, ls in (("removable_precision", "-"), ("removable_recall", "--")):
             pts = [
                 (r["pinned"] if swept else r["fragmentation"], r[metric])
@@ -345,17 +396,104 @@ def plot(records: List[Dict[str, Any]], path: str) -> None:
                 if r[metric] is not None
             ]
             if pts:
-                aq.plot(*zip(*pts), ls=ls, marker="o", color=col, ms=4)
-        aq.plot([], [], color=col, lw=3, label=key)
+                aq.plot(*zip(*pts), ls=ls, marker=mk, ms=5, color=colours[name])
+        for r in rs:
+            c = r["confusion_pre"]
+            n_p, n_r = c["tp"] + c["fp"], c["tp"] + c["fn"]
+            ys = [y for y in (r["removable_precision"], r["removable_recall"]) if y is not None]
+            if ys and min(n_p, n_r) < SMALL_N:
+                x = r["pinned"] if swept else r["fragmentation"]
+                small.setdefault((x, round(min(ys) / 0.15)), []).append(
+                    (min(ys), name, f"n={n_p}/{n_r}")
+                )
+    # small n beside its points: one stack per cluster of nearby points (machines and levels
+    # that share a point), in the machine's colour, left of the rightmost points
+    right = max((x for x, _ in small), default=0.0)
+    for (x, _), labels in small.items():
+        labels.sort(key=lambda t: -t[0])
+        for i, (_, name, text) in enumerate(labels):
+            drawn["small_n"].append((name, x, text))
+            aq.annotate(
+                text,
+                (x, labels[0][0]),
+                xytext=(-7 if x == right else 7, -4 - 9 * i),
+                textcoords="offset points",
+                ha="right" if x == right else "left",
+                va="top",
+                fontsize=8,
+                color=colours[name],
+            )
     if swept:
         aq.set_xscale("symlog", linthresh=1e-6)
-        aq.set_xlabel("share of LRU pages long-term pinned")
+        aq.set_xlabel("share of LRU pages long-term pinned", fontsize=10)
     else:
-        aq.set_xlabel("fragmentation level")
-    aq.set_ylim(-0.05, 1.05)
-    aq.set_ylabel("pre-patch removable vs offline outcome")
-    aq.set_title("how often the hint is right: precision (solid), recall (dashed)", fontsize=9)
-    aq.legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
+        aq.set_xlabel("fragmentation level", fontsize=10)
+    aq.set_ylim(-0.05, 1.1)
+    aq.set_ylabel("pre-patch removable against the offline outcome", fontsize=10)
+    aq.set_title("is the hint right? precision (solid), recall (dashed)", fontsize=11)
+    if small:
+        aq.text(
+            0.01,
+            0.02,
+            f"n=yes answers/offlineable blocks, shown under {SMALL_N}",
+            transform=aq.transAxes,
+            fontsize=8,
+            color="dimgray",
+        )
+    aq.grid(alpha=0.3)
+
+    handles = []
+    for n in machines:
+        b = be.get(n)
+        if swept:  # per pin density
+            bes = [v for k, v in be.items() if k.startswith(n + ", pinned")]
+            b = min((v for v in bes if v is not None), default=None)
+        if all(_killed(r) for r in records if r["machine"] == n):
+            verdict = "drmgr is killed by the read, the hint never pays"
+        elif b is None:
+            verdict = "the hint never pays in this sweep"
+        else:
+            verdict = f"the hint pays from level {b:g}"
+        label = f"{n} ({_blocks_of(records, n)} blocks): {verdict}"
+        handles.append(Line2D([], [], color=colours[n], lw=3, label=label))
+        drawn["legend"].append(label)
+    extra = []
+    if swept:
+        extra += [
+            Line2D(
+                [],
+                [],
+                color="gray",
+                marker=MARKERS[j % len(MARKERS)],
+                ls="none",
+                label=f"pinned {p:g} (left, middle)",
+            )
+            for j, p in enumerate(pins)
+        ]
+        extra += [
+            Line2D(
+                [],
+                [],
+                color="gray",
+                marker=MARKERS[i % len(MARKERS)],
+                ls="none",
+                label=f"fragmentation {lv:g} (right)",
+            )
+            for i, lv in enumerate(levels)
+        ]
+    fig.legend(
+        handles=handles + extra,
+        loc="lower center",
+        ncol=2 if len(handles + extra) > 3 else len(handles + extra),
+        fontsize=9,
+        frameon=False,
+    )
+    rows = -(-len(handles + extra) // 2)
+    fig.tight_layout(rect=(0, 0.04 + 0.045 * rows, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return drawn
+
+
+def _blocks_of(records: List[Dict[str, Any]], machine: str) -> int:
+    return max(r["blocks"] for r in records if r["machine"] == machine)

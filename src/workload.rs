@@ -527,7 +527,34 @@ fn fill_pageblock(
 
 /// Rewrite the pages of online RAM with `w`, seeded by `seed`.
 pub fn populate(m: &mut Machine, w: &Workload, seed: u64) -> Result<()> {
-    populate_cancellable(m, w, seed, &crate::control::Control::new())
+    populate_cancellable(m, w, seed, &crate::control::Control::new(), None)
+}
+
+/// The blocks of `only` (any order, repeats allowed) as populate takes them: sorted, each an
+/// existing block with online RAM, or an error naming the first that is not.
+pub fn populate_subset(m: &Machine, only: &[u64]) -> Result<Vec<u64>> {
+    let mut v = only.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let fillable = populated_blocks(m);
+    for &b in &v {
+        if b >= m.store.nr_blocks() {
+            return Err(Error::NoSuchBlock {
+                block: b,
+                why: format!(
+                    "populate: the machine has memory blocks 0-{}",
+                    m.store.nr_blocks() - 1
+                ),
+            });
+        }
+        if fillable.binary_search(&b).is_err() {
+            return Err(Error::Argument(format!(
+                "populate: memory block {b} has no online RAM to fill (offline, a hole or \
+                 ZONE_DEVICE)"
+            )));
+        }
+    }
+    Ok(v)
 }
 
 /// The blocks populate makes dense: those with online RAM sections.
@@ -545,24 +572,37 @@ fn populated_blocks(m: &Machine) -> Vec<u64> {
 
 /// Bytes `populate` would allocate on `m` (page bytes of the blocks it makes dense that are
 /// not dense yet), known before anything is allocated.
-pub fn populate_bytes(m: &Machine) -> u64 {
+pub fn populate_bytes(m: &Machine, only: Option<&[u64]>) -> Result<u64> {
     let per = m.geometry.pages_per_block();
-    populated_blocks(m)
+    let todo = match only {
+        Some(o) => populate_subset(m, o)?,
+        None => populated_blocks(m),
+    };
+    Ok(todo
         .into_iter()
         .filter(|&b| !m.store.is_dense(b))
         .map(|_| per)
-        .sum()
+        .sum())
 }
 
 /// `populate`, stopping with `Error::Interrupted` soon after `ctl` is cancelled (checked per
 /// block; the machine is then partly populated), advancing `ctl` by one per block filled.
+/// With `only`, just those blocks are filled (a sparse machine: the rest keep their pages);
+/// a block's pages depend on the seed and its pfns alone, so a block filled alone gets the
+/// pages it gets in a full populate, but for the machine-wide placements (gigantic pages,
+/// CMA, hwpoison and balloon pages), which draw among the chosen blocks only.
 pub fn populate_cancellable(
     m: &mut Machine,
     w: &Workload,
     seed: u64,
     ctl: &crate::control::Control,
+    only: Option<&[u64]>,
 ) -> Result<()> {
     w.validate(m)?;
+    let todo = match only {
+        Some(o) => populate_subset(m, o)?,
+        None => populated_blocks(m),
+    };
     if w.movable_node {
         apply_movable_node(m);
         crate::watermark::refresh_min_free(m);
@@ -572,7 +612,6 @@ pub fn populate_cancellable(
     let spb = g.sections_per_block();
     let pps = g.pages_per_section() as usize;
     let pbn = g.pageblock_nr_pages() as usize;
-    let todo = populated_blocks(m);
     ctl.set_total(todo.len() as u64);
     m.store.densify_many(&todo)?;
     let mut chunks = m.store.take_chunks();
@@ -644,10 +683,11 @@ pub fn populate_cancellable(
         }
     }
     merge_free_pageblocks(m, &todo);
-    place_gigantic(m, w, seed);
-    place_cma(m, w);
-    place_scattered(m, w.hwpoison_pages, kind::HWPOISON, seed ^ 0x4857);
-    place_scattered(m, w.balloon_pages, kind::OFFLINE, seed ^ 0x4241);
+    let chosen = |m: &Machine, pfn: u64| todo.binary_search(&m.geometry.pfn_to_block(pfn)).is_ok();
+    place_gigantic(m, w, seed, &chosen);
+    place_cma(m, w, &chosen);
+    place_scattered(m, w.hwpoison_pages, kind::HWPOISON, seed ^ 0x4857, &chosen);
+    place_scattered(m, w.balloon_pages, kind::OFFLINE, seed ^ 0x4241, &chosen);
     Ok(())
 }
 
@@ -680,7 +720,12 @@ fn merge_free_pageblocks(m: &mut Machine, blocks: &[u64]) {
     }
 }
 
-fn place_gigantic(m: &mut Machine, w: &Workload, seed: u64) {
+fn place_gigantic(
+    m: &mut Machine,
+    w: &Workload,
+    seed: u64,
+    chosen: &dyn Fn(&Machine, u64) -> bool,
+) {
     if w.hugetlb <= 0.0 {
         return;
     }
@@ -698,7 +743,7 @@ fn place_gigantic(m: &mut Machine, w: &Workload, seed: u64) {
             .step_by(g.pages_per_section() as usize)
             .all(|p| {
                 let meta = m.store.section_meta(g.pfn_to_section(p));
-                meta.online() && !meta.device()
+                meta.online() && !meta.device() && chosen(m, p)
             })
             && rng.f64() < w.hugetlb
             && (pfn..pfn + n).all(|p| is_ram_page(m.store.page(p)));
@@ -718,7 +763,7 @@ fn place_gigantic(m: &mut Machine, w: &Workload, seed: u64) {
 }
 
 /// A CMA area: the highest `cma_pages` (rounded to pageblocks) of node 0's kernel memory.
-fn place_cma(m: &mut Machine, w: &Workload) {
+fn place_cma(m: &mut Machine, w: &Workload, chosen: &dyn Fn(&Machine, u64) -> bool) {
     if w.cma_pages == 0 {
         return;
     }
@@ -731,14 +776,25 @@ fn place_cma(m: &mut Machine, w: &Workload) {
         let pfn = pb * pbn;
         let meta = m.store.section_meta(g.pfn_to_section(pfn));
         let zone = m.store.pageblock_zone(pfn);
-        if meta.online() && !meta.device() && meta.nid == 0 && zone == ZoneType::Normal {
+        if meta.online()
+            && !meta.device()
+            && meta.nid == 0
+            && zone == ZoneType::Normal
+            && chosen(m, pfn)
+        {
             m.store.set_migratetype(pfn, MigrateType::Cma);
             left -= 1;
         }
     }
 }
 
-fn place_scattered(m: &mut Machine, count: u64, k: u8, seed: u64) {
+fn place_scattered(
+    m: &mut Machine,
+    count: u64,
+    k: u8,
+    seed: u64,
+    chosen: &dyn Fn(&Machine, u64) -> bool,
+) {
     if count == 0 {
         return;
     }
@@ -746,7 +802,7 @@ fn place_scattered(m: &mut Machine, count: u64, k: u8, seed: u64) {
     let online: Vec<u64> = (0..m.store.nr_sections())
         .filter(|&s| {
             let meta = m.store.section_meta(s);
-            meta.online() && !meta.device()
+            meta.online() && !meta.device() && chosen(m, g.section_to_pfn(s))
         })
         .collect();
     if online.is_empty() {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -347,10 +347,22 @@ class Machine:
         workload: Union[Workload, str, None] = None,
         seed: int = 0,
         progress: Optional[bool] = None,
+        blocks: Optional[Iterable[int]] = None,
     ) -> Machine:
         """Fill online RAM with a workload (a ``Workload`` or a preset name). Deterministic:
         the same seed gives the same pages. A progress bar (blocks filled) shows on a
-        terminal unless ``progress=False``; Ctrl-C stops it. Returns self."""
+        terminal unless ``progress=False``; Ctrl-C stops it. Returns self.
+
+        ``blocks`` fills only those memory blocks (a sparse machine, e.g.
+        ``m.blocks()[::8]``); the others keep their pages and stay compact. A block's pages
+        depend only on the seed and its pfns, so it gets the pages a full populate gives it,
+        except for the machine-wide placements (gigantic hugetlb pages, CMA, hwpoison and
+        balloon pages), which then draw among the chosen blocks.
+
+        Raises:
+            NoSuchBlockError: a block id past the machine's last block.
+            ArgumentError: a block with no online RAM (offline, a hole, ZONE_DEVICE).
+        """
         if workload is None:
             workload = Workload()
         if isinstance(workload, str):
@@ -361,9 +373,10 @@ class Machine:
             )
         if not isinstance(seed, int) or seed < 0:
             raise ArgumentError(f"populate: seed must be a non-negative int, got {seed!r}")
-        total = len(self.blocks())
+        only = None if blocks is None else [_block(b) for b in blocks]
+        total = len(self.blocks()) if only is None else len(set(only))
         with Progress(total, "populate", enabled=progress, unit="block") as bar:
-            self._core.populate(workload.to_dict(), seed, bar.callback)
+            self._core.populate(workload.to_dict(), seed, bar.callback, only)
         return self
 
     def pages(self, block: int) -> np.ndarray:
@@ -473,14 +486,21 @@ class Machine:
             raise ArgumentError(f"hugetlb_vmemmap_optimize {value!r}: want True or False")
         self._core.hugetlb_vmemmap_optimized = value
 
-    def memory_bytes(self, after_populate: bool = False) -> int:
+    def memory_bytes(
+        self, after_populate: bool = False, blocks: Optional[Iterable[int]] = None
+    ) -> int:
         """Bytes the model itself holds; with ``after_populate``, what it would hold after
-        ``populate()``, computed before anything is allocated (populate makes every block
-        with online RAM dense: one byte per page). A machine too large for this host is then
-        known in advance; populate itself refuses more than RAM plus swap with a
+        ``populate(blocks=blocks)``, computed before anything is allocated (populate makes
+        every block it fills dense: one byte per page). A machine too large for this host is
+        then known in advance; populate itself refuses more than RAM plus swap with a
         ``ModelMemoryError`` and fails cleanly under a memory limit."""
         now = int(self._core.memory_bytes())
-        return now + int(self._core.populate_bytes()) if after_populate else now
+        if not after_populate:
+            if blocks is not None:
+                raise ArgumentError("memory_bytes: blocks= goes with after_populate=True")
+            return now
+        only = None if blocks is None else [_block(b) for b in blocks]
+        return now + int(self._core.populate_bytes(only))
 
     # -- kernel models ----------------------------------------------------------------------
     def removable(self, block: int, kernel: KernelLike = "5.5") -> Removable:

@@ -319,18 +319,20 @@ impl CoreMachine {
             .into_pyarray(py)
     }
 
-    /// Fill online RAM from a workload; `progress(done, total)` (blocks) is called as it goes.
-    #[pyo3(signature = (workload, seed, progress=None))]
+    /// Fill online RAM from a workload (only `blocks`, when given); `progress(done, total)`
+    /// (blocks) is called as it goes.
+    #[pyo3(signature = (workload, seed, progress=None, blocks=None))]
     fn populate(
         &self,
         py: Python<'_>,
         workload: &Bound<'_, PyDict>,
         seed: u64,
         progress: Option<&Bound<'_, PyAny>>,
+        blocks: Option<Vec<u64>>,
     ) -> PyResult<()> {
         let w = workload_from_dict(workload)?;
         interruptible(py, progress, |ctl| {
-            workload::populate_cancellable(&mut self.write(), &w, seed, ctl)
+            workload::populate_cancellable(&mut self.write(), &w, seed, ctl, blocks.as_deref())
         })
     }
 
@@ -342,9 +344,10 @@ impl CoreMachine {
         self.read().store.memory_bytes()
     }
 
-    /// Bytes `populate` would allocate now (before it allocates anything).
-    fn populate_bytes(&self) -> u64 {
-        workload::populate_bytes(&self.read())
+    /// Bytes `populate` (of `blocks`, when given) would allocate now, before it allocates.
+    #[pyo3(signature = (blocks=None))]
+    fn populate_bytes(&self, blocks: Option<Vec<u64>>) -> PyResult<u64> {
+        guard(|| workload::populate_bytes(&self.read(), blocks.as_deref()))
     }
 
     fn dense_blocks(&self) -> u64 {

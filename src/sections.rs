@@ -3,8 +3,17 @@
 //! migratetype and zone.
 //!
 //! Dense bytes live in chunks of one memory block each, so a block's pages are one contiguous
-//! slice that numpy can view without a copy. A chunk, once allocated, is never freed or moved
-//! while the store lives (views handed out stay valid).
+//! slice that numpy can view without a copy.
+//!
+//! Copies share chunks (copy-on-write): `try_clone` hands the copy the same chunks, and the
+//! first write to a shared chunk, on either side, gives the writer its own. A chunk with a
+//! live numpy view (a pin, `pin_table`) is never shared: a copy takes its own copy of it at
+//! once, and pinning a shared chunk unshares it first. So a pinned chunk has one owner, is
+//! written in place, and is never freed or moved while its store lives: views see the
+//! model's bytes and stay valid.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::geometry::Geometry;
@@ -26,7 +35,7 @@ pub const SECTION_FLAGS: [(&str, u8); 4] = [
 
 /// The dense blocks' page bytes while they are out of the store: each block's bytes can be
 /// written, none can be added, dropped or moved (the numpy views rely on that).
-pub struct DenseChunks(Vec<Option<Box<[u8]>>>);
+pub struct DenseChunks(Vec<Option<Chunk>>);
 
 impl DenseChunks {
     /// `(block, its page bytes)` of every dense block, in block order, in parallel.
@@ -37,8 +46,25 @@ impl DenseChunks {
         self.0
             .par_iter_mut()
             .enumerate()
-            .filter_map(|(b, c)| c.as_deref_mut().map(|c| (b as u64, c)))
+            .filter_map(|(b, c)| c.as_mut().map(|c| (b as u64, unshare(c))))
     }
+}
+
+/// A dense block's page bytes, shared by copies until one of them writes it (a box inside
+/// the Arc, so a chunk allocated as bytes is shared without copying them into an Arc).
+pub type Chunk = Arc<Box<[u8]>>;
+
+/// Per memory block, how many live views (numpy arrays) pin its chunk.
+pub type PinTable = Arc<[AtomicU32]>;
+
+/// The chunk's bytes for writing: in place where this store is its only owner, else (a copy
+/// shares it) a private copy first. A pinned chunk is never shared, so it is never replaced
+/// here. The copy aborts only where a whole block's bytes cannot be allocated, as `densify`.
+fn unshare(c: &mut Chunk) -> &mut [u8] {
+    if Arc::get_mut(c).is_none() {
+        *c = Arc::new(Box::from(&c[..]));
+    }
+    Arc::get_mut(c).expect("a chunk just copied has one owner")
 }
 
 /// Per-section metadata.
@@ -97,6 +123,14 @@ fn try_vec<T: Clone>(value: T, n: usize) -> Option<Vec<T>> {
     Some(v)
 }
 
+/// A pin table of `n` zeros, or None where it cannot be allocated.
+fn new_pins(n: usize) -> Option<PinTable> {
+    let mut v: Vec<AtomicU32> = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.extend((0..n).map(|_| AtomicU32::new(0)));
+    Some(PinTable::from(v))
+}
+
 /// Total RAM plus swap of the machine memscan runs on (sysinfo(2)).
 fn memory_and_swap() -> u64 {
     let info = rustix::system::sysinfo();
@@ -139,7 +173,9 @@ pub struct PageStore {
     pub max_pfn: u64,
     pub meta: Vec<SectionMeta>,
     compact: Vec<Compact>,
-    chunks: Vec<Option<Box<[u8]>>>,
+    chunks: Vec<Option<Chunk>>,
+    /// Live views per block (see the module notes); a copy starts with none.
+    pins: PinTable,
     /// Per pageblock: migratetype in the low nibble, zone type in the high nibble.
     pageblocks: Vec<u8>,
     /// Bumped by every call that may change page bytes or pageblock bits: state derived
@@ -156,7 +192,8 @@ impl PageStore {
         let per_section =
             (std::mem::size_of::<SectionMeta>() + std::mem::size_of::<Compact>()) as u128;
         max_pfn / u128::from(geometry.pages_per_section()) * per_section
-            + max_pfn / ppb * std::mem::size_of::<Option<Box<[u8]>>>() as u128
+            + max_pfn / ppb
+                * (std::mem::size_of::<Option<Chunk>>() + std::mem::size_of::<AtomicU32>()) as u128
             + max_pfn / u128::from(geometry.pageblock_nr_pages())
     }
 
@@ -184,6 +221,7 @@ impl PageStore {
             .try_reserve_exact(nr_blocks)
             .map_err(|_| Error::Memory(what()))?;
         chunks.extend((0..nr_blocks).map(|_| None));
+        let pins = new_pins(nr_blocks).ok_or_else(|| Error::Memory(what()))?;
         let pageblocks = try_vec(
             (MigrateType::Movable as u8) | ((ZoneType::Normal as u8) << 4),
             nr_pageblocks,
@@ -195,32 +233,41 @@ impl PageStore {
             meta,
             compact,
             chunks,
+            pins,
             pageblocks,
             generation: 0,
         })
     }
 
-    /// A copy whose allocations are fallible: `Error::Memory` (naming the size) where it does
-    /// not fit, never an abort.
+    /// A copy that shares this store's chunks (copy-on-write; a pinned chunk is copied at
+    /// once). Its allocations are fallible: `Error::Memory` (naming the size) where it does
+    /// not fit, never an abort. Bytes are copied later, a block at a time, by the first write
+    /// to a shared chunk on either side.
     pub fn try_clone(&self) -> Result<PageStore> {
         let oom = || {
             Error::Memory(format!(
-                "copying the model needs {} bytes",
+                "copying the model needs up to {} bytes",
                 self.memory_bytes()
             ))
         };
-        let copy = |v: &[u8]| -> Result<Box<[u8]>> {
+        let copy = |v: &[u8]| -> Result<Vec<u8>> {
             let mut c = Vec::new();
             c.try_reserve_exact(v.len()).map_err(|_| oom())?;
             c.extend_from_slice(v);
-            Ok(c.into_boxed_slice())
+            Ok(c)
         };
         let mut chunks = Vec::new();
         chunks
             .try_reserve_exact(self.chunks.len())
             .map_err(|_| oom())?;
-        for c in &self.chunks {
-            chunks.push(c.as_deref().map(copy).transpose()?);
+        for (b, c) in self.chunks.iter().enumerate() {
+            chunks.push(match c {
+                Some(c) if self.pins[b].load(Ordering::Acquire) > 0 => {
+                    Some(Arc::new(copy(c)?.into_boxed_slice()))
+                }
+                Some(c) => Some(Arc::clone(c)),
+                None => None,
+            });
         }
         let mut meta = Vec::new();
         meta.try_reserve_exact(self.meta.len()).map_err(|_| oom())?;
@@ -236,9 +283,39 @@ impl PageStore {
             meta,
             compact,
             chunks,
-            pageblocks: copy(&self.pageblocks)?.into_vec(),
+            pins: new_pins(self.chunks.len()).ok_or_else(oom)?,
+            pageblocks: copy(&self.pageblocks)?,
             generation: self.generation,
         })
+    }
+
+    /// The live-view counts of this store's blocks: a binding that hands out a view of a
+    /// block's bytes calls [`PageStore::pin`] and holds this table to unpin when the view dies.
+    pub fn pin_table(&self) -> PinTable {
+        Arc::clone(&self.pins)
+    }
+
+    /// Pin a block's chunk for a live view (made dense, and unshared if a copy shares it):
+    /// its bytes, whose address stays valid while the store lives and the pin is held
+    /// (release it with `pin_table()[block].fetch_sub(1)`).
+    pub fn pin(&mut self, block: u64) -> &[u8] {
+        self.densify(block);
+        let b = block as usize;
+        let c = self.chunks[b].as_mut().expect("densified");
+        unshare(c);
+        self.pins[b].fetch_add(1, Ordering::AcqRel);
+        self.chunks[b].as_deref().expect("densified")
+    }
+
+    /// Bytes of dense chunks this store shares with copies (counted in each store's
+    /// `memory_bytes`, held once).
+    pub fn shared_bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .flatten()
+            .filter(|c| Arc::strong_count(c) > 1)
+            .map(|c| c.len() as u64)
+            .sum()
     }
 
     /// See the field: changes whenever the pages or pageblock bits may have changed.
@@ -317,7 +394,7 @@ impl PageStore {
         for (i, part) in chunk.chunks_mut(pps).enumerate() {
             fill_compact(part, self.compact[first_sec + i]);
         }
-        self.chunks[b] = Some(chunk);
+        self.chunks[b] = Some(Arc::new(chunk));
     }
 
     /// Make many blocks dense at once, in parallel (`blocks` sorted). The bytes needed are
@@ -356,7 +433,7 @@ impl PageStore {
                 for (i, part) in chunk.chunks_mut(pps).enumerate() {
                     fill_compact(part, compact[b * spb + i]);
                 }
-                *c = Some(chunk);
+                *c = Some(Arc::new(chunk));
                 Ok(())
             })
     }
@@ -371,7 +448,7 @@ impl PageStore {
     pub fn block_pages_mut(&mut self, block: u64) -> &mut [u8] {
         self.generation += 1;
         self.densify(block);
-        self.chunks[block as usize].as_deref_mut().unwrap()
+        unshare(self.chunks[block as usize].as_mut().unwrap())
     }
 
     /// Set `count` pages from `pfn` to `value`; whole sections of a block without a chunk stay
@@ -508,7 +585,8 @@ impl PageStore {
             .sum();
         (self.meta.len() * std::mem::size_of::<SectionMeta>()
             + self.compact.len() * std::mem::size_of::<Compact>()
-            + self.chunks.len() * std::mem::size_of::<Option<Box<[u8]>>>()
+            + self.chunks.len()
+                * (std::mem::size_of::<Option<Chunk>>() + std::mem::size_of::<AtomicU32>())
             + self.pageblocks.len()) as u64
             + chunks
     }
@@ -548,6 +626,53 @@ mod tests {
         )
         .unwrap();
         PageStore::new(g, 4 * 32768).unwrap()
+    }
+
+    #[test]
+    fn copies_share_chunks_until_either_side_writes() {
+        let mut a = store();
+        a.set_pages(0, 2 * 32768, kind::LRU);
+        a.set_pages(10, 1, kind::UNMOVABLE); // block 0 dense
+        let mut b = a.try_clone().unwrap();
+        let block = 2 * 32768;
+        assert_eq!(a.shared_bytes(), block);
+        assert_eq!(b.shared_bytes(), block);
+        b.set_pages(11, 1, kind::PINNED); // the copy writes: it takes its own chunk
+        assert_eq!((a.page(11), b.page(11)), (kind::LRU, kind::PINNED));
+        assert_eq!((a.shared_bytes(), b.shared_bytes()), (0, 0));
+        let c = a.try_clone().unwrap();
+        a.set_pages(12, 1, kind::HWPOISON); // the original writes after a second copy
+        assert_eq!(
+            (a.page(12), b.page(12), c.page(12)),
+            (kind::HWPOISON, kind::LRU, kind::LRU)
+        );
+        assert_eq!(c.page(10), kind::UNMOVABLE);
+    }
+
+    #[test]
+    fn a_pinned_chunk_is_never_shared_and_stays_put() {
+        let mut a = store();
+        a.set_pages(10, 1, kind::UNMOVABLE);
+        let at = a.pin(0).as_ptr();
+        let b = a.try_clone().unwrap();
+        assert_eq!(
+            a.shared_bytes(),
+            0,
+            "a pinned chunk is copied for the copy at once"
+        );
+        a.set_pages(11, 1, kind::PINNED); // written in place: the view sees it
+        assert_eq!(a.block_pages(0).as_ptr(), at);
+        assert_eq!((a.page(11), b.page(11)), (kind::PINNED, b.page(11)));
+        assert_ne!(b.page(11), kind::PINNED);
+        // pinning a chunk that a copy shares unshares it first
+        a.pin_table()[0].fetch_sub(1, Ordering::AcqRel);
+        let mut c = a.try_clone().unwrap();
+        assert_eq!(c.shared_bytes(), 2 * 32768);
+        let cv = c.pin(0).as_ptr();
+        assert_ne!(cv, at);
+        assert_eq!((a.shared_bytes(), c.shared_bytes()), (0, 0));
+        a.set_pages(12, 1, kind::HWPOISON);
+        assert_eq!(c.page(12), b.page(12));
     }
 
     #[test]

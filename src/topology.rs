@@ -700,15 +700,15 @@ impl Machine {
         Ok(())
     }
 
-    /// A block's page bytes in place (densified), for a zero-copy view; the id is checked.
-    pub fn block_pages_checked(&mut self, block: u64) -> Result<&[u8]> {
+    /// A block's page bytes pinned for a live view (`PageStore::pin`); the id is checked.
+    pub fn pin_block_checked(&mut self, block: u64) -> Result<&[u8]> {
         if block >= self.nr_blocks() {
             return Err(Error::NoSuchBlock {
                 block,
                 why: format!("the machine has block ids 0..{}", self.nr_blocks()),
             });
         }
-        Ok(self.store.block_pages(block))
+        Ok(self.store.pin(block))
     }
 
     pub fn set_block_state(&mut self, block: u64, state: BlockState) -> Result<()> {

@@ -217,3 +217,46 @@ def test_populate_subset_refuses_blocks_it_cannot_fill():
     with pytest.raises(memscan.ArgumentError, match="after_populate"):
         m.memory_bytes(blocks=[int(m.blocks()[0])])
     assert m.memory_bytes(after_populate=True, blocks=[]) == m.memory_bytes()
+
+
+def test_copies_share_pages_until_written_and_views_follow_their_own_machine():
+    """copy() is copy-on-write per block: a populated machine's copy shares its page bytes
+    (shared_bytes), an offline committed on either side changes that side alone, and a
+    pages() view shows its own machine's bytes whatever the other side does, before and
+    after the copy."""
+    m = memscan.Machine.synthetic("4G", block_size="128M")
+    m.populate("fragmented", seed=2, progress=False)
+    before = {b: m.pages(b).copy() for b in m.blocks().tolist()}
+    dense = m.memory_bytes() - memscan.Machine.synthetic("4G", block_size="128M").memory_bytes()
+    b0, b1 = (int(x) for x in m.blocks()[-2:])
+    view0 = m.pages(b0)  # pinned before the copy: the copy takes its own bytes of b0
+    c = m.copy()
+    assert 0 < m.shared_bytes() == c.shared_bytes() <= dense
+    assert m.shared_bytes() == dense - m.geometry.pages_per_block
+    pfn = b0 * m.geometry.pages_per_block
+    c.set_pages(pfn, 7, PageKind.HWPOISON)
+    assert (view0 == before[b0]).all() and (m.pages(b0) == before[b0]).all()
+    m.set_pages(pfn + 100, 1, PageKind.HWPOISON)
+    assert view0[100] == PageKind.HWPOISON  # the view follows its machine, in place
+    assert c.pages(b0)[100] == before[b0][100] and (c.pages(b0)[:7] == PageKind.HWPOISON).all()
+    # a view taken on the copy of a shared block stays the copy's
+    view1 = c.pages(b1)
+    m.set_pages(b1 * m.geometry.pages_per_block, 3, PageKind.HWPOISON)
+    assert (view1 == before[b1]).all()
+    for b in m.blocks().tolist():
+        if b not in (b0, b1):
+            assert (m.pages(b) == before[b]).all(), b
+
+
+def test_an_offline_committed_on_a_copy_leaves_the_original_alone():
+    m = memscan.Machine.synthetic("4G", block_size="128M")
+    m.populate("idle", seed=2, progress=False)
+    pages = {b: m.pages(b).copy() for b in m.blocks().tolist()}
+    states = m.block_states().copy()
+    c = m.copy()
+    done = [b for b in m.blocks().tolist()[-8:] if c.offline(b, "6.1", dry_run=False).ok]
+    assert done, "idle blocks offline"
+    assert (c.block_states()[done] != states[done]).all()
+    assert (m.block_states() == states).all()
+    assert all((m.pages(b) == pages[b]).all() for b in m.blocks().tolist())
+    assert c.shared_bytes() < m.memory_bytes()

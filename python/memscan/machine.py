@@ -133,10 +133,14 @@ class Machine:
 
     def copy(self) -> Machine:
         """An independent copy: its pages, pageblock bits and block states change apart from
-        this machine's (a populated machine copied is far cheaper than populated again).
+        this machine's. Copy-on-write: the two share each block's page bytes until either
+        writes that block, which then takes its own copy of it (``shared_bytes``), so a copy
+        of a populated 32 TiB machine costs its tables, not its 8 GiB of pages. A block with
+        a live ``pages()`` view is copied at once instead: a view always shows its own
+        machine's bytes, and writes never move them.
 
         Raises:
-            ModelMemoryError: the copy does not fit in memory.
+            ModelMemoryError: the copy's tables do not fit in memory.
         """
         import copy as _copy
 
@@ -380,8 +384,9 @@ class Machine:
         return self
 
     def pages(self, block: int) -> np.ndarray:
-        """Read-only numpy view of a block's page bytes (no copy; kept alive by this machine).
-        Kind = ``v & 0xF``, field = ``v >> 4``."""
+        """Read-only numpy view of a block's page bytes (no copy). It keeps this machine
+        alive and shows its bytes as they change (the block is never shared with a copy
+        while the view lives). Kind = ``v & 0xF``, field = ``v >> 4``."""
         return self._core.block_view(_block(block))
 
     def page(self, pfn: int) -> int:
@@ -501,6 +506,11 @@ class Machine:
             return now
         only = None if blocks is None else [_block(b) for b in blocks]
         return now + int(self._core.populate_bytes(only))
+
+    def shared_bytes(self) -> int:
+        """Bytes of page chunks this machine shares with its copies (``copy``), counted in
+        ``memory_bytes`` of each and held once."""
+        return int(self._core.shared_bytes())
 
     # -- kernel models ----------------------------------------------------------------------
     def removable(self, block: int, kernel: KernelLike = "5.5") -> Removable:
@@ -764,15 +774,16 @@ class Machine:
     ) -> Prediction:
         """For every block: pre-patch and post-patch ``removable`` and the dry-run offline
         outcome under ``offline_kernel`` (default: ``kernel`` without +debug). ``progress``
-        draws a bar for the pre-patch scan (off by default)."""
+        draws a bar for the pre-patch scan (off by default). The scans and the dry runs use
+        every core (the answers do not depend on it)."""
         ok = (
             kernel_spec(offline_kernel)
             if offline_kernel is not None
             else Kernel.parse(kernel, self.geometry.arch).without_debug().name
         )
         kernel, post_kernel = kernel_spec(kernel), kernel_spec(post_kernel)
-        pre = self.scan(kernel, progress=progress)
-        post = self.scan(post_kernel, progress=False)
+        pre = self.scan(kernel, parallel=True, progress=progress)
+        post = self.scan(post_kernel, parallel=True, progress=False)
         outs = self.offline_many(pre.block.tolist(), ok, patience_rounds)
         return Prediction(
             kernel, post_kernel, ok, pre.block, pre.value, post.value, outs, pre, post

@@ -31,6 +31,21 @@ use crate::workload;
 type BlockFilesTuple = (u64, String, Option<String>, Option<String>, Vec<u16>, u64);
 
 /// The native model. Use `memscan.Machine`, which wraps it.
+/// The base object of a block view: holds the machine alive and the block's chunk pinned
+/// (unshared, written in place) until the view is released.
+#[pyclass(frozen, module = "memscan._core", name = "BlockPin")]
+pub struct BlockPin {
+    pins: crate::sections::PinTable,
+    block: usize,
+    _machine: Py<CoreMachine>,
+}
+
+impl Drop for BlockPin {
+    fn drop(&mut self) {
+        self.pins[self.block].fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 #[pyclass(frozen, module = "memscan._core", name = "CoreMachine")]
 pub struct CoreMachine {
     inner: RwLock<topology::Machine>,
@@ -281,17 +296,28 @@ impl CoreMachine {
         Ok(guard(|| self.read().read_pages_checked(pfn, count))?.into_pyarray(py))
     }
 
-    /// Read-only numpy view of a block's page bytes, tied to this object (no copy).
+    /// Read-only numpy view of a block's page bytes (no copy), pinning the block's chunk:
+    /// its base object is a `BlockPin` that keeps this machine alive and unpins on release.
     fn block_view<'py>(slf: &Bound<'py, Self>, block: u64) -> PyResult<Bound<'py, PyArray1<u8>>> {
-        let (ptr, len) = guard(|| {
+        let (ptr, len, pins) = guard(|| {
             let mut m = slf.get().write();
-            let s = m.block_pages_checked(block)?;
-            Ok((s.as_ptr(), s.len()))
+            let s = m.pin_block_checked(block)?;
+            let (ptr, len) = (s.as_ptr(), s.len());
+            Ok((ptr, len, m.store.pin_table()))
         })?;
-        // SAFETY: the chunk behind `ptr` is allocated once and never freed or moved while the
-        // machine lives (sections.rs); the array keeps `slf` alive as its base object.
+        let pin = Bound::new(
+            slf.py(),
+            BlockPin {
+                pins,
+                block: block as usize,
+                _machine: slf.clone().unbind(),
+            },
+        )?;
+        // SAFETY: a pinned chunk is never shared, replaced, freed or moved while its store
+        // lives (sections.rs, module notes); the pin, the array's base object, holds the
+        // machine (and so the store) alive and the pin until the array is gone.
         let view = unsafe { ArrayView1::from_shape_ptr(len, ptr) };
-        let arr = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+        let arr = unsafe { PyArray1::borrow_from_array(&view, pin.into_any()) };
         arr.readwrite().make_nonwriteable();
         Ok(arr)
     }
@@ -348,6 +374,11 @@ impl CoreMachine {
     #[pyo3(signature = (blocks=None))]
     fn populate_bytes(&self, blocks: Option<Vec<u64>>) -> PyResult<u64> {
         guard(|| workload::populate_bytes(&self.read(), blocks.as_deref()))
+    }
+
+    /// Bytes of page chunks shared with copies (copy-on-write, not yet written by either).
+    fn shared_bytes(&self) -> u64 {
+        self.read().store.shared_bytes()
     }
 
     fn dense_blocks(&self) -> u64 {

@@ -22,9 +22,12 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from ..errors import ArgumentError
-from ..kernel import Kernel
+from ..kernel import Kernel, kernel_spec
 from ..kinds import SEC_PRESENT
+from ..results import ScanResult
 from .cost import CostModel
 
 
@@ -62,9 +65,26 @@ def _attempt(
     run.wasted_pages_migrated += o.pages_migrated
 
 
-def lsmem(m: Any, kernel: str, cost: CostModel) -> Dict[str, Any]:
-    """Kernel work of one full lsmem run."""
-    s = m.scan(kernel, progress=False)
+def _scan(m: Any, kernel: str, scan: Optional[ScanResult]) -> ScanResult:
+    """``removable`` of every block of ``m`` under ``kernel``: ``scan`` where the caller has
+    one of this machine as it is now (``Machine.predict``'s ``scan_pre``), else scanned."""
+    if scan is None:
+        return m.scan(kernel, progress=False)
+    want = kernel_spec(kernel)
+    if scan.kernel != want:
+        raise ArgumentError(f"scan= is a scan under {scan.kernel}, not {want}")
+    if not np.array_equal(scan.block, m.blocks()):
+        raise ArgumentError("scan= does not cover this machine's blocks in order")
+    return scan
+
+
+def lsmem(
+    m: Any, kernel: str, cost: CostModel, scan: Optional[ScanResult] = None
+) -> Dict[str, Any]:
+    """Kernel work of one full lsmem run. ``scan``: this machine's scan under ``kernel``,
+    taken as it is now (for instance ``Machine.predict(...).scan_pre``), so it is not
+    scanned again."""
+    s = _scan(m, kernel, scan)
     blocks = s.block.tolist()
     have_zones = 0 in blocks
     g = m.geometry
@@ -135,15 +155,23 @@ def drmgr(
     patience_rounds: int = 1000,
     name: str = "drmgr",
     read_removable: bool = True,
+    scan: Optional[ScanResult] = None,
 ) -> ClientRun:
+    """``scan``: this machine's scan under ``kernel`` as it is now (see ``lsmem``); drmgr
+    reads the blocks in its own shuffled order from it."""
     run = ClientRun(name, kernel, n_blocks)
     states = m.block_states()
     lmbs = _shuffled_lmbs(m, seed)
     removable = {}
     if read_removable:
-        s = m.scan(kernel, blocks=lmbs, progress=False)
+        s = _scan(m, kernel, scan)
         faulted = {f.block: f for f in s.faults}
-        for b, v, r in zip(s.block.tolist(), s.value.tolist(), s.struct_pages_read.tolist()):
+        # each read in drmgr's order: a scan's answers do not depend on the order read
+        at = {b: i for i, b in enumerate(s.block.tolist())}
+        order = [at[b] for b in lmbs]
+        for b, v, r in zip(
+            s.block[order].tolist(), s.value[order].tolist(), s.struct_pages_read[order].tolist()
+        ):
             run.removable_reads += 1
             run.removable_struct_pages_read += int(r)
             run.kernel_ns += cost.removable_read_ns(int(r))

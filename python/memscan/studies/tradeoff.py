@@ -70,8 +70,10 @@ def run_case(
         m.populate(workload, seed=seed)
         return m
 
-    # built and populated once; the clients that offline blocks take copies of it (twice the
-    # machine's memory at the peak; where a copy does not fit, they populate their own again)
+    # built and populated once; the clients that offline blocks take copies of it, which
+    # share its pages until they write them (copy-on-write: the blocks a client offlines and
+    # the targets its migrations fill are what it adds; where even a copy's tables do not
+    # fit, they populate their own again)
     m = fresh()
     try:
         base: Any = m.copy()
@@ -87,17 +89,19 @@ def run_case(
         "pin_sweep": pinned is not None,
         "blocks": len(pred.block),
         "request_blocks": request_blocks,
-        "lsmem_pre": lsmem(m, pre, cost),
-        "lsmem_post": lsmem(m, post, cost),
+        "lsmem_pre": lsmem(m, pre, cost, scan=pred.scan_pre),
+        "lsmem_post": lsmem(m, post, cost, scan=pred.scan_post),
         "removable_precision": tp / (tp + fp) if tp + fp else None,
         "removable_recall": tp / (tp + fn) if tp + fn else None,
         "confusion_pre": conf,
         "offlineable_blocks": sum(1 for o in pred.offline if o.ok),
     }
+    scan_pre = pred.scan_pre
     del pred
     # Each client on the populated machine as it was: predict() and lsmem only read (dry-run
-    # offlines), so the first client takes this machine as it is, the others copies.
-    rec["drmgr_pre"] = drmgr(m, pre, request_blocks, cost, seed=seed).to_dict()
+    # offlines), so the first client takes this machine as it is (and the scan predict made
+    # of it), the others copies.
+    rec["drmgr_pre"] = drmgr(m, pre, request_blocks, cost, seed=seed, scan=scan_pre).to_dict()
     del m
 
     def copy_or_fresh() -> Any:

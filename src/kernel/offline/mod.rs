@@ -188,8 +188,10 @@ pub fn decide_many(
     profile: &KernelProfile,
     patience_rounds: u64,
 ) -> Result<Vec<OfflineOutcome>> {
+    // dry runs only read, and each block's decision is its own: in parallel, in block order
+    use rayon::prelude::*;
     blocks
-        .iter()
+        .par_iter()
         .map(|&b| decide_offline(m, b, profile, patience_rounds).map(|(o, _)| o))
         .collect()
 }

@@ -252,7 +252,32 @@ def test_memscan_run_cli_passes_the_commands_exit_code(tmp_path):
     assert "Memory block size:" in r.stdout
     assert "memscan run: lsmem exited 0; kernel 5.5:" in r.stderr
     ops = [json.loads(x) for x in log.read_text().splitlines()]
-    assert ops and all(o["op"] == "read" for o in ops)
+    assert ops and all(o["op"] in ("read", "readdir") for o in ops)  # lsmem only reads
     assert sum(o["attr"] == "removable" for o in ops) == len(
         memscan.Machine.synthetic("8G").blocks()
     )
+
+
+def test_real_clients_agree_with_their_emulations_and_lsmem_dies_at_the_oops():
+    """tradeoff's real clients: util-linux lsmem and chmem -d through the live view make the
+    reads, attempts and outcomes their emulations count, on the seed (lsmem killed at
+    memory96 under 5.5+debug, its valid_zones never read) and on a synthetic machine; the
+    emulated lsmem stops where the real one is killed."""
+    from memscan.studies import Case, tradeoff
+    from memscan.studies.real import real_clients
+
+    cases = [
+        Case("seed", memscan.Machine.seed),
+        Case("4G", lambda: memscan.Machine.synthetic("4G", block_size="128M")),
+    ]
+    recs = tradeoff(cases, levels=(0.0, 1.0), pre="5.5+debug", post="5.6")
+    real_clients(recs, cases, "5.5+debug", "5.6")
+    for r in recs:
+        ls, ch = r["real_lsmem_pre"], r["real_chmem_post"]
+        assert ls["agrees"] and ch["agrees"], (r["machine"], r["fragmentation"], ls, ch)
+        assert ls["killed"] == (r["machine"] == "seed")
+        assert ls["emulated"] == {**r["lsmem_pre"]}
+        assert abs(ls["kernel_ns"] - r["lsmem_pre"]["kernel_ns"]) < ls["syscalls"]  # rounding
+        assert ch["emulated"] == r["chmem_post"]
+    seed = [r for r in recs if r["machine"] == "seed"]
+    assert all(r["lsmem_pre"]["killed_at"] == 96 for r in seed)

@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .errors import ArgumentError, MemscanError
 from .kernel import POST_PATCH_KERNEL, SEED_KERNEL
 from .machine import Machine
+from .progress import Progress
 from .report import (
     COLUMNS,
     DEFAULT_COLUMNS,
@@ -351,6 +352,12 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
             raise MemscanError(
                 "--plot needs matplotlib: pip install 'memscan[plot]' (checked before the sweep)"
             ) from None
+    if args.real_clients:
+        from .studies import real
+
+        why = real.missing()
+        if why:
+            raise MemscanError(f"--real-clients: {why} (checked before the sweep)")
     cost = CostModel.from_file(args.cost) if args.cost else CostModel()
     # picklable cases (no lambdas), so a process pool can run them
     cases = [] if args.no_seed_machine else [Case("seed", Machine.seed)]
@@ -375,6 +382,12 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         cost=cost,
         progress=_progress(args),
     )
+    if args.real_clients:
+        bar = Progress(len(recs), "real clients", enabled=_progress(args), unit="case")
+        real.real_clients(
+            recs, cases, args.kernel, args.post_kernel, args.seed, cost, lambda: bar.update(1)
+        )
+        bar.close()
     wall = time.perf_counter() - started
     be = break_even(recs)
     be_blocks = break_even_blocks(recs)
@@ -412,6 +425,8 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
             f"{'y' if d['met'] else 'n'}/{'y' if b['met'] else 'n'}/{'y' if c['met'] else 'n'}"
             + (f"  ({d['message'][:60]})" if d["message"] else "")
         )
+    if args.real_clients:
+        _print_real_clients(recs)
     print("\nbreak-even (lowest fragmentation where the hint saves kernel time):")
     for k, v in be.items():
         print(f"  {k}: {'never in this sweep' if v is None else v}")
@@ -421,6 +436,28 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time.")
     print(f"memscan's own run time for this sweep: {wall:.1f} s")
     return 0
+
+
+def _print_real_clients(recs: List[Dict[str, Any]]) -> None:
+    """The real clients beside their emulations, a row per record."""
+    print(
+        "\nreal util-linux clients through the live sysfs (real | emulated):\n"
+        f"{'MACHINE':<26} {'FRAG':>4} {'LSMEM READS':>13} {'STRUCT PAGES':>21} {'KILLED':>7} "
+        f"{'CHMEM ATTEMPTS':>15} {'OFFLINED':>9} {'MET':>5}  AGREE lsmem/chmem"
+    )
+    for r in recs:
+        ls, ch = r["real_lsmem_pre"], r["real_chmem_post"]
+        le, ce = ls["emulated"], ch["emulated"]
+        yn = lambda v: "y" if v else "n"  # noqa: E731
+        print(
+            f"{r['machine']:<26} {r['fragmentation']:>4.2f} "
+            f"{ls['syscalls']:>6}|{le['syscalls']:<6} "
+            f"{ls['struct_pages_read']:>10}|{le['struct_pages_read']:<10} "
+            f"{yn(ls['killed'])}|{yn(le['killed_at'] is not None):<5} "
+            f"{ch['attempts']:>7}|{ce['attempts']:<7} "
+            f"{ch['offlined_blocks']:>4}|{ce['offlined_blocks']:<4} "
+            f"{yn(ch['met'])}|{yn(ce['met']):<3}  {yn(ls['agrees'])}/{yn(ch['agrees'])}"
+        )
 
 
 def _default_kernel_image() -> Optional[str]:
@@ -808,6 +845,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     tr.add_argument(
         "--no-seed-machine", action="store_true", help="leave the embedded seed machine out"
+    )
+    tr.add_argument(
+        "--real-clients",
+        action="store_true",
+        help="also run real util-linux lsmem (pre-patch kernel) and chmem -d SIZE (post-patch) "
+        "on each case through the live sysfs, beside their emulations (root, /dev/fuse, "
+        "chmem; checked before the sweep) (default: emulations only)",
     )
     tr.set_defaults(func=cmd_tradeoff)
     gt = sub.add_parser(

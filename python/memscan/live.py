@@ -49,6 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import ArgumentError, MemscanError
 from .kinds import SEC_DEVICE, SEC_PRESENT, BlockState
+from .studies.clients import valid_zones_struct_pages
 from .studies.cost import CostModel
 
 FSNAME = "memscan"
@@ -227,6 +228,8 @@ class LiveSysfs:
         except _Err as e:
             raise self._os(e.code) from None
         if kind == "dir" and p.startswith(MEMORY):
+            # a block directory's listing (lsmem reads it for the node link): a syscall
+            self._log("readdir", block, None, 0, self.cost.ns_per_syscall)
             attrs = [a for a in ATTRS if a != "valid_zones" or self._has_zones]
             return [".", "..", *attrs, *(f"node{n}" for n in self._nids(block))]
         if kind == "dir" and p.startswith(NODE):
@@ -315,6 +318,9 @@ class LiveSysfs:
             if name == "/memscan/log":
                 return "".join(json.dumps(o, sort_keys=True) + "\n" for o in self.ops)
             return "".join(self.dmesg)
+        if name in ("phys_index", "state", "online", "phys_device"):
+            # attributes that read no page: a syscall's cost each, logged like the rest
+            self._log("read", block, name, 0, self.cost.ns_per_syscall)
         if name == "phys_index":
             return f"{block:08x}\n"
         if name == "state":
@@ -333,7 +339,15 @@ class LiveSysfs:
             return f"{r.value}\n"
         if name == "valid_zones":
             v = self.m.valid_zones_read(block, self.kernel)
-            self._log("read", block, name, 0, self.cost.ns_per_syscall, fault=v.fault)
+            pages = valid_zones_struct_pages(self.m, block, self.kernel)
+            self._log(
+                "read",
+                block,
+                name,
+                pages,
+                self.cost.ns_per_syscall + pages * self.cost.ns_per_struct_page,
+                fault=v.fault,
+            )
             if v.fault is not None:
                 self._splat(block, name, v.fault)
                 raise _Err(errno.EIO)

@@ -78,35 +78,61 @@ def _scan(m: Any, kernel: str, scan: Optional[ScanResult]) -> ScanResult:
     return scan
 
 
+def valid_zones_struct_pages(m: Any, block: int, kernel: str) -> int:
+    """Struct pages one read of ``memory<block>/valid_zones`` touches: 5.x
+    ``test_pages_in_a_zone()`` samples one page per MAX_ORDER_NR_PAGES of each present
+    section of the block; 6.1 answers from ``mem->zone`` (none). The one home of this count
+    (the lsmem emulation and the live view both use it)."""
+    g = m.geometry
+    if not Kernel.parse(kernel, g.arch).valid_zones_reads_pages:
+        return 0
+    flags = m.sections()["flags"]
+    spb = g.sections_per_block
+    present = int(sum(1 for x in flags[block * spb : (block + 1) * spb] if x & SEC_PRESENT))
+    return present * (g.pages_per_section // (1 << (g.max_order - 1)))
+
+
 def lsmem(
     m: Any, kernel: str, cost: CostModel, scan: Optional[ScanResult] = None
 ) -> Dict[str, Any]:
-    """Kernel work of one full lsmem run. ``scan``: this machine's scan under ``kernel``,
-    taken as it is now (for instance ``Machine.predict(...).scan_pre``), so it is not
-    scanned again."""
+    """Kernel work of one full lsmem run, as util-linux 2.38 lsmem reads (lsmem.c
+    memory_block_read_attrs(), blocks in versionsort order): per block ``removable``,
+    ``state``, the block directory (its node link) and, when memory0/valid_zones exists,
+    ``valid_zones``, after one listing of the first block's directory at start
+    (read_basic_info()). A read the kernel oopses or BUGs on kills lsmem there: nothing after it
+    is read (``killed_at``). ``scan``: this machine's scan under ``kernel``, taken as it is
+    now (for instance ``Machine.predict(...).scan_pre``), so it is not scanned again."""
     s = _scan(m, kernel, scan)
     blocks = s.block.tolist()
     have_zones = 0 in blocks
-    g = m.geometry
-    # valid_zones: 5.x test_pages_in_a_zone samples one page per MAX_ORDER_NR_PAGES of each
-    # present section; 6.1 answers from mem->zone
-    vz_reads = 0
-    if have_zones and Kernel.parse(kernel, g.arch).valid_zones_reads_pages:
-        flags = m.sections()["flags"]
-        per_section = g.pages_per_section // (1 << (g.max_order - 1))
-        spb = g.sections_per_block
-        for b in blocks:
-            vz_reads += per_section * int(
-                sum(1 for x in flags[b * spb : (b + 1) * spb] if x & SEC_PRESENT)
-            )
-    reads = s.total() + vz_reads
-    syscalls = len(blocks) * (3 if have_zones else 2) + len(blocks)  # files + a readdir each
+    faults = {f.block: f for f in s.faults}
+    # read_basic_info() lists the first block's directory once (whether nodes are shown)
+    reads = done = 0
+    syscalls = 1 if blocks else 0
+    killed_at = None
+    for b, r in zip(blocks, s.struct_pages_read.tolist()):
+        done += 1
+        reads += int(r)
+        syscalls += 1  # removable
+        f = faults.get(b)
+        if f is not None and f.kind in ("bug", "oops"):
+            killed_at = b
+            break
+        syscalls += 2  # state, and the block directory (node link)
+        if have_zones:
+            syscalls += 1
+            v = m.valid_zones_read(b, kernel)
+            reads += valid_zones_struct_pages(m, b, kernel)
+            if v.fault is not None and v.fault.kind in ("bug", "oops"):
+                killed_at = b
+                break
     return {
-        "blocks": len(blocks),
+        "blocks": done,
         "struct_pages_read": reads,
         "syscalls": syscalls,
         "kernel_ns": reads * cost.ns_per_struct_page + syscalls * cost.ns_per_syscall,
         "faults": len(s.faults),
+        "killed_at": killed_at,
     }
 
 

@@ -14,6 +14,7 @@ import shutil
 
 import pytest
 
+from memscan.errors import ArgumentError
 from memscan.groundtruth.agree import agree, load_record, parse_splat, profile_for
 from memscan.groundtruth.guest import HarnessError
 from memscan.groundtruth.scenario import Scenario
@@ -247,3 +248,50 @@ def test_min_watermarks_are_the_kernels(run):
     assert zones
     for z in zones:
         assert abs(z["model_min"] - z["min"]) <= max(1, z["min"] // 100), z
+
+
+def test_calibrate_fits_the_assumed_constants_from_recorded_attempts(tmp_path, capsys):
+    """calibrate --groundtruth fits the per-attempt, migration and round constants from the
+    recorded offline attempts (their guest-clock durations against the work the model counts
+    for them), scales them by the TCG inflation of the struct-page read, and says where each
+    came from; the output feeds tradeoff --cost, whose table names each constant's origin.
+    Runs of two kernel profiles are refused."""
+    import json as _json
+
+    from memscan.cli import main
+    from memscan.groundtruth.fit import cost_fields, fit_cost
+    from memscan.studies.cost import CostModel
+
+    runs = [os.path.join(RECORDS, r) for r in ("offline-5.4-nodebug", "small-5.4-nodebug")]
+    host = {
+        "ns_per_struct_page": 2.0,
+        "ns_per_page_copy": 300.0,
+        "ns_per_syscall": 5000.0,
+        "machine": "test host",
+    }
+    fit = fit_cost(runs, host=host)
+    assert fit["kernel"] == "5.4" and fit["attempts"] >= 10 and fit["r2"] > 0.9
+    assert fit["inflation"] == pytest.approx(fit["tcg_ns_per_struct_page"] / 2.0)
+    c = fit["constants"]
+    assert c["fixed"]["identifiable"] and c["fixed"]["host_ns"] > 5000.0
+    assert c["ns_per_struct_page"]["host_ns"] == 2.0  # the scale reference, never fitted
+    for name, e in c.items():
+        assert e["source"]
+        if name != "ns_per_struct_page":
+            assert (e["host_ns"] is None) == (not e["identifiable"]), name
+    fields = cost_fields(fit)
+    assert fields["ns_per_syscall"] == 5000.0 and fields["ns_per_offline_attempt"] > 0
+    f = tmp_path / "fit.json"
+    f.write_text(_json.dumps({"groundtruth_fit": fit, "cost": fields}))
+    cm = CostModel.from_file(str(f))
+    assert cm.ns_per_offline_attempt == fields["ns_per_offline_attempt"]
+    assert "TCG inflation" in cm.origin("ns_per_offline_attempt")
+    if "ns_per_drain" not in fields:  # not identifiable: the default and its origin stay
+        assert cm.ns_per_drain == CostModel().ns_per_drain
+        assert cm.origin("ns_per_drain") == CostModel().origin("ns_per_drain")
+    args = ["tradeoff", "--synthetic", "4G", "--levels", "0", "--no-seed-machine"]
+    assert main([*args, "--cost", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "ns_per_offline_attempt" in out and "TCG inflation" in out
+    with pytest.raises(ArgumentError, match="several kernel profiles"):
+        fit_cost([runs[0], os.path.join(RECORDS, "offline-6.1-debian")], host=host)

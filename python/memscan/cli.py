@@ -316,6 +316,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .studies.cost import CostModel, calibrate
 
     c = calibrate()
+    if args.groundtruth:
+        return _calibrate_groundtruth(args, c)
     if args.json:
         json.dump({"measured": c, "model": CostModel().to_dict()}, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -336,6 +338,43 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 f"  {c['ns_per_syscall']:.0f}  (default {d.ns_per_syscall})"
             )
         print(f"  defaults measured on: {d.source}; {c['note']}")
+    return 0
+
+
+def _calibrate_groundtruth(args: argparse.Namespace, host: Dict[str, Any]) -> int:
+    from .groundtruth.fit import cost_fields, fit_cost
+    from .studies.cost import CostModel
+
+    fit = fit_cost(args.groundtruth, host=host)
+    fields = cost_fields(fit)
+    fields["source"] = (
+        f"calibrate --groundtruth ({fit['kernel']}, {fit['attempts']} attempts) on "
+        f"{host['machine']}"
+    )
+    if args.json:
+        json.dump({"groundtruth_fit": fit, "cost": fields}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    d = CostModel()
+    r2 = "-" if fit["r2"] is None else f"{fit['r2']:.3f}"
+    print(
+        f"fitted from {fit['attempts']} offline attempts of {len(fit['runs'])} {fit['kernel']} "
+        f"run(s) (r2 {r2}); TCG inflation {fit['inflation'] or float('nan'):.1f}x "
+        f"(ns per struct page under TCG {fit['tcg_ns_per_struct_page']:.1f}, from "
+        f"{fit['inflation_from']}; here {host['ns_per_struct_page']:.2f})"
+    )
+    print(f"{'CONSTANT':<32} {'TCG ns':>12} {'HERE ns':>12} {'DEFAULT':>10}  SOURCE")
+    for name, e in fit["constants"].items():
+        here = "-" if e["host_ns"] is None else f"{e['host_ns']:.1f}"
+        print(f"{name:<32} {e['tcg_ns']:>12.1f} {here:>12} {e['default']:>10.1f}  {e['source']}")
+    print("\nas cost-model fields (memscan tradeoff --cost FILE takes the --json output):")
+    for k, v in fields.items():
+        if k not in ("origins", "source"):
+            print(f"  {k:<32} {v:>12.1f}  (default {getattr(d, k)})")
+    print(
+        "TCG inflates every absolute time; the ratios carry over, so each constant is scaled "
+        "by the inflation of the struct-page read, measured both ways."
+    )
     return 0
 
 
@@ -399,6 +438,9 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
                 "records": recs,
                 "break_even": be,
                 "break_even_blocks": {str(k): v for k, v in be_blocks.items()},
+                "cost": {
+                    k: {"ns": v, "origin": cost.origin(k)} for k, v in cost.constants().items()
+                },
                 "memscan_seconds": wall,
             },
             sys.stdout,
@@ -433,7 +475,10 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     print("smallest machine (memory blocks) where the hint saves kernel time, per level:")
     for k, v in be_blocks.items():
         print(f"  fragmentation {k:g}: {'none in this sweep' if v is None else v}")
-    print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time.")
+    print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time;")
+    print("its constants, and where each came from:")
+    for k, v in cost.constants().items():
+        print(f"  {k:<32} {v:>12.1f} ns  {cost.origin(k)}")
     print(f"memscan's own run time for this sweep: {wall:.1f} s")
     return 0
 
@@ -679,7 +724,11 @@ EXAMPLES = {
     ],
     ("mount",): ["memscan mount /tmp/live --kernel 6.1 &  lsmem --sysroot /tmp/live"],
     ("capture",): ["sudo memscan capture host.tar.gz && memscan report --snapshot host.tar.gz"],
-    ("calibrate",): ["memscan calibrate --json > cost.json && memscan tradeoff --cost cost.json"],
+    ("calibrate",): [
+        "memscan calibrate --json > cost.json && memscan tradeoff --cost cost.json",
+        "memscan calibrate --groundtruth tests/groundtruth/*-5.4-nodebug --json > fit.json && "
+        "memscan tradeoff --cost fit.json",
+    ],
     ("tradeoff",): [
         "memscan tradeoff",
         "memscan tradeoff --synthetic 1T --seed 3 --plot tradeoff.png",
@@ -811,6 +860,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the cost model's struct-page, page-copy and sysfs-read constants here (read-only)",
     )
     ca.add_argument("--json", action="store_true")
+    ca.add_argument(
+        "--groundtruth",
+        nargs="+",
+        metavar="DIR",
+        help="also fit the assumed constants (per-attempt overhead, isolation, migration, "
+        "rounds, drains) from recorded real-kernel runs of one kernel profile, scaled to this "
+        "host by the TCG inflation (needs scipy; default: measure only)",
+    )
     ca.set_defaults(func=cmd_calibrate)
     tr = sub.add_parser(
         "tradeoff", help="what removable costs, what it saves, how often it is wrong"

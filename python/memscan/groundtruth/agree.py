@@ -24,6 +24,7 @@ from ..errors import ParseError
 from ..kernel import Kernel
 from ..kinds import PageKind
 from ..kpageflags import import_words
+from ..results import OFFLINE_COUNTERS
 from .guest import STRUCT_PAGE, VMEMMAP_BASE, HarnessError
 
 _PAGE = re.compile(r"page:([0-9a-f]{16})\b")
@@ -118,6 +119,9 @@ class Row:
     uncertain: bool = False
     #: the model's answer under that other reading
     alternative: Optional[str] = None
+    #: offline rows: the work the model counts for the attempt (its OFFLINE_COUNTERS), what
+    #: ``groundtruth.fit`` fits the kernel's durations against
+    work: Optional[Dict[str, int]] = None
 
 
 @dataclass
@@ -289,6 +293,7 @@ def _offline_row(m: Any, a: Dict[str, Any], prof: str, vmemmap: int) -> Row:
         "; ".join(diffs) or "same outcome",
         a.get("ns"),
         o.struct_pages_read,
+        work={c: int(getattr(o, c)) for c in OFFLINE_COUNTERS},
     )
 
 

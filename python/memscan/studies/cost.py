@@ -12,13 +12,26 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict
 
 import numpy as np
 
 #: where the default measured constants come from
 DEFAULT_MACHINE = "2-core x86_64 KVM guest, 24 GiB (the memscan CI machine), 2026-11-26"
+
+
+#: where each default constant comes from ({machine}: the defaults' measuring machine)
+DEFAULT_ORIGINS = {
+    "ns_per_struct_page": "measured by calibrate() on {machine}",
+    "ns_per_page_copy": "measured by calibrate() on {machine}",
+    "ns_per_page_migration_overhead": "assumption (no public measurement)",
+    "ns_per_pageblock_isolation": "assumption",
+    "ns_per_drain": "assumption (~20 us on a small machine)",
+    "ns_per_migration_round": "assumption",
+    "ns_per_syscall": "measured by calibrate() on {machine}",
+    "ns_per_offline_attempt": "assumption (none beyond the syscall)",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,21 @@ class CostModel:
     #: ``state`` attribute (memory_block state_show, no page walk) on the machine it runs on;
     #: 5.5 us on the default machine (it was an assumed 3 us before it was measured).
     ns_per_syscall: float = 5500.0
+    #: an offline attempt's fixed work beyond the syscall (device_hotplug_lock, the memory
+    #: notifier chain, zone and pcp updates, whatever its pages). Assumption: none; fitted
+    #: from real-kernel records by ``memscan calibrate --groundtruth``.
+    ns_per_offline_attempt: float = 0.0
     source: str = DEFAULT_MACHINE
+    #: where each constant came from, where a cost file said (else ``DEFAULT_ORIGINS``)
+    origins: Dict[str, str] = field(default_factory=dict)
+
+    def origin(self, name: str) -> str:
+        """Where constant ``name`` came from: measured, fitted, or an assumption."""
+        return self.origins.get(name) or DEFAULT_ORIGINS[name].format(machine=self.source)
+
+    def constants(self) -> Dict[str, float]:
+        """The constants by name (ns per unit of work)."""
+        return {k: getattr(self, k) for k in DEFAULT_ORIGINS}
 
     def removable_read_ns(self, struct_pages_read: int) -> float:
         return self.ns_per_syscall + struct_pages_read * self.ns_per_struct_page
@@ -54,6 +81,7 @@ class CostModel:
         """Kernel time of one offline attempt (an ``Offline`` result)."""
         return (
             self.ns_per_syscall
+            + self.ns_per_offline_attempt
             + o.struct_pages_read * self.ns_per_struct_page
             + o.pageblocks_isolated * self.ns_per_pageblock_isolation
             + o.pages_migrated * (self.ns_per_page_copy + self.ns_per_page_migration_overhead)
@@ -81,6 +109,8 @@ class CostModel:
             raise ArgumentError(f"{path}: not a readable cost file: {e}") from None
         if not isinstance(d, dict):
             raise ArgumentError(f"{path}: a cost file is a JSON object")
+        if "cost" in d and "groundtruth_fit" in d:  # memscan calibrate --groundtruth --json
+            d = dict(d["cost"])
         if "measured" in d:  # memscan calibrate --json
             measured = d["measured"]
             src = f"{path} (memscan calibrate on {measured.get('machine', '?')})"
@@ -94,10 +124,19 @@ class CostModel:
         unknown = sorted(set(d) - fields)
         if unknown:
             raise ArgumentError(f"{path}: unknown cost fields {unknown} (known: {sorted(fields)})")
+        origins = d.pop("origins", {})
+        if not isinstance(origins, dict) or not all(
+            k in DEFAULT_ORIGINS and isinstance(v, str) for k, v in origins.items()
+        ):
+            raise ArgumentError(f"{path}: origins must map constant names to strings")
         for k, v in d.items():
             if k != "source" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise ArgumentError(f"{path}: {k} = {v!r} is not a non-negative number")
-        return cls(**{k: (str(v) if k == "source" else float(v)) for k, v in d.items()})
+        src = str(d.get("source", path))
+        # a constant the file sets came from the file, unless the file says more
+        origins = {**{k: f"from {src}" for k in d if k in DEFAULT_ORIGINS}, **origins}
+        kw = {k: (str(v) if k == "source" else float(v)) for k, v in d.items()}
+        return cls(**kw, origins=origins)
 
 
 #: attribute files a sysfs read is timed on, first that exists (read-only)

@@ -433,3 +433,30 @@ def test_killed_runs_save_nothing_and_are_drawn_as_killed(tmp_path, capsys):
     assert main(args) == 0
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("seed ")]
     assert len(rows) == 2 and all(" killed " in ln for ln in rows)
+
+
+def test_tradeoff_studies_workload_presets_instead_of_levels(capsys):
+    """--workload runs each case under workload presets instead of the fragmentation ladder:
+    the records name their preset, each preset populates as Machine.populate(preset) does, and
+    --workload with --levels or --plot is refused before any work."""
+    import json as _json
+
+    from memscan.cli import main
+
+    args = ["tradeoff", "--synthetic", "4G", "--no-seed-machine", "--seed", "2"]
+    assert main([*args, "--workload", "idle,fragmented", "--json"]) == 0
+    recs = _json.loads(capsys.readouterr().out)["records"]
+    assert [(r["workload"], r["fragmentation"]) for r in recs] == [
+        ("idle", None),
+        ("fragmented", None),
+    ]
+    for r in recs:
+        m = memscan.Machine.synthetic("4G", block_size="128M")
+        m.populate(r["workload"], seed=2, progress=False)
+        assert r["offlineable_blocks"] == sum(
+            1 for o in m.offline_many(m.blocks().tolist()) if o.ok
+        )
+    assert main([*args, "--workload", "idle", "--levels", "0"]) == 2
+    assert main([*args, "--workload", "idle", "--plot", "x.png"]) == 2
+    assert main([*args, "--workload", "nope"]) == 2
+    assert "presets are" in capsys.readouterr().err

@@ -384,6 +384,8 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     from .studies.cost import CostModel
     from .studies.tradeoff import Case, break_even, break_even_blocks, plot, tradeoff
 
+    if args.plot and args.workload is not None:
+        raise ArgumentError("--plot draws against the fragmentation level: not with --workload")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -407,7 +409,17 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
                 functools.partial(Machine.synthetic, size, block_size=args.block_size),
             )
         )
-    levels = [float(x) for x in args.levels.split(",")]
+    if args.workload is not None:
+        if args.levels is not None:
+            raise ArgumentError("--workload studies presets instead of --levels: give one")
+        levels: List[Any] = [w.strip() for w in args.workload.split(",") if w.strip()]
+        bad = [w for w in levels if w not in PRESETS]
+        if bad or not levels:
+            raise ArgumentError(
+                f"--workload {args.workload!r}: presets are {', '.join(sorted(PRESETS))}"
+            )
+    else:
+        levels = [float(x) for x in (args.levels or "0,0.25,0.5,0.75,1").split(",")]
     pins = [float(x) for x in args.pins.split(",")] if args.pins else None
     started = time.perf_counter()
     recs = tradeoff(
@@ -448,8 +460,9 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
         return 0
+    fw = max([4] + [len(_level(r)) for r in recs])
     hdr = (
-        f"{'MACHINE':<26} {'FRAG':>4} {'PINNED':>7} {'OK BLKS':>7} {'PREC':>5} {'RECALL':>6} {'LSMEM PRE ms':>12} "
+        f"{'MACHINE':<26} {'FRAG':>{fw}} {'PINNED':>7} {'OK BLKS':>7} {'PREC':>5} {'RECALL':>6} {'LSMEM PRE ms':>12} "
         f"{'DRMGR+HINT ms':>13} {'BLIND ms':>9} {'CHMEM ms':>9} {'SAVED ms':>9}  MET hint/blind/chmem"
     )
     print(hdr)
@@ -457,7 +470,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         d, b, c = r["drmgr_pre"], r["blind_post"], r["chmem_post"]
         print(
-            f"{r['machine']:<26} {r['fragmentation']:>4.2f} {r['pinned']:>7.1e} "
+            f"{r['machine']:<26} {_level(r):>{fw}} {r['pinned']:>7.1e} "
             f"{r['offlineable_blocks']:>7} "
             f"{f(r['removable_precision']):>5} {f(r['removable_recall']):>6} "
             f"{r['lsmem_pre']['kernel_ns'] / 1e6:>12.2f} {d['kernel_ns'] / 1e6:>13.2f} {b['kernel_ns'] / 1e6:>9.2f} "
@@ -469,12 +482,18 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
         )
     if args.real_clients:
         _print_real_clients(recs)
-    print("\nbreak-even (lowest fragmentation where the hint saves kernel time):")
+    print(
+        "\nbreak-even (lowest fragmentation where the hint saves kernel time):"
+        if args.workload is None
+        else "\nbreak-even (the first workload, in the order given, where the hint saves kernel "
+        "time):"
+    )
     for k, v in be.items():
         print(f"  {k}: {'never in this sweep' if v is None else v}")
     print("smallest machine (memory blocks) where the hint saves kernel time, per level:")
     for k, v in be_blocks.items():
-        print(f"  fragmentation {k:g}: {'none in this sweep' if v is None else v}")
+        name = k if isinstance(k, str) else f"fragmentation {k:g}"
+        print(f"  {name}: {'none in this sweep' if v is None else v}")
     print("\nModeled kernel time (memscan.studies.cost.CostModel), not memscan's own run time;")
     print("its constants, and where each came from:")
     for k, v in cost.constants().items():
@@ -483,11 +502,18 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _level(r: Dict[str, Any]) -> str:
+    """A record's FRAG cell: its fragmentation level, or its workload preset."""
+    f = r.get("fragmentation")
+    return r["workload"] if f is None else f"{f:.2f}"
+
+
 def _print_real_clients(recs: List[Dict[str, Any]]) -> None:
     """The real clients beside their emulations, a row per record."""
+    fw = max([4] + [len(_level(r)) for r in recs])
     print(
         "\nreal util-linux clients through the live sysfs (real | emulated):\n"
-        f"{'MACHINE':<26} {'FRAG':>4} {'LSMEM READS':>13} {'STRUCT PAGES':>21} {'KILLED':>7} "
+        f"{'MACHINE':<26} {'FRAG':>{fw}} {'LSMEM READS':>13} {'STRUCT PAGES':>21} {'KILLED':>7} "
         f"{'CHMEM ATTEMPTS':>15} {'OFFLINED':>9} {'MET':>5}  AGREE lsmem/chmem"
     )
     for r in recs:
@@ -495,7 +521,7 @@ def _print_real_clients(recs: List[Dict[str, Any]]) -> None:
         le, ce = ls["emulated"], ch["emulated"]
         yn = lambda v: "y" if v else "n"  # noqa: E731
         print(
-            f"{r['machine']:<26} {r['fragmentation']:>4.2f} "
+            f"{r['machine']:<26} {_level(r):>{fw}} "
             f"{ls['syscalls']:>6}|{le['syscalls']:<6} "
             f"{ls['struct_pages_read']:>10}|{le['struct_pages_read']:<10} "
             f"{yn(ls['killed'])}|{yn(le['killed_at'] is not None):<5} "
@@ -878,10 +904,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="synthetic machines to sweep, repeatable (default 4G, 16G and 64G)",
     )
-    tr.add_argument("--block-size", default="128M")
-    tr.add_argument("--levels", default="0,0.25,0.5,0.75,1", help="fragmentation levels")
     tr.add_argument(
-        "--request", type=float, default=0.25, help="unplug request as a share of blocks"
+        "--block-size", default="128M", help="block size of the synthetic machines (default 128M)"
+    )
+    tr.add_argument(
+        "--levels",
+        default=None,
+        help="fragmentation levels, comma separated (default 0,0.25,0.5,0.75,1)",
+    )
+    tr.add_argument(
+        "--workload",
+        metavar="PRESET[,PRESET...]",
+        help=f"workload presets to study instead of the fragmentation levels ({', '.join(sorted(PRESETS))}; "
+        "no plot: its x axis is the level) (default: the levels)",
+    )
+    tr.add_argument(
+        "--request",
+        type=float,
+        default=0.25,
+        help="unplug request as a share of blocks (default 0.25)",
     )
     tr.add_argument(
         "--pins",
@@ -890,18 +931,29 @@ def build_parser() -> argparse.ArgumentParser:
         "default: each level's own (2e-6 x level)",
     )
     tr.add_argument("--kernel", default="5.5", help="pre-patch kernel (default 5.5)")
-    tr.add_argument("--post-kernel", default=POST_PATCH_KERNEL)
-    tr.add_argument("--plot", metavar="FILE.png")
-    tr.add_argument("--json", action="store_true")
+    tr.add_argument(
+        "--post-kernel",
+        default=POST_PATCH_KERNEL,
+        help=f"post-patch kernel (default {POST_PATCH_KERNEL})",
+    )
+    tr.add_argument(
+        "--plot", metavar="FILE.png", help="draw the trade-off to FILE.png (default: no plot)"
+    )
+    tr.add_argument(
+        "--json", action="store_true", help="the records as JSON (default: the text table)"
+    )
     tr.add_argument(
         "--cost",
         metavar="FILE",
         help="cost constants: the output of `memscan calibrate --json` (its measured "
-        "constants over the defaults) or a JSON object of CostModel fields",
+        "constants over the defaults), of `memscan calibrate --groundtruth --json`, or a JSON "
+        "object of CostModel fields (default: the built-in constants)",
     )
     tr.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     tr.add_argument(
-        "--no-seed-machine", action="store_true", help="leave the embedded seed machine out"
+        "--no-seed-machine",
+        action="store_true",
+        help="leave the embedded seed machine out (default: in)",
     )
     tr.add_argument(
         "--real-clients",

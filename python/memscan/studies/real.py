@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import live
 from .clients import ClientRun, chmem_size, lsmem
 from .cost import CostModel
-from .tradeoff import Case, fragmentation_workload
+from .tradeoff import Case, fragmentation_workload, level_of
 
 #: the tools the real clients need on PATH
 TOOLS = ("unshare", "lsmem", "chmem")
@@ -118,7 +118,7 @@ def real_clients(
     by_name = {c.name: c for c in cases}
     for r in records:
         m = by_name[r["machine"]].build()
-        w = fragmentation_workload(r["fragmentation"], r["pinned"] if r.get("pin_sweep") else None)
+        w = fragmentation_workload(level_of(r), r["pinned"] if r.get("pin_sweep") else None)
         m.populate(w, seed=seed, progress=False)
         r["real_lsmem_pre"] = real_lsmem(m.copy(), pre, cost)
         r["real_chmem_post"] = real_chmem_size(m.copy(), m.copy(), post, r["request_blocks"], cost)

@@ -10,9 +10,10 @@ pages are long-term pinned.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -22,11 +23,15 @@ from .clients import blind, chmem_size, drmgr, lsmem
 from .cost import CostModel
 
 
-def fragmentation_workload(level: float, pinned: Optional[float] = None) -> Workload:
-    """The workload at a fragmentation level in [0, 1]. ``pinned`` (share of LRU pages with a
-    long-term pin) overrides the level's own pin density (2e-6 x level): pinned LRU pages pass
-    has_unmovable_pages, so they are what makes ``removable`` say yes to a block that then
-    fails to offline."""
+def fragmentation_workload(level: Union[float, str], pinned: Optional[float] = None) -> Workload:
+    """The workload at a fragmentation level in [0, 1], or a workload preset by name (a
+    ``--workload`` study: then ``pinned`` overrides the preset's pin share). ``pinned``
+    (share of LRU pages with a long-term pin) overrides the level's own pin density (2e-6 x
+    level): pinned LRU pages pass has_unmovable_pages, so they are what makes ``removable``
+    say yes to a block that then fails to offline."""
+    if isinstance(level, str):
+        w = Workload.preset(level)
+        return w if pinned is None else dataclasses.replace(w, pinned=float(pinned))
     level = min(max(float(level), 0.0), 1.0)
     return Workload(
         free=0.3,
@@ -84,7 +89,9 @@ def run_case(
     tp, fp, fn = conf["tp"], conf["fp"], conf["fn"]
     rec: Dict[str, Any] = {
         "machine": case.name,
-        "fragmentation": level,
+        # a preset study has no fragmentation level: its workload names it
+        "fragmentation": None if isinstance(level, str) else level,
+        "workload": level if isinstance(level, str) else "fragmentation ladder",
         "pinned": workload.pinned,
         "pin_sweep": pinned is not None,
         "blocks": len(pred.block),
@@ -127,7 +134,7 @@ def run_case(
 
 def tradeoff(
     cases: Sequence[Case],
-    levels: Iterable[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    levels: Iterable[Union[float, str]] = (0.0, 0.25, 0.5, 0.75, 1.0),
     request_fraction: float = 0.25,
     pre: str = "5.5",
     post: str = "5.6",
@@ -137,7 +144,8 @@ def tradeoff(
     pins: Optional[Iterable[float]] = None,
     progress: Optional[bool] = False,
 ) -> List[Dict[str, Any]]:
-    """The trade-off table: one record per (case, level[, pin density]). ``pins`` sweeps the
+    """The trade-off table: one record per (case, level[, pin density]); a level is a
+    fragmentation level in [0, 1] or a workload preset's name. ``pins`` sweeps the
     share of long-term pinned LRU pages (what makes ``removable`` wrong); without it each level
     keeps its own. Runs on ``executor`` (threads by default: the Rust core releases the GIL).
     ``progress``: a bar of finished records on stderr (None: only on a terminal)."""
@@ -244,8 +252,13 @@ def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
         out.setdefault(key, None)
         # a drmgr killed by a faulting read saved nothing: it died
         if out[key] is None and not _killed(r) and (r["hint_saves_ns"] or 0) > 0:
-            out[key] = r["fragmentation"]
+            out[key] = level_of(r)
     return out
+
+
+def level_of(r: Dict[str, Any]) -> Union[float, str]:
+    """A record's point on the sweep: its fragmentation level, or its workload preset."""
+    return r["workload"] if r.get("fragmentation") is None else r["fragmentation"]
 
 
 def _killed(r: Dict[str, Any]) -> bool:
@@ -257,8 +270,8 @@ def break_even_blocks(records: List[Dict[str, Any]]) -> Dict[float, Optional[int
     hint pays for itself, among the machines swept (drmgr killed by a faulting read never
     pays), or None. With pins swept, the lowest pin density of each level is used."""
     out: Dict[float, Optional[int]] = {}
-    for r in sorted(records, key=lambda r: (r["fragmentation"], r["pinned"], r["blocks"])):
-        lv = r["fragmentation"]
+    for r in sorted(records, key=lambda r: (str(level_of(r)), r["pinned"], r["blocks"])):
+        lv = level_of(r)
         if lv not in out:
             out[lv] = None
             lowest = r["pinned"]
@@ -307,6 +320,12 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
     without a pin sweep, percent)]),
     ``killed`` ([(machine, level, pinned)]), ``small_n`` ([(machine, x, label)]) and
     ``legend`` (the machine labels)."""
+    if any(r.get("fragmentation") is None for r in records):
+        from ..errors import ArgumentError
+
+        raise ArgumentError(
+            "plot: its x axis is the fragmentation level; a workload-preset study has none"
+        )
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,6 +20,8 @@ def test_readme_python_example_runs():
     exec(compile(block, "README.md", "exec"), ns)
     assert ns["r"].value is None and ns["r"].fault.pfn == 0x3060000
     assert ns["big"].geometry.block_size == 128 << 20
+    assert ns["huge"].memory_bytes() == ns["need"]
+    assert ns["twin"].shared_bytes() == ns["big"].shared_bytes() > 0
 
 
 def test_cli_synthetic_arch_and_all(capsys):

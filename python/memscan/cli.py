@@ -186,14 +186,21 @@ def cmd_sysfs_export(args: argparse.Namespace) -> int:
         force=args.force,
         progress=_progress(args),
     )
+    return _result(
+        args,
+        info,
+        f"wrote {info['blocks']} memory blocks under {args.dir}/sys/devices/system/memory "
+        f"(kernel {args.kernel}); read it with: lsmem --sysroot {args.dir}",
+    )
+
+
+def _result(args: argparse.Namespace, info: Dict[str, Any], text: str) -> int:
+    """An export's outcome: ``info`` as one JSON line under --json, else ``text``."""
     if args.json:
         json.dump(info, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(
-            f"wrote {info['blocks']} memory blocks under {args.dir}/sys/devices/system/memory "
-            f"(kernel {args.kernel}); read it with: lsmem --sysroot {args.dir}"
-        )
+        print(text)
     return 0
 
 
@@ -205,16 +212,13 @@ def cmd_kpageflags_export(args: argparse.Namespace) -> int:
     check_export(m, args.file, args.force)  # before the populate, which can take a minute
     _populate(m, args)
     info = m.export_kpageflags(args.file, progress=_progress(args), force=args.force)
-    if args.json:
-        json.dump(info, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        print(
-            f"wrote {info['pfns']:#x} pfns ({human(info['bytes'])}, {human(info['sparse_bytes'])} "
-            f"of it left as file holes) to {args.file}; read it with: page-types -F {args.file} "
-            f"or memscan.Machine.import_kpageflags"
-        )
-    return 0
+    return _result(
+        args,
+        info,
+        f"wrote {info['pfns']:#x} pfns ({human(info['bytes'])}, {human(info['sparse_bytes'])} "
+        f"of it left as file holes) to {args.file}; read it with: page-types -F {args.file} "
+        "or memscan.Machine.import_kpageflags",
+    )
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:

@@ -45,6 +45,14 @@ TERMS = (
 )
 
 
+#: fitted terms that are sums: (the part calibrate() measures on the host, the CostModel
+#: field of the rest, what the measured part is)
+SPLIT = {
+    "ns_per_page_migration": ("ns_per_page_copy", "ns_per_page_migration_overhead", "copy"),
+    "fixed": ("ns_per_syscall", "ns_per_offline_attempt", "syscall"),
+}
+
+
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     try:
         from scipy.optimize import nnls
@@ -114,10 +122,8 @@ def fit_cost(run_dirs: Sequence[str], host: Optional[Dict[str, Any]] = None) -> 
             "attempts_doing_it": int((col > 0).sum()),
             "identifiable": bool(varies),
         }
-        if name == "ns_per_page_migration":
-            entry["default"] = d.ns_per_page_copy + d.ns_per_page_migration_overhead
-        elif name == "fixed":
-            entry["default"] = d.ns_per_syscall + d.ns_per_offline_attempt
+        if name in SPLIT:
+            entry["default"] = getattr(d, SPLIT[name][0]) + getattr(d, SPLIT[name][1])
         else:
             entry["default"] = getattr(d, name)
         if varies and x[j] <= 0:
@@ -168,20 +174,14 @@ def cost_fields(fit: Dict[str, Any]) -> Dict[str, Any]:
         if e["host_ns"] is None:
             continue
         here = f"measured here by calibrate() ({fit['host']['machine']})"
-        if name == "ns_per_page_migration":
-            # the copy is measured on the host; the fit gives copy + overhead
-            copy = fit["host"].get("ns_per_page_copy") or d.ns_per_page_copy
-            out["ns_per_page_copy"] = float(copy)
-            origins["ns_per_page_copy"] = here
-            out["ns_per_page_migration_overhead"] = max(0.0, e["host_ns"] - copy)
-            origins["ns_per_page_migration_overhead"] = e["source"] + ", less the measured copy"
-        elif name == "fixed":
-            # the syscall is measured on the host; the fit gives syscall + attempt overhead
-            sc = fit["host"].get("ns_per_syscall") or d.ns_per_syscall
-            out["ns_per_syscall"] = float(sc)
-            origins["ns_per_syscall"] = here
-            out["ns_per_offline_attempt"] = max(0.0, e["host_ns"] - sc)
-            origins["ns_per_offline_attempt"] = e["source"] + ", less the measured syscall"
+        if name in SPLIT:
+            # a fitted sum of a part measured on the host and the rest the fit adds
+            measured, rest, what = SPLIT[name]
+            part = float(fit["host"].get(measured) or getattr(d, measured))
+            out[measured] = part
+            origins[measured] = here
+            out[rest] = max(0.0, e["host_ns"] - part)
+            origins[rest] = f"{e['source']}, less the measured {what}"
         else:
             out[name] = e["host_ns"]
             origins[name] = e["source"]

@@ -482,28 +482,22 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
         drawn["legend"].append(label)
     extra = []
     if swept:
-        extra += [
-            Line2D(
-                [],
-                [],
-                color="gray",
-                marker=MARKERS[j % len(MARKERS)],
-                ls="none",
-                label=f"pinned {p:g} (left, middle)",
-            )
-            for j, p in enumerate(pins)
-        ]
-        extra += [
-            Line2D(
-                [],
-                [],
-                color="gray",
-                marker=MARKERS[i % len(MARKERS)],
-                ls="none",
-                label=f"fragmentation {lv:g} (right)",
-            )
-            for i, lv in enumerate(levels)
-        ]
+        # the markers' meaning: pin densities on the left panels, levels on the right one
+        for values, fmt in (
+            (pins, "pinned {:g} (left, middle)"),
+            (levels, "fragmentation {:g} (right)"),
+        ):
+            extra += [
+                Line2D(
+                    [],
+                    [],
+                    color="gray",
+                    marker=MARKERS[i % len(MARKERS)],
+                    ls="none",
+                    label=fmt.format(v),
+                )
+                for i, v in enumerate(values)
+            ]
     fig.legend(
         handles=handles + extra,
         loc="lower center",

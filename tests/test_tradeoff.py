@@ -460,3 +460,24 @@ def test_tradeoff_studies_workload_presets_instead_of_levels(capsys):
     assert main([*args, "--workload", "idle", "--plot", "x.png"]) == 2
     assert main([*args, "--workload", "nope"]) == 2
     assert "presets are" in capsys.readouterr().err
+
+
+def test_the_hint_pays_only_where_drmgr_met_the_request():
+    """A drmgr that gave up or fell short spent less kernel time because it did less: no
+    break-even there; one that met the request in less time than the blind agent pays."""
+    from memscan.studies.tradeoff import break_even, pays
+
+    def rec(level, saves, met, msg=None):
+        return {
+            "machine": "m",
+            "blocks": 32,
+            "fragmentation": level,
+            "pinned": 0.0,
+            "hint_saves_ns": saves,
+            "drmgr_pre": {"message": msg, "met": met},
+        }
+
+    gave_up = rec(0.25, 9.0, False, "There is not enough removable memory available")
+    assert not pays(gave_up) and not pays(rec(0.5, -1.0, True)) and pays(rec(0.75, 2.0, True))
+    assert break_even([rec(0.0, -1.0, True), gave_up, rec(0.5, 3.0, True)]) == {"m": 0.5}
+    assert break_even([gave_up]) == {"m": None}

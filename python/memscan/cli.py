@@ -487,14 +487,15 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     if args.real_clients:
         _print_real_clients(recs)
     print(
-        "\nbreak-even (lowest fragmentation where the hint saves kernel time):"
+        "\nbreak-even (lowest fragmentation where the hint pays: drmgr with it meets the "
+        "request in less kernel time than the blind agent):"
         if args.workload is None
-        else "\nbreak-even (the first workload, in the order given, where the hint saves kernel "
-        "time):"
+        else "\nbreak-even (the first workload, in the order given, where the hint pays: drmgr "
+        "with it meets the request in less kernel time than the blind agent):"
     )
     for k, v in be.items():
         print(f"  {k}: {'never in this sweep' if v is None else v}")
-    print("smallest machine (memory blocks) where the hint saves kernel time, per level:")
+    print("smallest machine (memory blocks) where the hint pays, per level:")
     for k, v in be_blocks.items():
         name = k if isinstance(k, str) else f"fragmentation {k:g}"
         print(f"  {name}: {'none in this sweep' if v is None else v}")

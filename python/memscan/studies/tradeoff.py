@@ -241,8 +241,7 @@ def series(r: Dict[str, Any]) -> str:
 
 def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
     """Per series (machine, and pin density when swept), the lowest fragmentation level at
-    which the pre-patch hint pays for itself (drmgr with the hint spends less kernel time than
-    the blind agent), or None."""
+    which the pre-patch hint pays for itself (``pays``), or None."""
     out: Dict[str, Optional[float]] = {}
     for r in sorted(
         records,
@@ -251,9 +250,17 @@ def break_even(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
         key = series(r)
         out.setdefault(key, None)
         # a drmgr killed by a faulting read saved nothing: it died
-        if out[key] is None and not _killed(r) and (r["hint_saves_ns"] or 0) > 0:
+        if out[key] is None and pays(r):
             out[key] = level_of(r)
     return out
+
+
+def pays(r: Dict[str, Any]) -> bool:
+    """Whether the hint paid for itself in record ``r``: drmgr with the pre-patch hint met the
+    request and spent less kernel time than the blind agent. A drmgr killed by a faulting
+    read, or one that gave up or fell short (it spent less because it did less), did not."""
+    d = r["drmgr_pre"]
+    return not _killed(r) and d.get("met", True) and (r["hint_saves_ns"] or 0) > 0
 
 
 def level_of(r: Dict[str, Any]) -> Union[float, str]:
@@ -277,7 +284,7 @@ def break_even_blocks(records: List[Dict[str, Any]]) -> Dict[float, Optional[int
             lowest = r["pinned"]
         if r["pinned"] != lowest or out[lv] is not None:
             continue
-        if not _killed(r) and (r["hint_saves_ns"] or 0) > 0:
+        if pays(r):
             out[lv] = r["blocks"]
     return out
 
@@ -304,9 +311,10 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
     gives each machine's block count and break-even):
 
     - left: what the hint saves an unplug request, drmgr with the pre-patch hint against the
-      blind agent, as a share of the blind agent's kernel time, with a zero line; a drmgr
-      killed by a faulting ``removable`` read is a labelled cross above the data (it saved
-      nothing: it died);
+      blind agent, as a share of the blind agent's kernel time, with a zero line; hollow where
+      drmgr did not meet the request (it spent less by doing less); a drmgr killed by a
+      faulting ``removable`` read is a labelled cross above the data (it saved nothing: it
+      died);
     - middle: what the hint costs everyone, the modeled kernel time of one lsmem run
       (every block's ``removable``) under the pre-patch kernel, log scale;
     - right: how often the hint is right, precision (solid) and recall (dashed) of the
@@ -317,7 +325,7 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
     runs over pin density, markers telling the fragmentation levels apart.
 
     Returns what was drawn, for checks: ``saving`` (machine → [(level, pinned or None
-    without a pin sweep, percent)]),
+    without a pin sweep, percent)]), ``unmet`` ([(machine, level, pinned)] drawn hollow),
     ``killed`` ([(machine, level, pinned)]), ``small_n`` ([(machine, x, label)]) and
     ``legend`` (the machine labels)."""
     if any(r.get("fragmentation") is None for r in records):
@@ -341,7 +349,13 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
     be = break_even(records)
     fig, (ax, ac, aq) = plt.subplots(1, 3, figsize=(16, 5.8))
 
-    drawn: Dict[str, Any] = {"saving": {}, "killed": [], "small_n": [], "legend": []}
+    drawn: Dict[str, Any] = {
+        "saving": {},
+        "killed": [],
+        "unmet": [],
+        "small_n": [],
+        "legend": [],
+    }
     top = 0.0
     for name in machines:
         for j, pin in enumerate(pins):
@@ -360,7 +374,23 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
             good = [(x, 100 * y) for x, y in pts if y is not None]
             drawn["saving"].setdefault(name, []).extend((x, pin, y) for x, y in good)
             if good:
-                ax.plot(*zip(*good), color=col, marker=mk, lw=1.5)
+                ax.plot(*zip(*good), color=col, lw=1.5)
+                # filled where drmgr met the request, hollow where it gave up or fell short
+                # (it spent less because it did less: that is no saving)
+                for r in rs:
+                    y = saving_share(r)
+                    if y is not None:
+                        met = r["drmgr_pre"].get("met", True)
+                        ax.plot(
+                            r["fragmentation"],
+                            100 * y,
+                            marker=mk,
+                            color=col,
+                            mfc=col if met else "white",
+                            ls="none",
+                        )
+                        if not met:
+                            drawn["unmet"].append((name, r["fragmentation"], r["pinned"]))
                 top = max(top, max(y for _, y in good))
             ac.plot(
                 [r["fragmentation"] for r in rs],
@@ -481,6 +511,18 @@ def plot(records: List[Dict[str, Any]], path: str) -> Dict[str, Any]:
         handles.append(Line2D([], [], color=colours[n], lw=3, label=label))
         drawn["legend"].append(label)
     extra = []
+    if drawn["unmet"]:
+        extra.append(
+            Line2D(
+                [],
+                [],
+                color="gray",
+                marker="o",
+                mfc="white",
+                ls="none",
+                label="hollow: drmgr did not meet the request (no saving)",
+            )
+        )
     if swept:
         # the markers' meaning: pin densities on the left panels, levels on the right one
         for values, fmt in (

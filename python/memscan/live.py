@@ -125,6 +125,9 @@ class LiveSysfs:
         self._blocks = {int(b) for b in machine.blocks()}
         secs = machine.sections()
         self._flags, self._nid = secs["flags"], secs["nid"]
+        #: struct pages a valid_zones read touches, per block (the present sections counted
+        #: once: hot-add is not modeled here, so they do not change)
+        self._vz_pages = valid_zones_struct_pages(machine, kernel)
         self._has_zones = True
         try:
             if self._blocks:
@@ -339,7 +342,7 @@ class LiveSysfs:
             return f"{r.value}\n"
         if name == "valid_zones":
             v = self.m.valid_zones_read(block, self.kernel)
-            pages = valid_zones_struct_pages(self.m, block, self.kernel)
+            pages = int(self._vz_pages[block])
             self._log(
                 "read",
                 block,

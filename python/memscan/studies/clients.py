@@ -78,18 +78,21 @@ def _scan(m: Any, kernel: str, scan: Optional[ScanResult]) -> ScanResult:
     return scan
 
 
-def valid_zones_struct_pages(m: Any, block: int, kernel: str) -> int:
-    """Struct pages one read of ``memory<block>/valid_zones`` touches: 5.x
+def valid_zones_struct_pages(m: Any, kernel: str) -> np.ndarray:
+    """Struct pages one read of ``memoryN/valid_zones`` touches, per block id: 5.x
     ``test_pages_in_a_zone()`` samples one page per MAX_ORDER_NR_PAGES of each present
     section of the block; 6.1 answers from ``mem->zone`` (none). The one home of this count
-    (the lsmem emulation and the live view both use it)."""
+    (the lsmem emulation and the live view both use it); computed for every block at once."""
     g = m.geometry
-    if not Kernel.parse(kernel, g.arch).valid_zones_reads_pages:
-        return 0
-    flags = m.sections()["flags"]
+    flags = np.asarray(m.sections()["flags"])
     spb = g.sections_per_block
-    present = int(sum(1 for x in flags[block * spb : (block + 1) * spb] if x & SEC_PRESENT))
-    return present * (g.pages_per_section // (1 << (g.max_order - 1)))
+    n = -(-len(flags) // spb)
+    if not Kernel.parse(kernel, g.arch).valid_zones_reads_pages:
+        return np.zeros(n, dtype=np.int64)
+    present = np.zeros(n * spb, dtype=np.int64)
+    present[: len(flags)] = (flags & SEC_PRESENT) != 0
+    per_section = g.pages_per_section // (1 << (g.max_order - 1))
+    return present.reshape(n, spb).sum(axis=1) * per_section
 
 
 def lsmem(
@@ -106,6 +109,10 @@ def lsmem(
     blocks = s.block.tolist()
     have_zones = 0 in blocks
     faults = {f.block: f for f in s.faults}
+    if have_zones:
+        vz_pages = valid_zones_struct_pages(m, kernel)
+        # None where the read faults (one native call for all blocks)
+        vz_text = m.valid_zones_many(blocks, kernel)
     # read_basic_info() lists the first block's directory once (whether nodes are shown)
     reads = done = 0
     syscalls = 1 if blocks else 0
@@ -121,11 +128,12 @@ def lsmem(
         syscalls += 2  # state, and the block directory (node link)
         if have_zones:
             syscalls += 1
-            v = m.valid_zones_read(b, kernel)
-            reads += valid_zones_struct_pages(m, b, kernel)
-            if v.fault is not None and v.fault.kind in ("bug", "oops"):
-                killed_at = b
-                break
+            reads += int(vz_pages[b])
+            if vz_text[done - 1] is None:  # a fault: only an oops or a BUG kills lsmem
+                v = m.valid_zones_read(b, kernel)
+                if v.fault is not None and v.fault.kind in ("bug", "oops"):
+                    killed_at = b
+                    break
     return {
         "blocks": done,
         "struct_pages_read": reads,

@@ -123,6 +123,26 @@ fn try_vec<T: Clone>(value: T, n: usize) -> Option<Vec<T>> {
     Some(v)
 }
 
+/// `n` zero bytes, or None where they cannot be allocated. Zeroed by the allocator
+/// (`calloc`), so memory fresh from the kernel is not written here: pages are first touched
+/// by whoever writes them (populate writes each page byte once).
+fn try_zeroed(n: usize) -> Option<Box<[u8]>> {
+    if n == 0 {
+        return Some(Box::default());
+    }
+    let layout = std::alloc::Layout::array::<u8>(n).ok()?;
+    // SAFETY: the layout has a non-zero size. A non-null result is valid for `n` bytes, all
+    // zero (each a valid u8), allocated by the global allocator with the layout of `[u8; n]`,
+    // which is the layout `Box<[u8]>` of length `n` frees with.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout);
+        if p.is_null() {
+            return None;
+        }
+        Some(Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)))
+    }
+}
+
 /// A pin table of `n` zeros, or None where it cannot be allocated.
 fn new_pins(n: usize) -> Option<PinTable> {
     let mut v: Vec<AtomicU32> = Vec::new();
@@ -402,6 +422,17 @@ impl PageStore {
     /// and each chunk is allocated fallibly (a memory limit gives `Error::Memory`, never an
     /// abort; blocks made dense before the failure stay dense).
     pub fn densify_many(&mut self, blocks: &[u64]) -> Result<()> {
+        self.densify_many_leaving(blocks, &|_| false)
+    }
+
+    /// `densify_many`, leaving the sections `leave` names zero instead of filling them from
+    /// their compact form: for a caller that writes every byte of them next (populate), so
+    /// each byte is written once. Their contents are the caller's to restore (`fill_compact` of the form they had).
+    pub fn densify_many_leaving(
+        &mut self,
+        blocks: &[u64],
+        leave: &(dyn Fn(u64) -> bool + Sync),
+    ) -> Result<()> {
         use rayon::prelude::*;
         let g = self.geometry;
         let pps = g.pages_per_section() as usize;
@@ -422,16 +453,18 @@ impl PageStore {
             .enumerate()
             .filter(|(b, c)| c.is_none() && blocks.binary_search(&(*b as u64)).is_ok())
             .try_for_each(|(b, c)| {
-                let mut chunk = try_vec(0u8, g.pages_per_block() as usize)
-                    .ok_or_else(|| {
-                        Error::Memory(format!(
-                            "allocating {} bytes of page bytes for memory block {b} failed ({need} bytes for {new} blocks in all)",
-                            g.pages_per_block()
-                        ))
-                    })?
-                    .into_boxed_slice();
+                let mut chunk = try_zeroed(g.pages_per_block() as usize).ok_or_else(|| {
+                    Error::Memory(format!(
+                        "allocating {} bytes of page bytes for memory block {b} failed ({need} bytes for {new} blocks in all)",
+                        g.pages_per_block()
+                    ))
+                })?;
                 for (i, part) in chunk.chunks_mut(pps).enumerate() {
-                    fill_compact(part, compact[b * spb + i]);
+                    let s = b * spb + i;
+                    // zero bytes need no writing: the allocation is zeroed
+                    if !leave(s as u64) && compact[s] != Compact::Uniform(0) {
+                        fill_compact(part, compact[s]);
+                    }
                 }
                 *c = Some(Arc::new(chunk));
                 Ok(())

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::page::{kind, kind_of, make, MigrateType, ZoneType, HUGETLB_FREE};
-use crate::sections::PageStore;
+use crate::sections::{fill_compact, Compact, PageStore};
 use crate::topology::Machine;
 use rayon::prelude::*;
 
@@ -241,9 +241,13 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    /// Uniform in [0, 1).
+    /// Uniform in [0, 1): `bits53() / 2^53`.
     pub fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.bits53() as f64 / (1u64 << 53) as f64
+    }
+    /// The 53 bits [`Rng::f64`] scales, for comparison against a [`threshold`].
+    pub fn bits53(&mut self) -> u64 {
+        self.next_u64() >> 11
     }
     pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
@@ -279,13 +283,30 @@ struct Plan {
 /// `r < cum[o]` for the first order `o` makes it a free fragment of order min(o, align);
 /// otherwise it is one used page, MOVABLE below `movable_below`, PINNED below `pinned_below`,
 /// else LRU (the used share of [0, 1) split in the knobs' proportions).
+///
+/// The fill loop compares the draw's 53 integer bits `k` (r = k / 2^53) against integer
+/// thresholds instead ([`threshold`]): `r < c` exactly when `k < threshold(c)`, so the pages
+/// are the same, with no float conversion and no branch on the outcome.
 #[derive(Debug, Clone)]
 struct Slot {
-    /// Running sums over fragment orders `o` of P(order o drawn) x P(a slot of order
-    /// min(o, align) is free); the last is the chance the slot is free.
-    cum: Vec<f64>,
-    movable_below: f64,
-    pinned_below: f64,
+    /// threshold() of the running sums over fragment orders `o` of P(order o drawn) x
+    /// P(a slot of order min(o, align) is free); the last is the chance the slot is free.
+    /// Non-decreasing, so the order drawn is the count of sums `k` reaches.
+    cum: Vec<u64>,
+    movable_below: u64,
+    pinned_below: u64,
+}
+
+/// The integer form of a probability threshold: `k < threshold(c)` exactly when
+/// `k as f64 / 2^53 < c`, for every 53-bit `k` (both sides scale by 2^53 exactly, and for
+/// an integer `k`, `k < x` is `k < ceil(x)`).
+fn threshold(c: f64) -> u64 {
+    if c > 0.0 {
+        // `as` saturates: thresholds past 1 (rounding of running sums) stay above every k.
+        (c * (1u64 << 53) as f64).ceil() as u64
+    } else {
+        0
+    }
 }
 
 /// Fraction of pages in an unmovable pageblock that are unmovable (the rest are fragments).
@@ -380,9 +401,11 @@ impl Workload {
                 let free = cum[cum.len() - 1];
                 let used = 1.0 - free;
                 Slot {
-                    cum,
-                    movable_below: free + used * self.movable,
-                    pinned_below: free + used * (self.movable + (1.0 - self.movable) * self.pinned),
+                    cum: cum.iter().map(|&c| threshold(c)).collect(),
+                    movable_below: threshold(free + used * self.movable),
+                    pinned_below: threshold(
+                        free + used * (self.movable + (1.0 - self.movable) * self.pinned),
+                    ),
                 }
             })
             .collect();
@@ -411,6 +434,21 @@ fn is_allocated_base_page(b: u8) -> bool {
 #[inline]
 pub fn is_ram_page(b: u8) -> bool {
     kind_of(b) < kind::RESERVED
+}
+
+/// Whether every byte of `pb` holds RAM ([`is_ram_page`]), eight bytes at a time: a byte is
+/// not RAM when its kind has both bits 2 and 3 set (kinds 12-15, RESERVED and up).
+fn all_ram_pages(pb: &[u8]) -> bool {
+    const _: () = assert!(kind::RESERVED == 0b1100 && kind::NOMEMMAP == 0b1111);
+    const BIT2: u64 = u64::from_ne_bytes([0b100; 8]);
+    let (words, rest) = pb.split_at(pb.len() - pb.len() % 8);
+    let mut acc = 0u64;
+    for w in words.chunks_exact(8) {
+        let w = u64::from_ne_bytes(w.try_into().unwrap());
+        // bit 2 of a byte ends up set exactly where bits 2 and 3 of that byte are set
+        acc |= w & (w >> 1) & BIT2;
+    }
+    acc == 0 && rest.iter().all(|&x| is_ram_page(x))
 }
 
 fn write_buddy(bytes: &mut [u8], pos: usize, order: u32) {
@@ -463,18 +501,15 @@ fn fill_pageblock(
         r < acc
     };
     if unmovable_here && !movable_zone {
+        // The free pages among them are order-0 buddies.
+        let dense = threshold(UNMOVABLE_DENSITY);
+        let free0 = make(kind::BUDDY, 0);
         for b in bytes.iter_mut() {
-            *b = if rng.f64() < UNMOVABLE_DENSITY {
+            *b = if rng.bits53() < dense {
                 kind::UNMOVABLE
             } else {
-                kind::FREE
+                free0
             };
-        }
-        // Free pages among them as order-0 buddies.
-        for b in bytes.iter_mut() {
-            if *b == kind::FREE {
-                *b = make(kind::BUDDY, 0);
-            }
         }
         return MigrateType::Unmovable;
     }
@@ -484,32 +519,40 @@ fn fill_pageblock(
         bytes[1..].fill(kind::THP_TAIL);
         return MigrateType::Movable;
     }
-    // Mixed movable pageblock: fragments and user pages.
+    // Mixed movable pageblock: fragments and user pages. A slot is a free fragment of
+    // 2^order pages or one used page; the loop computes both outcomes and selects, so the
+    // only branch taken at random is the fill of a fragment's tail (order > 0).
+    let free_tail = kind::FREE;
     let mut pos = 0usize;
     while pos < nr {
-        // A slot is a free fragment of 2^order pages or one used page.
         let align = if pos == 0 {
             pb_order
         } else {
             pos.trailing_zeros()
         };
         let slot = &plan.slots[align as usize];
-        let r = rng.f64();
-        if r < slot.cum[slot.cum.len() - 1] {
-            let o = slot.cum.iter().position(|&c| r < c).unwrap_or(0);
-            let order = (o as u32).min(align);
-            write_buddy(bytes, pos, order);
-            pos += 1 << order;
-            continue;
-        }
-        bytes[pos] = if r < slot.movable_below {
+        let k = rng.bits53();
+        let last = slot.cum[slot.cum.len() - 1];
+        let free = k < last;
+        // the first order whose running sum exceeds the draw (only meaningful when free)
+        let drawn = slot.cum.iter().map(|&c| u32::from(k >= c)).sum::<u32>();
+        let order = if free { drawn.min(align) } else { 0 };
+        let used = if k < slot.movable_below {
             kind::MOVABLE
-        } else if r < slot.pinned_below {
+        } else if k < slot.pinned_below {
             kind::PINNED
         } else {
             kind::LRU
         };
-        pos += 1;
+        bytes[pos] = if free {
+            make(kind::BUDDY, order as u8)
+        } else {
+            used
+        };
+        if order > 0 {
+            bytes[pos + 1..pos + (1 << order)].fill(free_tail);
+        }
+        pos += 1 << order;
     }
     if !movable_zone && plan.pollute_p > 0.0 && rng.f64() < plan.pollute_p {
         // Geometric-ish count around the mean, at random positions (fallback allocations).
@@ -613,7 +656,30 @@ pub fn populate_cancellable(
     let pps = g.pages_per_section() as usize;
     let pbn = g.pageblock_nr_pages() as usize;
     ctl.set_total(todo.len() as u64);
-    m.store.densify_many(&todo)?;
+    // Sections of blocks made dense here whose compact form is all RAM: every page byte of
+    // them is written below, so they are allocated zero and not filled first, and their
+    // pageblocks need no per-byte check for reserved pages or holes.
+    let fresh: Vec<(u64, Compact)> = todo
+        .iter()
+        .flat_map(|&b| b * spb..(b + 1) * spb)
+        .filter_map(|s| {
+            let meta = m.store.section_meta(s);
+            let how = m.store.section_compact(s)?; // None: dense already
+            let ram = match how {
+                Compact::Uniform(x) => is_ram_page(x),
+                Compact::FreeBlocks(_) => true,
+            };
+            (meta.online() && !meta.device() && ram).then_some((s, how))
+        })
+        .collect();
+    let fresh_form = |s: u64| {
+        fresh
+            .binary_search_by_key(&s, |&(x, _)| x)
+            .ok()
+            .map(|i| fresh[i].1)
+    };
+    let is_fresh = |s: u64| fresh_form(s).is_some();
+    m.store.densify_many_leaving(&todo, &is_fresh)?;
     let mut chunks = m.store.take_chunks();
     let store: &PageStore = &m.store;
     let mref: &Machine = m;
@@ -635,20 +701,29 @@ pub fn populate_cancellable(
         .filter(|(b, _)| todo.binary_search(b).is_ok())
         .map(|(b, bytes)| {
             if ctl.cancelled() {
+                // left as it was: the sections left zero get their compact bytes back
+                for (si, sec_bytes) in bytes.chunks_mut(pps).enumerate() {
+                    let s = b * spb + si as u64;
+                    if let Some(how) = fresh_form(s) {
+                        fill_compact(sec_bytes, how);
+                    }
+                }
                 return (b, Vec::new());
             }
             let base_pfn = g.block_to_pfn(b);
             let mut mts = Vec::new();
             for (si, sec_bytes) in bytes.chunks_mut(pps).enumerate() {
-                let meta = store.section_meta(b * spb + si as u64);
+                let sec = b * spb + si as u64;
+                let meta = store.section_meta(sec);
                 if !meta.online() || meta.device() {
                     continue;
                 }
+                let all_ram = is_fresh(sec);
                 for (pi, pb) in sec_bytes.chunks_mut(pbn).enumerate() {
                     let pfn = base_pfn + (si * pps + pi * pbn) as u64;
                     let mut rng = Rng::new(seed, pfn);
                     let zone = store.pageblock_zone(pfn);
-                    if pb.iter().all(|&x| is_ram_page(x)) {
+                    if all_ram || all_ram_pages(pb) {
                         let rank =
                             (pfn.saturating_sub(ram_lo)) as f64 / (ram_hi - ram_lo).max(1) as f64;
                         let mt = fill_pageblock(pb, &mut rng, &plan, w, mref, zone, rank);
@@ -912,6 +987,61 @@ pub fn kind_counts(m: &Machine) -> [u64; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_integer_threshold_decides_as_the_float_comparison_does() {
+        let mut rng = Rng::new(11, 3);
+        let mut cs: Vec<f64> = vec![0.0, 1.0, 0.5, 1e-12, 1.0 - 1e-16, 1.0 + 1e-15, 0.1, 0.3];
+        cs.extend((0..200).map(|_| rng.f64()));
+        for &c in &cs {
+            let t = threshold(c);
+            // the boundary draws and random ones
+            let mut ks: Vec<u64> = [t.saturating_sub(1), t, t + 1, 0, (1 << 53) - 1]
+                .into_iter()
+                .filter(|&k| k < 1 << 53)
+                .collect();
+            ks.extend((0..50).map(|_| rng.bits53()));
+            for k in ks {
+                let r = k as f64 / (1u64 << 53) as f64;
+                assert_eq!(k < t, r < c, "k={k} c={c} t={t}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_populate_cancelled_before_it_starts_leaves_every_page_as_it_was() {
+        use crate::kernel::testutil::{block, machine, BLOCK};
+        let mut m = machine(4, &[]);
+        let before: Vec<u8> = (0..4 * BLOCK)
+            .map(|i| m.store.page(block(0) * BLOCK + i))
+            .collect();
+        let ctl = crate::control::Control::new();
+        ctl.cancel();
+        let r = populate_cancellable(&mut m, &Workload::default(), 1, &ctl, None);
+        assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+        // made dense (allocated zero, the fill left to populate), then restored
+        assert!(m.store.is_dense(block(0)));
+        let after: Vec<u8> = (0..4 * BLOCK)
+            .map(|i| m.store.page(block(0) * BLOCK + i))
+            .collect();
+        assert_eq!(before, after);
+        assert!(after.iter().any(|&b| b != 0), "free memory after boot is not zero bytes");
+    }
+
+    #[test]
+    fn the_word_wise_ram_check_agrees_with_the_byte_test() {
+        let mut rng = Rng::new(5, 1);
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 512, 515] {
+            for _ in 0..200 {
+                let mut v: Vec<u8> = (0..len).map(|_| (rng.below(12) as u8) | 0xa0).collect();
+                if len > 0 && rng.f64() < 0.5 {
+                    let i = rng.below(len as u64) as usize;
+                    v[i] = (12 + rng.below(4) as u8) | ((rng.below(16) as u8) << 4);
+                }
+                assert_eq!(all_ram_pages(&v), v.iter().all(|&x| is_ram_page(x)), "{v:?}");
+            }
+        }
+    }
 
     #[test]
     fn knobs_name_every_field_once_and_read_back_what_is_set() {

@@ -95,6 +95,30 @@ pub fn has_unmovable_pages(
 
     let mut found: u32 = 0;
     let mut iter = 0usize;
+    // Dense pages outside ZONE_MOVABLE: the kinds the loop below passes without counting
+    // (refcount 0, LRU, __PageMovable, THP; HWPoison under MEMORY_OFFLINE) and the buddy
+    // skip, in a tight loop over the bytes. It stops at the first other kind, where the loop
+    // below goes on with the same state (found is still 0), so reads and results are its own.
+    if let (RunView::Dense(bytes), false) = (&view, zone == ZoneType::Movable) {
+        let pass = if skip_hwpoison {
+            kind::LAST_PLAIN_SKIP
+        } else {
+            kind::THP_TAIL
+        };
+        let end = nr.min(bytes.len());
+        while iter < end {
+            let b = bytes[iter];
+            let k = kind_of(b);
+            if k <= pass {
+                iter += 1;
+            } else if k == kind::BUDDY {
+                iter += 1usize << field_of(b);
+            } else {
+                break;
+            }
+            cost.struct_pages_read += 1;
+        }
+    }
     while iter < nr {
         let p = pfn + iter as u64;
         // pfn_valid_within() is always true without CONFIG_HOLES_IN_ZONE (x86, arm64 4K..).

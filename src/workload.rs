@@ -1025,7 +1025,10 @@ mod tests {
             .map(|i| m.store.page(block(0) * BLOCK + i))
             .collect();
         assert_eq!(before, after);
-        assert!(after.iter().any(|&b| b != 0), "free memory after boot is not zero bytes");
+        assert!(
+            after.iter().any(|&b| b != 0),
+            "free memory after boot is not zero bytes"
+        );
     }
 
     #[test]
@@ -1038,7 +1041,11 @@ mod tests {
                     let i = rng.below(len as u64) as usize;
                     v[i] = (12 + rng.below(4) as u8) | ((rng.below(16) as u8) << 4);
                 }
-                assert_eq!(all_ram_pages(&v), v.iter().all(|&x| is_ram_page(x)), "{v:?}");
+                assert_eq!(
+                    all_ram_pages(&v),
+                    v.iter().all(|&x| is_ram_page(x)),
+                    "{v:?}"
+                );
             }
         }
     }

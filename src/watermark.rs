@@ -10,21 +10,12 @@ use crate::topology::Machine;
 /// clamped to 128..65536 (5.5-rc5 `init_per_zone_wmark_min()`) or 128..262144 (6.1-rc6
 /// `calculate_min_free_kbytes()`), a user setting kept where at least as large, and
 /// khugepaged's THP raise: the min watermark migration targets must leave.
+/// The lowmem pages are the managed pages outside ZONE_MOVABLE (`m.managed_pages`, kept by
+/// [`refresh_min_free`] and [`account_block`]).
 pub fn compute_min_free_pages(m: &Machine) -> (u64, u64) {
     let g = m.geometry;
     let pbn = g.pageblock_nr_pages();
-    let mut lowmem_pages = 0u64;
-    for sec in 0..m.store.nr_sections() {
-        let meta = m.store.section_meta(sec);
-        if meta.online() && !meta.device() {
-            let base = g.section_to_pfn(sec);
-            for pb in (base..base + g.pages_per_section()).step_by(pbn as usize) {
-                if m.store.pageblock_zone(pb) != ZoneType::Movable {
-                    lowmem_pages += pbn;
-                }
-            }
-        }
-    }
+    let lowmem_pages: u64 = m.managed_pages.iter().map(|x| x[0]).sum();
     let page_kb = g.page_size() / 1024;
     let new_kb = ((lowmem_pages * page_kb * 16) as f64).sqrt() as u64;
     // a user setting at least as large as the new value stands (init_per_zone_wmark_min,
@@ -60,16 +51,12 @@ pub fn compute_min_free_pages(m: &Machine) -> (u64, u64) {
     (v5 * 1024 / g.page_size(), v61 * 1024 / g.page_size())
 }
 
-/// Recompute both min watermarks (boot, after an online or offline, after a setting), and
-/// the managed pages they are distributed over.
-pub fn refresh_min_free(m: &mut Machine) {
-    let (a, b) = compute_min_free_pages(m);
-    m.min_free_pages = a;
-    m.min_free_pages_6_1 = b;
+/// Managed pages per node, [outside ZONE_MOVABLE, in it], of the online sections `secs`.
+fn managed_of(m: &Machine, secs: std::ops::Range<u64>) -> Vec<[u64; 2]> {
     let g = m.geometry;
     let pbn = g.pageblock_nr_pages();
     let mut managed = vec![[0u64; 2]; m.nodes.len().max(1)];
-    for sec in 0..m.store.nr_sections() {
+    for sec in secs {
         let meta = m.store.section_meta(sec);
         if !meta.online() || meta.device() {
             continue;
@@ -82,5 +69,42 @@ pub fn refresh_min_free(m: &mut Machine) {
             }
         }
     }
-    m.managed_pages = managed;
+    managed
+}
+
+/// Recompute both min watermarks (boot, after a setting), and the managed pages they are
+/// distributed over: one pass over the machine.
+pub fn refresh_min_free(m: &mut Machine) {
+    m.managed_pages = managed_of(m, 0..m.store.nr_sections());
+    update_min_free(m);
+}
+
+/// The managed pages memory block `block` adds while online, per node: taken before an
+/// offline, or after an online, for [`account_block`].
+pub fn block_managed(m: &Machine, block: u64) -> Vec<[u64; 2]> {
+    let spb = m.geometry.sections_per_block();
+    managed_of(m, block * spb..(block + 1) * spb)
+}
+
+/// After an offline (`joins` false) or an online of a block whose managed pages are
+/// `part`: the managed pages and both min watermarks, in O(block), as `refresh_min_free`
+/// would recompute them over the whole machine (the kernel's adjust_managed_page_count()
+/// and init_per_zone_wmark_min() do the same per zone).
+pub fn account_block(m: &mut Machine, part: &[[u64; 2]], joins: bool) {
+    for (n, p) in m.managed_pages.iter_mut().zip(part) {
+        for i in 0..2 {
+            n[i] = if joins {
+                n[i] + p[i]
+            } else {
+                n[i].saturating_sub(p[i])
+            };
+        }
+    }
+    update_min_free(m);
+}
+
+fn update_min_free(m: &mut Machine) {
+    let (a, b) = compute_min_free_pages(m);
+    m.min_free_pages = a;
+    m.min_free_pages_6_1 = b;
 }

@@ -228,6 +228,17 @@ impl Workload {
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
+/// SplitMix64 (Steele, Lea, Flood 2014): the state advances by this odd constant per draw.
+const RNG_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function of a state.
+#[inline]
+fn rng_mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Rng {
     pub fn new(seed: u64, stream: u64) -> Rng {
         let mut r = Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -235,11 +246,22 @@ impl Rng {
         r
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(RNG_STEP);
+        rng_mix(self.0)
+    }
+    /// The next `out.len()` values of [`Rng::bits53`], without advancing: SplitMix64's state
+    /// is a counter, so the draws can be made ahead of the code that consumes them (which
+    /// then keeps no data dependency on the generator), and [`Rng::advance`] past those used.
+    pub fn peek53(&self, out: &mut [u64]) {
+        let mut s = self.0;
+        for o in out {
+            s = s.wrapping_add(RNG_STEP);
+            *o = rng_mix(s) >> 11;
+        }
+    }
+    /// Skip `n` draws.
+    pub fn advance(&mut self, n: usize) {
+        self.0 = self.0.wrapping_add(RNG_STEP.wrapping_mul(n as u64));
     }
     /// Uniform in [0, 1): `bits53() / 2^53`.
     pub fn f64(&mut self) -> f64 {
@@ -286,13 +308,15 @@ struct Plan {
 ///
 /// The fill loop compares the draw's 53 integer bits `k` (r = k / 2^53) against integer
 /// thresholds instead ([`threshold`]): `r < c` exactly when `k < threshold(c)`, so the pages
-/// are the same, with no float conversion and no branch on the outcome.
+/// are the same, with no float conversion.
 #[derive(Debug, Clone)]
 struct Slot {
     /// threshold() of the running sums over fragment orders `o` of P(order o drawn) x
     /// P(a slot of order min(o, align) is free); the last is the chance the slot is free.
     /// Non-decreasing, so the order drawn is the count of sums `k` reaches.
     cum: Vec<u64>,
+    /// The last of `cum`: below it the slot is free.
+    free: u64,
     movable_below: u64,
     pinned_below: u64,
 }
@@ -402,6 +426,7 @@ impl Workload {
                 let used = 1.0 - free;
                 Slot {
                     cum: cum.iter().map(|&c| threshold(c)).collect(),
+                    free: threshold(free),
                     movable_below: threshold(free + used * self.movable),
                     pinned_below: threshold(
                         free + used * (self.movable + (1.0 - self.movable) * self.pinned),
@@ -520,9 +545,12 @@ fn fill_pageblock(
         return MigrateType::Movable;
     }
     // Mixed movable pageblock: fragments and user pages. A slot is a free fragment of
-    // 2^order pages or one used page; the loop computes both outcomes and selects, so the
-    // only branch taken at random is the fill of a fragment's tail (order > 0).
-    let free_tail = kind::FREE;
+    // 2^order pages or one used page.
+    // The draws come from a buffer made ahead ([`Rng::peek53`]): a slot whose outcome the
+    // branch predictor missed does not wait for the generator again.
+    let mut draws = [0u64; 256];
+    rng.peek53(&mut draws);
+    let mut used = 0usize;
     let mut pos = 0usize;
     while pos < nr {
         let align = if pos == 0 {
@@ -531,29 +559,35 @@ fn fill_pageblock(
             pos.trailing_zeros()
         };
         let slot = &plan.slots[align as usize];
-        let k = rng.bits53();
-        let last = slot.cum[slot.cum.len() - 1];
-        let free = k < last;
-        // the first order whose running sum exceeds the draw (only meaningful when free)
-        let drawn = slot.cum.iter().map(|&c| u32::from(k >= c)).sum::<u32>();
-        let order = if free { drawn.min(align) } else { 0 };
-        let used = if k < slot.movable_below {
-            kind::MOVABLE
-        } else if k < slot.pinned_below {
-            kind::PINNED
-        } else {
-            kind::LRU
-        };
-        bytes[pos] = if free {
-            make(kind::BUDDY, order as u8)
-        } else {
-            used
-        };
-        if order > 0 {
-            bytes[pos + 1..pos + (1 << order)].fill(free_tail);
+        if used == draws.len() {
+            rng.advance(used);
+            rng.peek53(&mut draws);
+            used = 0;
         }
-        pos += 1 << order;
+        let k = draws[used];
+        used += 1;
+        if k < slot.free {
+            // The order drawn is the first whose running sum exceeds the draw, capped at the
+            // alignment: the count of sums the draw reaches among the first `align` (the
+            // sums do not decrease, so those reached are a prefix). Odd slots need none.
+            let order = slot.cum[..(align as usize).min(slot.cum.len())]
+                .iter()
+                .map(|&c| u32::from(k >= c))
+                .sum::<u32>();
+            write_buddy(bytes, pos, order);
+            pos += 1 << order;
+        } else {
+            bytes[pos] = if k < slot.movable_below {
+                kind::MOVABLE
+            } else if k < slot.pinned_below {
+                kind::PINNED
+            } else {
+                kind::LRU
+            };
+            pos += 1;
+        }
     }
+    rng.advance(used);
     if !movable_zone && plan.pollute_p > 0.0 && rng.f64() < plan.pollute_p {
         // Geometric-ish count around the mean, at random positions (fallback allocations).
         let n = (plan.pollute_n * (0.5 + rng.f64())).round().max(1.0) as usize;

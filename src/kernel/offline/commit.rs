@@ -11,7 +11,7 @@ use crate::topology::{write_free_range, BlockState, Machine, TargetCursors};
 use super::migrate::{cached_hugetlb_free_counts, is_free_hugetlb_head, TargetAllocator};
 use super::zone::{grow_zone_span, online_zone, set_mem_zone, shrink_zone_spans};
 use super::{Errno, OfflinePlan};
-use crate::watermark::refresh_min_free;
+use crate::watermark::{account_block, block_managed};
 
 /// Move migrated pages to free memory of the allowed nodes, then take the block offline:
 /// sections offline, memmap uninitialised (re-poisoned on DEBUG_VM), pageblocks left
@@ -25,6 +25,8 @@ pub(super) fn commit_offline(
     let (moves, isolated, allowed) = (&plan.moves, &plan.isolated, plan.allowed.as_slice());
     let g = m.geometry;
     let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
+    // what the block adds to the managed pages while it is still online
+    let leaving = block_managed(m, block);
     let mut targets = TargetAllocator::new(start, end, allowed);
     // the free hugetlb pool as counted before the commit, kept up to date below so the next
     // decision need not count the whole machine again
@@ -122,7 +124,7 @@ pub(super) fn commit_offline(
     shrink_zone_spans(m, start, end);
     // init_per_zone_wmark_min() runs again after an offline
     m.hotplugged = true;
-    refresh_min_free(m);
+    account_block(m, &leaving, false);
     // the commit's own writes after the moves (isolation bits, the offlined memmap) free no
     // target pages behind the cursors
     if let Some(p) = pool {
@@ -186,7 +188,8 @@ pub fn online_block(m: &mut Machine, block: u64, online_type: &str) -> Result<Op
     );
     // online_pages() runs init_per_zone_wmark_min() again
     m.hotplugged = true;
-    refresh_min_free(m);
+    let joining = block_managed(m, block);
+    account_block(m, &joining, true);
     Ok(None)
 }
 

@@ -497,11 +497,12 @@ impl TargetAllocator {
                 continue;
             }
             // whole pageblocks of the wrong zone, isolated, or without a big enough free
-            // buddy head are passed over at once
+            // buddy head are passed over at once; the head test is made on entering a
+            // pageblock (within one, the page-by-page walk below finds what it would)
             let pb_end = (p / pbn + 1) * pbn;
             if (m.store.pageblock_zone(p) == ZoneType::Movable) != movable
                 || m.store.migratetype(p) == MigrateType::Isolate
-                || !has_free_head(m.store.run(p, (pb_end - p) as usize), order)
+                || (p % pbn == 0 && !has_free_head(m.store.run(p, pbn as usize), order))
             {
                 p = pb_end;
                 continue;

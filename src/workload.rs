@@ -249,20 +249,6 @@ impl Rng {
         self.0 = self.0.wrapping_add(RNG_STEP);
         rng_mix(self.0)
     }
-    /// The next `out.len()` values of [`Rng::bits53`], without advancing: SplitMix64's state
-    /// is a counter, so the draws can be made ahead of the code that consumes them (which
-    /// then keeps no data dependency on the generator), and [`Rng::advance`] past those used.
-    pub fn peek53(&self, out: &mut [u64]) {
-        let mut s = self.0;
-        for o in out {
-            s = s.wrapping_add(RNG_STEP);
-            *o = rng_mix(s) >> 11;
-        }
-    }
-    /// Skip `n` draws.
-    pub fn advance(&mut self, n: usize) {
-        self.0 = self.0.wrapping_add(RNG_STEP.wrapping_mul(n as u64));
-    }
     /// Uniform in [0, 1): `bits53() / 2^53`.
     pub fn f64(&mut self) -> f64 {
         self.bits53() as f64 / (1u64 << 53) as f64
@@ -546,11 +532,6 @@ fn fill_pageblock(
     }
     // Mixed movable pageblock: fragments and user pages. A slot is a free fragment of
     // 2^order pages or one used page.
-    // The draws come from a buffer made ahead ([`Rng::peek53`]): a slot whose outcome the
-    // branch predictor missed does not wait for the generator again.
-    let mut draws = [0u64; 256];
-    rng.peek53(&mut draws);
-    let mut used = 0usize;
     let mut pos = 0usize;
     while pos < nr {
         let align = if pos == 0 {
@@ -559,13 +540,7 @@ fn fill_pageblock(
             pos.trailing_zeros()
         };
         let slot = &plan.slots[align as usize];
-        if used == draws.len() {
-            rng.advance(used);
-            rng.peek53(&mut draws);
-            used = 0;
-        }
-        let k = draws[used];
-        used += 1;
+        let k = rng.bits53();
         if k < slot.free {
             // The order drawn is the first whose running sum exceeds the draw, capped at the
             // alignment: the count of sums the draw reaches among the first `align` (the
@@ -587,7 +562,6 @@ fn fill_pageblock(
             pos += 1;
         }
     }
-    rng.advance(used);
     if !movable_zone && plan.pollute_p > 0.0 && rng.f64() < plan.pollute_p {
         // Geometric-ish count around the mean, at random positions (fallback allocations).
         let n = (plan.pollute_n * (0.5 + rng.f64())).round().max(1.0) as usize;

@@ -167,9 +167,19 @@ impl Values {
         }
     }
 
-    /// A fresh read-only inode holding `text`.
+    /// A fresh read-only inode holding `text`, or (a value made by [`Values::symlink_slot`])
+    /// a symlink to the rest of it.
     fn create(&self, name: &str, text: &str) -> Result<()> {
-        self.dir.write(name, text, RO)
+        match text.strip_prefix(SYMLINK) {
+            Some(target) => self.dir.symlink(target, name),
+            None => self.dir.write(name, text, RO),
+        }
+    }
+
+    /// The slot of symlinks to `target`: `linkat()` without AT_SYMLINK_FOLLOW links the
+    /// symlink itself, so the blocks' `nodeN` links to one node share an inode.
+    fn symlink_slot(&mut self, target: &str) -> Result<usize> {
+        self.slot(&format!("{SYMLINK}{target}"))
     }
 
     /// The slot of the value files holding `text`, written on first use (serial part).
@@ -204,11 +214,13 @@ impl Values {
                 // as the file system counts: every name of the inode, its own included (ext4
                 // refuses a link when i_nlink has reached EXT4_LINK_MAX); each copy is linked
                 // by one worker thread, so the check and the link do not race
-                Some(limit) => match statat(&self.dir.fd, src.as_str(), AtFlags::empty()) {
-                    Ok(st) if st.st_nlink >= u64::from(limit) => Err(Errno::MLINK),
-                    Ok(_) => dir.link(&self.dir, &src, name),
-                    Err(e) => Err(e),
-                },
+                Some(limit) => {
+                    match statat(&self.dir.fd, src.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) if st.st_nlink >= u64::from(limit) => Err(Errno::MLINK),
+                        Ok(_) => dir.link(&self.dir, &src, name),
+                        Err(e) => Err(e),
+                    }
+                }
                 None => dir.link(&self.dir, &src, name),
             };
             match linked {
@@ -230,6 +242,9 @@ impl Values {
     }
 }
 
+/// Marks a value of [`Values`] that is a symlink's target (no attribute's text starts so).
+const SYMLINK: &str = "\0symlink:";
+
 /// Modes of the kernel's attributes (drivers/base/memory.c, drivers/base/core.c `online`):
 /// read-only ones 0444, `state` and `online` 0644.
 const RO: u32 = 0o444;
@@ -245,8 +260,8 @@ const CHUNK: usize = 4096;
 /// error, never written through.
 ///
 /// Every block costs one `mkdirat`, three files written (`phys_index`, and the writable
-/// `state` and `online`), one `linkat` per repeated read-only attribute and two `symlinkat`
-/// per node; the value file names are resolved once per distinct value before the parallel
+/// `state` and `online`), one `linkat` per repeated read-only attribute and per node link
+/// from the block, one `symlinkat` per node link to the block; the value file names are resolved once per distinct value before the parallel
 /// part starts.
 ///
 /// The entries made in shared directories (`memoryN` in `memory/`, `memoryN` in
@@ -279,6 +294,11 @@ pub fn write_tree(
         );
     }
     let phys_device = values.slot("0\n")?;
+    // memoryN/nodeX -> ../../node/nodeX, one shared symlink inode per node
+    let mut node_links: HashMap<u16, usize> = HashMap::new();
+    for &n in nodes.keys() {
+        node_links.insert(n, values.symlink_slot(&format!("../../node/node{n}"))?);
+    }
     // Value slots per block, resolved serially (few distinct values; no lock later).
     let mut slots: Vec<[Option<usize>; 2]> = Vec::with_capacity(blocks.len());
     for b in blocks {
@@ -333,7 +353,7 @@ pub fn write_tree(
             }
         }
         for n in &b.nids {
-            mem.symlink(&format!("../../node/node{n}"), &format!("{d}/node{n}"))?;
+            values.link(node_links[n], &mem, &format!("{d}/node{n}"))?;
         }
         Ok(())
     };

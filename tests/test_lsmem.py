@@ -318,12 +318,22 @@ def _check_link_rotation(root, info, limit):
     mem = root / "sys/devices/system/memory"
     # "1\n" is every block's removable: more links than one inode may hold, so they are
     # spread over value files none past the limit
-    ones = [os.stat(p) for p in values.iterdir() if p.read_text() == "1\n"]
+    files = [p for p in values.iterdir() if not p.is_symlink()]
+    ones = [os.stat(p) for p in files if p.read_text() == "1\n"]
     assert all(st.st_nlink <= limit for st in ones)
     assert len(ones) >= -(-info["blocks"] // limit)
     inos = {st.st_ino for st in ones}
     linked = sum(os.stat(p).st_ino in inos for p in mem.glob("memory*/removable"))
     assert sum(st.st_nlink - 1 for st in ones) == linked == info["blocks"]
+    # the blocks' node links: symlinks to the node, sharing inodes the same way
+    links = [os.lstat(p) for p in values.iterdir() if p.is_symlink()]
+    assert links and all(st.st_nlink <= limit for st in links)
+    node_links = list(mem.glob("memory*/node0"))
+    assert len(node_links) == info["blocks"]
+    assert all(os.readlink(p) == "../../node/node0" for p in node_links)
+    assert all(p.resolve() == (root / "sys/devices/system/node/node0") for p in node_links[:20])
+    assert {os.lstat(p).st_ino for p in node_links} <= {st.st_ino for st in links}
+    assert sum(st.st_nlink - 1 for st in links) == info["blocks"]
     got = lsmem_json(root)
     assert len(got) == 1 and got[0]["state"] == "online" and got[0]["removable"] in (True, "yes")
 

@@ -6,6 +6,7 @@ use memscan::geometry::{Arch, Geometry, GeometryOverrides};
 use memscan::kernel::profile::KernelProfile;
 use memscan::kernel::removable::scan_blocks;
 use memscan::page::{kind, ZoneType};
+use memscan::sections::RunView;
 use memscan::topology::{BlockState, LayoutSpec, Machine, PfnRange, ZoneSpec};
 use memscan::workload::{populate, Workload};
 
@@ -41,11 +42,27 @@ fn machine(pages: u64) -> Machine {
     Machine::build(&spec).unwrap()
 }
 
+/// The baseline a scan is measured against: one plain read of the same page bytes, section
+/// by section as the scan takes them (an OR over each, which the compiler vectorises).
+fn plain_read(m: &Machine, blocks: &[u64]) -> u8 {
+    let pps = m.geometry.pages_per_section();
+    let mut acc = 0u8;
+    for &b in blocks {
+        let first = m.geometry.block_to_pfn(b);
+        for s in 0..m.geometry.sections_per_block() {
+            if let RunView::Dense(bytes) = m.store.run(first + s * pps, pps as usize) {
+                acc |= bytes.iter().fold(0u8, |a, &x| a | x);
+            }
+        }
+    }
+    acc
+}
+
 fn bench(c: &mut Criterion) {
     let profile = KernelProfile::parse("5.5", Arch::X86_64).unwrap();
     let mut group = c.benchmark_group("removable_worst_case");
     group.sample_size(10);
-    for shift in [15u32, 20, 24] {
+    for shift in [15u32, 20, 24, 26] {
         let pages = 1u64 << shift;
         let mut m = machine(pages);
         let blocks: Vec<u64> = (0..m.nr_blocks())
@@ -58,6 +75,29 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(pages), &m, |bch, m| {
             bch.iter(|| scan_blocks(m, &blocks, &profile, false).unwrap());
         });
+        // the same bytes read plainly, in the same group and run: the ratio is the figure
+        group.bench_with_input(BenchmarkId::new("plain_read", pages), &m, |bch, m| {
+            bch.iter(|| criterion::black_box(plain_read(m, &blocks)));
+        });
+        if shift == 26 {
+            // both on every thread (rayon's pool: the machine's cores), block by block
+            group.bench_with_input(BenchmarkId::new("parallel", pages), &m, |bch, m| {
+                bch.iter(|| scan_blocks(m, &blocks, &profile, true).unwrap());
+            });
+            group.bench_with_input(
+                BenchmarkId::new("plain_read_parallel", pages),
+                &m,
+                |bch, m| {
+                    use rayon::prelude::*;
+                    bch.iter(|| {
+                        blocks
+                            .par_iter()
+                            .map(|&b| plain_read(m, &[b]))
+                            .reduce(|| 0, |a, b| a | b)
+                    });
+                },
+            );
+        }
     }
     group.finish();
     let mut group = c.benchmark_group("removable_fragmented");

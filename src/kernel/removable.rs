@@ -10,8 +10,9 @@ use crate::cost::ScanCost;
 use crate::error::{Error, Result};
 use crate::kernel::pageinfo::{page_to_nid, page_zone, wrong, Fault, FaultKind};
 use crate::kernel::profile::KernelProfile;
-use crate::kernel::unmovable::{has_unmovable_pages, Unmovable, MEMORY_OFFLINE};
+use crate::kernel::unmovable::{has_unmovable_pages, max_kind, Unmovable, MEMORY_OFFLINE};
 use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType};
+use crate::sections::{Compact, RunView};
 use crate::topology::{BlockState, Machine};
 
 /// The outcome of reading `memoryN/removable` once.
@@ -73,6 +74,12 @@ impl Scan<'_> {
             self.note_zeroed(F, "page_zone", start_pfn, nid, zone);
         }
         let end_pfn = (start_pfn + nr_pages).min(self.m.zone_span(nid, zone).end_pfn);
+        if let Some(n) = self.section_passes(start_pfn, end_pfn, nid, zone) {
+            let pbn = self.m.geometry.pageblock_nr_pages();
+            self.cost.pageblocks_visited += n;
+            self.cost.struct_pages_read += n * (pbn + 2);
+            return Ok(true);
+        }
         let mut pfn = start_pfn;
         while pfn < end_pfn {
             if !self.pageblock(pfn)? {
@@ -82,6 +89,48 @@ impl Scan<'_> {
             pfn = self.next_active_pageblock(pfn)?;
         }
         Ok(true)
+    }
+
+    /// The loop below in O(1) per section where its outcome is plain: every page of the
+    /// pageblocks it visits in `[start, end)` is of a kind `has_unmovable_pages` passes page
+    /// by page under MEMORY_OFFLINE in any zone (up to HWPoison: no buddy, so
+    /// `next_active_pageblock` steps one pageblock at a time and no page is skipped), their
+    /// node is online, they are all in `zone`, which spans `start` (and so every pfn up to
+    /// `end`, the zone's end at most), and none is CMA. Then each of the `n` pageblocks
+    /// visited passes, read as the loop reads it: one struct page for page_to_nid and
+    /// page_zone, every page in has_unmovable_pages, one in next_active_pageblock. Returns
+    /// `n`, or None to run the loop.
+    fn section_passes(&self, start: u64, end: u64, nid: u16, zone: ZoneType) -> Option<u64> {
+        let m = self.m;
+        let g = &m.geometry;
+        let pbn = g.pageblock_nr_pages();
+        if start >= end
+            || start & (pbn - 1) != 0
+            || !m.node_online(nid)
+            || !m.zone_span(nid, zone).spans(start)
+        {
+            return None;
+        }
+        let n = (end - start).div_ceil(pbn);
+        let len = n * pbn;
+        if g.pfn_to_section(start) != g.pfn_to_section(start + len - 1)
+            || m.store.section_meta(g.pfn_to_section(start)).nid != nid
+        {
+            return None;
+        }
+        let plain = match m.store.run(start, len as usize) {
+            RunView::Dense(bytes) => max_kind(bytes) <= kind::LAST_PLAIN_SKIP,
+            RunView::Compact {
+                how: Compact::Uniform(b),
+                ..
+            } => kind_of(b) <= kind::LAST_PLAIN_SKIP,
+            RunView::Compact { .. } => false,
+        };
+        let same = (0..n).all(|i| {
+            let p = start + i * pbn;
+            m.store.pageblock_zone(p) == zone && m.store.migratetype(p) != MigrateType::Cma
+        });
+        (plain && same).then_some(n)
     }
 
     /// `next_active_pageblock(pfn)`.

@@ -334,7 +334,7 @@ pub fn scan_blocks(
 mod tests {
     use super::*;
     use crate::kernel::testutil::{block, kernel, machine, PB, PFN0};
-    use crate::page::kind;
+    use crate::page::{kind, make};
 
     #[test]
     fn free_block_scans_and_reads_1_prepatch_and_1_without_scan_postpatch() {
@@ -360,6 +360,54 @@ mod tests {
         let r = removable_show(&m, block(0), &kernel("5.5")).unwrap();
         assert_eq!(r.value, Some(0));
         assert_eq!(r.first_unmovable.map(|u| u.pfn), Some(PFN0 + 3 * PB + 7));
+    }
+
+    #[test]
+    fn sections_of_pages_passed_one_by_one_read_every_page_and_two_per_pageblock() {
+        // kinds has_unmovable_pages passes page by page, dense and uniform: the section's
+        // page_zone read, then per pageblock its page_to_nid/page_zone read, its 512 pages
+        // and next_active_pageblock's read (is_mem_section_removable, v5.5)
+        let nr = 32_768u64;
+        let want = 1 + (nr / PB) * (PB + 2);
+        let mut dense = machine(1, &[]);
+        dense.store.set_pages(PFN0, nr, kind::LRU);
+        dense
+            .store
+            .set_pages(PFN0 + 5 * PB, 1, make(kind::THP_HEAD, 9));
+        dense
+            .store
+            .set_pages(PFN0 + 5 * PB + 1, PB - 1, kind::THP_TAIL);
+        dense.store.set_pages(PFN0 + 9 * PB + 3, 2, kind::HWPOISON);
+        dense.store.set_pages(PFN0 + 11 * PB, 4, kind::PINNED);
+        let mut uniform = machine(1, &[]);
+        uniform.store.set_pages(PFN0, nr, kind::MOVABLE);
+        for m in [&dense, &uniform] {
+            let r = removable_show(m, block(0), &kernel("5.5")).unwrap();
+            assert_eq!(r.value, Some(1));
+            assert_eq!(r.cost.struct_pages_read, want);
+            assert_eq!(r.cost.pageblocks_visited, nr / PB);
+            assert_eq!(r.cost.sections_scanned, 1);
+        }
+        // a CMA pageblock among them is unmovable (is_migrate_cma_page, no struct page read)
+        // and ends the scan there
+        let mut cma = dense.try_clone().unwrap();
+        cma.store.set_migratetype(PFN0 + 7 * PB, MigrateType::Cma);
+        let r = removable_show(&cma, block(0), &kernel("5.5")).unwrap();
+        assert_eq!(r.value, Some(0));
+        assert_eq!(r.cost.pageblocks_visited, 8);
+        assert_eq!(r.cost.struct_pages_read, 1 + 7 * (PB + 2) + 1);
+        // a pageblock linked to another zone is visited in that zone
+        let mut other = dense.try_clone().unwrap();
+        other
+            .store
+            .set_pageblock_zone(PFN0 + 2 * PB, ZoneType::Movable);
+        let r = removable_show(&other, block(0), &kernel("5.5")).unwrap();
+        assert_eq!(
+            r.value,
+            Some(0),
+            "ZONE_MOVABLE does not span that pageblock"
+        );
+        assert_eq!(r.cost.pageblocks_visited, 3);
     }
 
     #[test]

@@ -427,7 +427,8 @@ impl PageStore {
 
     /// `densify_many`, leaving the sections `leave` names zero instead of filling them from
     /// their compact form: for a caller that writes every byte of them next (populate), so
-    /// each byte is written once. Their contents are the caller's to restore (`fill_compact` of the form they had).
+    /// each byte is written once. Their contents are the caller's to restore
+    /// (`fill_compact` of the form they had).
     pub fn densify_many_leaving(
         &mut self,
         blocks: &[u64],

@@ -241,7 +241,7 @@ fn rng_mix(mut z: u64) -> u64 {
 
 impl Rng {
     pub fn new(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut r = Rng(seed ^ stream.wrapping_mul(RNG_STEP));
         r.next_u64();
         r
     }

@@ -462,46 +462,75 @@ fn decide_online_block(
     // the allowed zones' min watermarks stay free (per class: kernel zones, ZONE_MOVABLE)
     let (reserve, reserve_movable) = min_reserve(m, profile, &allowed);
     let mut pool = FreePool::default();
-    let mut huge = if cands.iter().any(|c| kind_of(c.1) == kind::HUGETLB_HEAD) {
+    let hugetlb_moves = cands.iter().any(|c| kind_of(c.1) == kind::HUGETLB_HEAD);
+    let mut huge = if hugetlb_moves {
         hugetlb_pool(m, start, end, &allowed)
     } else {
         HugetlbPool::default()
     };
-    // The pool is read in doubling runs of sections until it covers the moves, or the whole
-    // machine is read; as covering is all the answer needs, where the reading starts does
-    // not change it. It starts where the last commit's target search stood (the free memory
-    // below it went to earlier migrations), wrapping round to section 0: so a decision after
-    // many offlines does not re-read the used-up low memory.
+    // The pool is read in doubling runs of sections with free-page candidates (online RAM of
+    // the allowed nodes, outside the block) until it covers the moves, or the whole machine
+    // is read; as covering is all the answer needs, where the reading starts does not change
+    // it. It starts where the last commit's target search stood (the free memory below it
+    // went to earlier migrations), wrapping round to section 0: so a decision after many
+    // offlines does not re-read the used-up low memory, nor count holes as read.
     let nsec = m.store.nr_sections();
     let first = free_search_start(m, &allowed).min(nsec.saturating_sub(1));
-    let (mut read, mut chunk) = (0u64, 1u64);
+    let (first_sec, last_sec) = (g.pfn_to_section(start), g.pfn_to_section(end - 1));
+    let candidate = |sec: u64| {
+        let meta = m.store.section_meta(sec);
+        meta.online()
+            && !meta.device()
+            && allowed.contains(&meta.nid)
+            && !(first_sec..=last_sec).contains(&sec)
+    };
+    // The next run is at least twice the last, and as long as the free pages read so far per
+    // section say the moves and the reserves need (a guess that only sizes the runs).
+    let need: u64 = cands
+        .iter()
+        .filter_map(|c| match c.2 {
+            Movability::Migrate { pages, .. } => Some(pages),
+            _ => None,
+        })
+        .sum::<u64>()
+        + reserve
+        + reserve_movable;
+    let (mut seen, mut taken, mut chunk) = (0u64, 0u64, 1u64);
+    let mut moves = Vec::with_capacity(cands.len());
     let (to_move, blockers) = loop {
-        let n = chunk.min(nsec - read);
-        let a = first + read;
-        if a + n <= nsec {
-            add_free_targets(&mut pool, m, a..a + n, start, end, &allowed);
-        } else {
-            let (lo, hi) = (a.min(nsec), (a + n) - nsec);
-            add_free_targets(&mut pool, m, lo..nsec, start, end, &allowed);
-            add_free_targets(
-                &mut pool,
-                m,
-                a.saturating_sub(nsec)..hi,
-                start,
-                end,
-                &allowed,
-            );
+        let upto = taken + chunk;
+        while taken < upto && seen < nsec {
+            let sec = (first + seen) % nsec;
+            seen += 1;
+            if candidate(sec) {
+                add_free_targets(
+                    &mut pool,
+                    m,
+                    sec..sec + 1,
+                    start,
+                    end,
+                    &allowed,
+                    hugetlb_moves,
+                );
+                taken += 1;
+            }
         }
-        read += n;
-        chunk *= 2;
+        let have = pool.kernel + pool.movable;
+        let per = have / taken.max(1);
+        let guess = if have < need && per > 0 {
+            (need - have).div_ceil(per) + 1
+        } else {
+            0
+        };
+        chunk = (chunk * 2).max(guess);
         let mut p = pool.clone();
         p.kernel = p.kernel.saturating_sub(reserve);
         p.movable = p.movable.saturating_sub(reserve_movable);
         let mut h = huge.clone();
-        let (moves, blockers, short) = assign_targets(&cands, p, &mut h, g.max_order);
-        if !short || read == nsec {
+        let (blockers, short) = assign_targets(&cands, p, &mut h, g.max_order, &mut moves);
+        if !short || seen == nsec {
             huge = h;
-            break (moves, blockers);
+            break (std::mem::take(&mut moves), blockers);
         }
     };
     let migrated: u64 = to_move.iter().map(|x| x.pages).sum();

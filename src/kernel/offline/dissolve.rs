@@ -4,6 +4,7 @@ use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, HUGETLB_FREE};
 
 use super::migrate::hugetlb_free_counts;
 use super::Errno;
+use crate::sections::RunView;
 use crate::topology::Machine;
 
 /// The first free hugetlb page of `[start, end)` that cannot be dissolved: free pool pages
@@ -25,10 +26,24 @@ pub(super) fn undissolvable_hugetlb(
     v61: bool,
 ) -> Option<(u64, Errno, &'static str)> {
     let is_free_head = |b: u8| kind_of(b) == kind::HUGETLB_HEAD && field_of(b) & HUGETLB_FREE != 0;
-    let heads: Vec<(u64, usize)> = (start..end)
-        .filter(|&p| is_free_head(m.store.page(p)))
-        .map(|p| (p, (field_of(m.store.page(p)) & 7) as usize))
-        .collect();
+    // section by section over the page bytes (a lookup per page would cost more than the
+    // test)
+    let pps = m.geometry.pages_per_section();
+    let mut heads: Vec<(u64, usize)> = Vec::new();
+    let mut p = start;
+    while p < end {
+        let upto = ((p / pps + 1) * pps).min(end);
+        let mut look = |i: usize, b: u8| {
+            if is_free_head(b) {
+                heads.push((p + i as u64, (field_of(b) & 7) as usize));
+            }
+        };
+        match m.store.run(p, (upto - p) as usize) {
+            RunView::Dense(bytes) => bytes.iter().enumerate().for_each(|(i, &b)| look(i, b)),
+            v => (0..v.len()).for_each(|i| look(i, v.get(i))),
+        }
+        p = upto;
+    }
     if heads.is_empty() {
         return None;
     }

@@ -40,7 +40,7 @@ pub(super) fn undissolvable_hugetlb(
         };
         match m.store.run(p, (upto - p) as usize) {
             RunView::Dense(bytes) => bytes.iter().enumerate().for_each(|(i, &b)| look(i, b)),
-            v => (0..v.len()).for_each(|i| look(i, v.get(i))),
+            v @ RunView::Compact { .. } => (0..v.len()).for_each(|i| look(i, v.get(i))),
         }
         p = upto;
     }

@@ -143,10 +143,18 @@ impl Dir {
 /// Each worker thread links to its own copy of each value file: `linkat()` locks the inode it
 /// links to (vfs_link), so one shared inode per value would make the threads queue on it.
 /// A file system's limit on links per inode (ext4: 65,000) starts a new copy when reached.
+/// What a value inode holds: a read-only file's text, or a symlink's target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Value {
+    Text(String),
+    Symlink(String),
+}
+
 struct Values {
     dir: Dir,
-    texts: Vec<String>,
-    index: HashMap<String, usize>,
+    /// Per slot, what its inodes hold.
+    held: Vec<Value>,
+    index: HashMap<Value, usize>,
     copies: usize,
     /// Per value and copy: the file now being linked to, and how many files it has had.
     current: Vec<Vec<RwLock<(String, u32)>>>,
@@ -159,7 +167,7 @@ impl Values {
     fn new(dir: Dir, copies: usize, link_limit: Option<u32>) -> Values {
         Values {
             dir,
-            texts: Vec::new(),
+            held: Vec::new(),
             index: HashMap::new(),
             copies: copies.max(1),
             current: Vec::new(),
@@ -167,35 +175,38 @@ impl Values {
         }
     }
 
-    /// A fresh read-only inode holding `text`, or (a value made by [`Values::symlink_slot`])
-    /// a symlink to the rest of it.
-    fn create(&self, name: &str, text: &str) -> Result<()> {
-        match text.strip_prefix(SYMLINK) {
-            Some(target) => self.dir.symlink(target, name),
-            None => self.dir.write(name, text, RO),
+    /// A fresh inode holding `value`: a read-only file, or a symlink.
+    fn create(&self, name: &str, value: &Value) -> Result<()> {
+        match value {
+            Value::Text(text) => self.dir.write(name, text, RO),
+            Value::Symlink(target) => self.dir.symlink(target, name),
         }
+    }
+
+    /// The slot of the value files holding `text`, written on first use (serial part).
+    fn slot(&mut self, text: &str) -> Result<usize> {
+        self.slot_of(Value::Text(text.to_string()))
     }
 
     /// The slot of symlinks to `target`: `linkat()` without AT_SYMLINK_FOLLOW links the
     /// symlink itself, so the blocks' `nodeN` links to one node share an inode.
     fn symlink_slot(&mut self, target: &str) -> Result<usize> {
-        self.slot(&format!("{SYMLINK}{target}"))
+        self.slot_of(Value::Symlink(target.to_string()))
     }
 
-    /// The slot of the value files holding `text`, written on first use (serial part).
-    fn slot(&mut self, text: &str) -> Result<usize> {
-        if let Some(&k) = self.index.get(text) {
+    fn slot_of(&mut self, value: Value) -> Result<usize> {
+        if let Some(&k) = self.index.get(&value) {
             return Ok(k);
         }
-        let k = self.texts.len();
+        let k = self.held.len();
         let mut copies = Vec::with_capacity(self.copies);
         for c in 0..self.copies {
             let name = format!("v{k}.{c}");
-            self.create(&name, text)?;
+            self.create(&name, &value)?;
             copies.push(RwLock::new((name, 0)));
         }
-        self.texts.push(text.to_string());
-        self.index.insert(text.to_string(), k);
+        self.held.push(value.clone());
+        self.index.insert(value, k);
         self.current.push(copies);
         Ok(k)
     }
@@ -232,7 +243,7 @@ impl Values {
                     if cur.0 == src {
                         cur.1 += 1;
                         let next = format!("v{k}.{c}-{}", cur.1);
-                        self.create(&next, &self.texts[k])?;
+                        self.create(&next, &self.held[k])?;
                         cur.0 = next;
                     }
                 }
@@ -241,9 +252,6 @@ impl Values {
         }
     }
 }
-
-/// Marks a value of [`Values`] that is a symlink's target (no attribute's text starts so).
-const SYMLINK: &str = "\0symlink:";
 
 /// Modes of the kernel's attributes (drivers/base/memory.c, drivers/base/core.c `online`):
 /// read-only ones 0444, `state` and `online` 0644.
@@ -261,8 +269,8 @@ const CHUNK: usize = 4096;
 ///
 /// Every block costs one `mkdirat`, three files written (`phys_index`, and the writable
 /// `state` and `online`), one `linkat` per repeated read-only attribute and per node link
-/// from the block, one `symlinkat` per node link to the block; the value file names are resolved once per distinct value before the parallel
-/// part starts.
+/// from the block, one `symlinkat` per node link to the block; the value file names are
+/// resolved once per distinct value before the parallel part starts.
 ///
 /// The entries made in shared directories (`memoryN` in `memory/`, `memoryN` in
 /// `node/nodeX/`) lock that directory's inode, so two threads making them would queue on

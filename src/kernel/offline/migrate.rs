@@ -107,65 +107,66 @@ pub(super) struct FreePool {
     pub(super) blocks_by_order: [u64; 16],
 }
 
-/// Add the free pages of sections `secs` (allowed nodes, online, outside `[start, end)`, not
-/// isolated) to `pool`; the free blocks by order too when `orders` (only hugetlb moves read
-/// them: without, dense bytes are counted in a loop the compiler vectorises).
+/// Add the free pages of section `sec` to `pool` if it can hold migration targets (online
+/// RAM of the allowed nodes, outside `[start, end)`; isolated pageblocks are passed over),
+/// and say whether it can; the free blocks by order too when `orders` (only hugetlb moves
+/// read them: without, dense bytes are counted in a loop the compiler vectorises).
 pub(super) fn add_free_targets(
     pool: &mut FreePool,
     m: &Machine,
-    secs: std::ops::Range<u64>,
+    sec: u64,
     start: u64,
     end: u64,
     allowed: &[u16],
     orders: bool,
-) {
+) -> bool {
     let g = m.geometry;
     let pps = g.pages_per_section();
     let pbn = g.pageblock_nr_pages();
-    for sec in secs {
-        let meta = m.store.section_meta(sec);
-        if !meta.online() || meta.device() || !allowed.contains(&meta.nid) {
+    let meta = m.store.section_meta(sec);
+    let base = g.section_to_pfn(sec);
+    if !meta.online()
+        || meta.device()
+        || !allowed.contains(&meta.nid)
+        || (base < end && start < base + pps)
+    {
+        return false;
+    }
+    for pb in (base..base + pps).step_by(pbn as usize) {
+        if m.store.migratetype(pb) == MigrateType::Isolate {
             continue;
         }
-        let base = g.section_to_pfn(sec);
-        if base < end && start < base + pps {
-            continue;
-        }
-        for pb in (base..base + pps).step_by(pbn as usize) {
-            if m.store.migratetype(pb) == MigrateType::Isolate {
-                continue;
-            }
-            let run = m.store.run(pb, pbn as usize);
-            let mut free = 0u64;
-            if let (false, crate::sections::RunView::Dense(bytes)) = (orders, &run) {
-                let n: u32 = bytes
-                    .iter()
-                    .map(|&b| {
-                        let k = kind_of(b);
-                        u32::from(k == kind::FREE) + u32::from(k == kind::BUDDY)
-                    })
-                    .sum();
-                free = u64::from(n);
-            } else {
-                for i in 0..run.len() {
-                    let b = run.get(i);
-                    match kind_of(b) {
-                        kind::FREE => free += 1,
-                        kind::BUDDY => {
-                            free += 1;
-                            pool.blocks_by_order[field_of(b) as usize] += 1;
-                        }
-                        _ => {}
+        let run = m.store.run(pb, pbn as usize);
+        let mut free = 0u64;
+        if let (false, crate::sections::RunView::Dense(bytes)) = (orders, &run) {
+            let n: u32 = bytes
+                .iter()
+                .map(|&b| {
+                    let k = kind_of(b);
+                    u32::from(k == kind::FREE) + u32::from(k == kind::BUDDY)
+                })
+                .sum();
+            free = u64::from(n);
+        } else {
+            for i in 0..run.len() {
+                let b = run.get(i);
+                match kind_of(b) {
+                    kind::FREE => free += 1,
+                    kind::BUDDY => {
+                        free += 1;
+                        pool.blocks_by_order[field_of(b) as usize] += 1;
                     }
+                    _ => {}
                 }
             }
-            if m.store.pageblock_zone(pb) == ZoneType::Movable {
-                pool.movable += free;
-            } else {
-                pool.kernel += free;
-            }
+        }
+        if m.store.pageblock_zone(pb) == ZoneType::Movable {
+            pool.movable += free;
+        } else {
+            pool.kernel += free;
         }
     }
+    true
 }
 
 impl FreePool {

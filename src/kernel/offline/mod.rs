@@ -476,14 +476,6 @@ fn decide_online_block(
     // offlines does not re-read the used-up low memory, nor count holes as read.
     let nsec = m.store.nr_sections();
     let first = free_search_start(m, &allowed).min(nsec.saturating_sub(1));
-    let (first_sec, last_sec) = (g.pfn_to_section(start), g.pfn_to_section(end - 1));
-    let candidate = |sec: u64| {
-        let meta = m.store.section_meta(sec);
-        meta.online()
-            && !meta.device()
-            && allowed.contains(&meta.nid)
-            && !(first_sec..=last_sec).contains(&sec)
-    };
     // The next run is at least twice the last, and as long as the free pages read so far per
     // section say the moves and the reserves need (a guess that only sizes the runs).
     let need: u64 = cands
@@ -502,16 +494,7 @@ fn decide_online_block(
         while taken < upto && seen < nsec {
             let sec = (first + seen) % nsec;
             seen += 1;
-            if candidate(sec) {
-                add_free_targets(
-                    &mut pool,
-                    m,
-                    sec..sec + 1,
-                    start,
-                    end,
-                    &allowed,
-                    hugetlb_moves,
-                );
+            if add_free_targets(&mut pool, m, sec, start, end, &allowed, hugetlb_moves) {
                 taken += 1;
             }
         }

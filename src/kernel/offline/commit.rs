@@ -39,8 +39,11 @@ pub(super) fn commit_offline(
         }
     }
     let mut pool_cursor = [0u64; crate::page::HSTATE_SLOTS];
-    for mv in moves {
-        let b = m.store.page(mv.pfn);
+    let pages_of = moves
+        .iter()
+        .flat_map(|mv| (0..mv.count).map(move |i| (mv, mv.pfn + i * mv.pages)));
+    for (mv, pfn) in pages_of {
+        let b = m.store.page(pfn);
         if let Some(h) = mv.pool_hstate {
             // dequeued from the free pool: that page is now the in-use huge page
             if let Some(dst) = free_pool_page(m, h, &mut pool_cursor[h], start, end, allowed) {

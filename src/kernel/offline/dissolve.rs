@@ -1,13 +1,13 @@
 //! `dissolve_free_huge_pages()`: free hugetlb pages of the range leave the pool.
 
-use crate::page::{field_of, kind, kind_of, MigrateType, ZoneType, HUGETLB_FREE};
+use crate::page::{kind, kind_of, MigrateType, ZoneType};
 
 use super::migrate::hugetlb_free_counts;
 use super::Errno;
-use crate::sections::RunView;
 use crate::topology::Machine;
 
-/// The first free hugetlb page of `[start, end)` that cannot be dissolved: free pool pages
+/// The first free hugetlb page of `[start, end)` that cannot be dissolved (`heads`: the
+/// range's free hugetlb pages in pfn order, with their hstate): free pool pages
 /// (machine-wide, less the `taken` ones migration dequeued per hstate) minus reserved ones
 /// run out before it (`dissolve_free_huge_page()`: -EBUSY when `available_huge_pages()` is 0;
 /// 5.5-rc5, 6.1-rc6).
@@ -22,28 +22,10 @@ pub(super) fn undissolvable_hugetlb(
     m: &Machine,
     start: u64,
     end: u64,
+    heads: &[(u64, usize)],
     taken: &[u64],
     v61: bool,
 ) -> Option<(u64, Errno, &'static str)> {
-    let is_free_head = |b: u8| kind_of(b) == kind::HUGETLB_HEAD && field_of(b) & HUGETLB_FREE != 0;
-    // section by section over the page bytes (a lookup per page would cost more than the
-    // test)
-    let pps = m.geometry.pages_per_section();
-    let mut heads: Vec<(u64, usize)> = Vec::new();
-    let mut p = start;
-    while p < end {
-        let upto = ((p / pps + 1) * pps).min(end);
-        let mut look = |i: usize, b: u8| {
-            if is_free_head(b) {
-                heads.push((p + i as u64, (field_of(b) & 7) as usize));
-            }
-        };
-        match m.store.run(p, (upto - p) as usize) {
-            RunView::Dense(bytes) => bytes.iter().enumerate().for_each(|(i, &b)| look(i, b)),
-            v @ RunView::Compact { .. } => (0..v.len()).for_each(|i| look(i, v.get(i))),
-        }
-        p = upto;
-    }
     if heads.is_empty() {
         return None;
     }
@@ -57,7 +39,7 @@ pub(super) fn undissolvable_hugetlb(
     }
     let hvo = v61 && m.hugetlb_vmemmap_optimized;
     let mut restore_free: Option<Vec<u64>> = None;
-    for (pfn, h) in heads {
+    for &(pfn, h) in heads {
         let resv = m.hugetlb_resv.get(h).copied().unwrap_or(0);
         let avail = free.get(h).copied().unwrap_or(0);
         if avail <= resv {

@@ -170,6 +170,16 @@ pub(super) fn add_free_targets(
 }
 
 impl FreePool {
+    /// Take one page each for `n` base pages, as `n` calls of `take(1, any_zone, None)` would,
+    /// and return how many were placed (they stop at the first that finds the pool empty).
+    pub(super) fn take_singles(&mut self, n: u64, any_zone: bool) -> u64 {
+        let from_movable = if any_zone { n.min(self.movable) } else { 0 };
+        let from_kernel = (n - from_movable).min(self.kernel);
+        self.movable -= from_movable;
+        self.kernel -= from_kernel;
+        from_movable + from_kernel
+    }
+
     /// Take `pages` for a page migrating from a kernel zone (only kernel zones may take it) or
     /// from anywhere else (movable zones first). `order` > 0 for hugetlb pages, which need a
     /// free block of at least that order.
@@ -370,8 +380,8 @@ pub(super) fn is_free_hugetlb_head(b: u8) -> bool {
 /// Give each migratable page a target, in pfn order: hugetlb pages from `huge` first, then
 /// from `pool`. Returns the moves, the blockers, and whether the buddy pool ran short.
 pub(super) fn assign_targets(
-    cands: &[(u64, u8, Movability)],
-    mut pool: FreePool,
+    cands: &[Cand],
+    pool: FreePool,
     huge: &mut HugetlbPool,
     max_order: u32,
     to_move: &mut Vec<Move>,
@@ -379,67 +389,140 @@ pub(super) fn assign_targets(
     // the caller's vector, emptied: a decision that reads the pool in several runs reuses
     // one allocation (fresh memory costs a page fault per 4 KiB)
     to_move.clear();
-    let mut bl = Blockers::default();
-    let mut short = false;
-    for &(pfn, b, mv) in cands {
-        match mv {
+    let mut a = Assign {
+        pool,
+        huge,
+        max_order,
+        to_move,
+        bl: Blockers::default(),
+        short: false,
+    };
+    for c in cands {
+        let (pfn, b) = (c.pfn, c.b);
+        match c.mv {
             Movability::Nothing => {}
-            Movability::Migrate { pages, any_zone } => {
-                let hugetlb = kind_of(b) == kind::HUGETLB_HEAD;
-                if hugetlb {
-                    let h = (field_of(b) & 7) as usize;
-                    if huge.available.get(h).copied().unwrap_or(0) > 0
-                        && huge.allowed_free.get(h).copied().unwrap_or(0) > 0
-                    {
-                        huge.available[h] -= 1;
-                        huge.allowed_free[h] -= 1;
-                        huge.taken[h] += 1;
-                        to_move.push(Move {
-                            pfn,
-                            pages,
-                            any_zone,
-                            pool_hstate: Some(h),
-                        });
-                        continue;
-                    }
-                    if pages.trailing_zeros() >= max_order {
-                        // gigantic: no fresh page at migration time (alloc_migrate_huge_page)
-                        bl.visible.get_or_insert((pfn, Movability::NoTarget));
-                        continue;
-                    }
-                }
-                let order = hugetlb.then(|| pages.trailing_zeros());
-                if pool.take(pages, any_zone, order) {
-                    to_move.push(Move {
+            Movability::Migrate { pages: 1, any_zone } if kind_of(b) != kind::HUGETLB_HEAD => {
+                // a run of base pages: each takes one free page (movable zones first when it
+                // may), so the run takes what the pool has, and the first it cannot place blocks
+                let n = u64::from(c.count);
+                let got = a.pool.take_singles(n, any_zone);
+                if got > 0 {
+                    a.to_move.push(Move {
                         pfn,
-                        pages,
+                        pages: 1,
+                        count: got,
                         any_zone,
                         pool_hstate: None,
                     });
-                } else {
-                    short = true;
-                    bl.visible.get_or_insert((pfn, Movability::NoTarget));
+                }
+                if got < n {
+                    a.short = true;
+                    a.bl.visible
+                        .get_or_insert((pfn + got, Movability::NoTarget));
+                }
+            }
+            Movability::Migrate { pages, any_zone } => {
+                for i in 0..u64::from(c.count) {
+                    a.compound(pfn + i * pages, b, pages, any_zone);
                 }
             }
             Movability::OfflineReferenced => {
-                bl.offline_ref.get_or_insert(pfn);
+                a.bl.offline_ref.get_or_insert(pfn);
             }
             Movability::Stuck => {
-                bl.invisible.get_or_insert(pfn);
+                a.bl.invisible.get_or_insert(pfn);
             }
             other => {
-                bl.visible.get_or_insert((pfn, other));
+                a.bl.visible.get_or_insert((pfn, other));
             }
         }
     }
-    (bl, short)
+    (a.bl, a.short)
 }
 
-/// A page (or compound) to migrate.
+/// The state of one `assign_targets` pass.
+struct Assign<'a> {
+    pool: FreePool,
+    huge: &'a mut HugetlbPool,
+    max_order: u32,
+    to_move: &'a mut Vec<Move>,
+    bl: Blockers,
+    short: bool,
+}
+
+impl Assign<'_> {
+    /// One compound page (a THP or a hugetlb page) gets its target: a hugetlb page from the
+    /// free pool of its hstate first, then a free buddy block of its order.
+    fn compound(&mut self, pfn: u64, b: u8, pages: u64, any_zone: bool) {
+        let hugetlb = kind_of(b) == kind::HUGETLB_HEAD;
+        if hugetlb {
+            let (huge, h) = (&mut *self.huge, (field_of(b) & 7) as usize);
+            if huge.available.get(h).copied().unwrap_or(0) > 0
+                && huge.allowed_free.get(h).copied().unwrap_or(0) > 0
+            {
+                huge.available[h] -= 1;
+                huge.allowed_free[h] -= 1;
+                huge.taken[h] += 1;
+                self.to_move.push(Move {
+                    pfn,
+                    pages,
+                    count: 1,
+                    any_zone,
+                    pool_hstate: Some(h),
+                });
+                return;
+            }
+            if pages.trailing_zeros() >= self.max_order {
+                // gigantic: no fresh page at migration time (alloc_migrate_huge_page)
+                self.bl.visible.get_or_insert((pfn, Movability::NoTarget));
+                return;
+            }
+        }
+        let order = hugetlb.then(|| pages.trailing_zeros());
+        if self.pool.take(pages, any_zone, order) {
+            self.to_move.push(Move {
+                pfn,
+                pages,
+                count: 1,
+                any_zone,
+                pool_hstate: None,
+            });
+        } else {
+            self.short = true;
+            self.bl.visible.get_or_insert((pfn, Movability::NoTarget));
+        }
+    }
+}
+
+/// Candidates for migration, in pfn order, as runs: `count` pages (or compounds) of the same
+/// page byte and movability, the first at `pfn`, each `pages` after the one before (1 for
+/// anything but `Migrate`). A run changes nothing in the per-page order the kernel's scan
+/// takes; it lets a block of consecutive LRU pages be placed in one step.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cand {
+    pub(super) pfn: u64,
+    pub(super) count: u32,
+    pub(super) b: u8,
+    pub(super) mv: Movability,
+}
+
+impl Cand {
+    /// The distance between the run's pages: a compound's size for `Migrate`, else 1.
+    pub(super) fn stride(&self) -> u64 {
+        match self.mv {
+            Movability::Migrate { pages, .. } => pages,
+            _ => 1,
+        }
+    }
+}
+
+/// `count` pages (or compounds of `pages` each, back to back from `pfn`) to migrate, in pfn
+/// order.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Move {
     pub(super) pfn: u64,
     pub(super) pages: u64,
+    pub(super) count: u64,
     /// the hstate whose free pool page is the target (hugetlb pages dequeued from the pool)
     pub(super) pool_hstate: Option<usize>,
     pub(super) any_zone: bool,
@@ -554,5 +637,34 @@ pub(super) fn has_free_head(run: crate::sections::RunView<'_>, order: u32) -> bo
     match run {
         crate::sections::RunView::Dense(bytes) => bytes.iter().fold(false, |acc, &b| acc | want(b)),
         v @ crate::sections::RunView::Compact { .. } => (0..v.len()).any(|i| want(v.get(i))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of base pages takes from the pool exactly what as many single takes would.
+    #[test]
+    fn take_singles_is_repeated_single_takes() {
+        for movable in [0u64, 1, 3, 7] {
+            for kernel in [0u64, 2, 5] {
+                for any_zone in [false, true] {
+                    for n in 0..12u64 {
+                        let start = FreePool {
+                            kernel,
+                            movable,
+                            ..FreePool::default()
+                        };
+                        let (mut one, mut run) = (start.clone(), start);
+                        let placed = (0..n)
+                            .take_while(|_| one.take(1, any_zone, None))
+                            .count() as u64;
+                        assert_eq!(run.take_singles(n, any_zone), placed);
+                        assert_eq!((run.kernel, run.movable), (one.kernel, one.movable));
+                    }
+                }
+            }
+        }
     }
 }

@@ -37,14 +37,14 @@ use crate::kernel::unmovable::{
     cmm_balloon_movable, has_unmovable_pages, has_unmovable_pages_6_1, MEMORY_OFFLINE,
     REPORT_FAILURE,
 };
-use crate::page::{kind, kind_of, MigrateType};
+use crate::page::{field_of, kind, kind_of, MigrateType};
 use crate::topology::{BlockState, Machine};
 
 use commit::commit_offline;
 use dissolve::undissolvable_hugetlb;
 use migrate::{
-    add_free_targets, allowed_nodes, assign_targets, hugetlb_pool, movability, FreePool,
-    HugetlbPool, Movability, Move,
+    add_free_targets, allowed_nodes, assign_targets, hugetlb_pool, is_free_hugetlb_head,
+    movability, Cand, FreePool, HugetlbPool, Movability, Move,
 };
 use notifiers::{cmm_isolate_count, cmm_notifier};
 use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
@@ -443,18 +443,51 @@ fn decide_online_block(
     // pageblock by pageblock over the block's bytes (one zone lookup per pageblock); free
     // pages and buddy heads, the bulk of an offlinable block, need nothing
     let pbn = g.pageblock_nr_pages();
-    let mut cands: Vec<(u64, u8, Movability)> = Vec::new();
+    let mut cands: Vec<Cand> = Vec::new();
+    // the block's free hugetlb pages, in pfn order, with their hstate
+    let mut free_huge_heads: Vec<(u64, usize)> = Vec::new();
     for pb in (start..end).step_by(pbn as usize) {
         let zone_of_pb = m.store.pageblock_zone(pb);
         let run = m.store.run(pb, pbn as usize);
+        // the movability of the last byte looked up: within a pageblock (one zone) it
+        // depends on the byte alone, and neighbouring pages mostly share their byte
+        let mut last: Option<(u8, Movability)> = None;
         for i in 0..run.len() {
             let b = run.get(i);
             if matches!(kind_of(b), kind::FREE | kind::BUDDY) {
                 continue;
             }
-            let mv = movability(m, b, zone_of_pb, v61, cmm, balloon);
-            if mv != Movability::Nothing {
-                cands.push((pb + i as u64, b, mv));
+            let mv = match last {
+                Some((lb, lmv)) if lb == b => lmv,
+                _ => {
+                    let mv = movability(m, b, zone_of_pb, v61, cmm, balloon);
+                    last = Some((b, mv));
+                    mv
+                }
+            };
+            let pfn = pb + i as u64;
+            if mv == Movability::Nothing {
+                // a free hugetlb page is dissolved after the migration (the walk's other pass)
+                if is_free_hugetlb_head(b) {
+                    free_huge_heads.push((pfn, (field_of(b) & 7) as usize));
+                }
+                continue;
+            }
+            match cands.last_mut() {
+                Some(c)
+                    if c.b == b
+                        && c.mv == mv
+                        && c.count < u32::MAX
+                        && c.pfn + u64::from(c.count) * c.stride() == pfn =>
+                {
+                    c.count += 1;
+                }
+                _ => cands.push(Cand {
+                    pfn,
+                    count: 1,
+                    b,
+                    mv,
+                }),
             }
         }
     }
@@ -462,7 +495,7 @@ fn decide_online_block(
     // the allowed zones' min watermarks stay free (per class: kernel zones, ZONE_MOVABLE)
     let (reserve, reserve_movable) = min_reserve(m, profile, &allowed);
     let mut pool = FreePool::default();
-    let hugetlb_moves = cands.iter().any(|c| kind_of(c.1) == kind::HUGETLB_HEAD);
+    let hugetlb_moves = cands.iter().any(|c| kind_of(c.b) == kind::HUGETLB_HEAD);
     let mut huge = if hugetlb_moves {
         hugetlb_pool(m, start, end, &allowed)
     } else {
@@ -480,8 +513,8 @@ fn decide_online_block(
     // section say the moves and the reserves need (a guess that only sizes the runs).
     let need: u64 = cands
         .iter()
-        .filter_map(|c| match c.2 {
-            Movability::Migrate { pages, .. } => Some(pages),
+        .filter_map(|c| match c.mv {
+            Movability::Migrate { pages, .. } => Some(pages * u64::from(c.count)),
             _ => None,
         })
         .sum::<u64>()
@@ -516,7 +549,7 @@ fn decide_online_block(
             break (std::mem::take(&mut moves), blockers);
         }
     };
-    let migrated: u64 = to_move.iter().map(|x| x.pages).sum();
+    let migrated: u64 = to_move.iter().map(|x| x.pages * x.count).sum();
     work.pages_migrated = migrated;
     // The loop as the kernel runs it (v5.5-rc5 / 5.6.4 __offline_pages, 6.1-rc6
     // offline_pages): scan_movable_pages() walks up from the block start and do_migrate_range()
@@ -559,7 +592,9 @@ fn decide_online_block(
     // The inner loop ended (nothing the scan sees is left): dissolve_free_huge_pages() runs in
     // this round, even while a page the scan cannot see stays. Each free hugetlb page in the
     // range leaves the pool, which fails (-EBUSY) once the pool's free pages are all reserved.
-    if let Some((pfn, errno, why)) = undissolvable_hugetlb(m, start, end, &huge.taken, v61) {
+    if let Some((pfn, errno, why)) =
+        undissolvable_hugetlb(m, start, end, &free_huge_heads, &huge.taken, v61)
+    {
         work.migration_rounds += 1;
         let mut o = fail(block, errno, Some("failure to dissolve huge pages"), work);
         o.pfn = Some(pfn);

@@ -28,8 +28,16 @@
 //! per-CPU free page: what kpageflags cannot tell from a kernel page); PG_lru → LRU;
 //! `__PageMovable` → MOVABLE; mapped (anon, or file with a map count) but not PG_lru → an LRU
 //! page still in a per-CPU batch (UNMOVABLE with field LRU_BATCH); anything else (slab, page
-//! tables, kernel pages) → UNMOVABLE. Long-term pins stay
-//! invisible (a pin is a refcount bias no field names).
+//! tables, kernel pages) → UNMOVABLE.
+//!
+//! Long-term pins: an order-0 PG_lru page whose refcount exceeds its map count by at least
+//! `GUP_PIN_COUNTING_BIAS` (1024) → PINNED. From v5.7 on (6.1-rc7 include/linux/mm.h,
+//! `try_grab_folio()` in mm/gup.c) `pin_user_pages()` (io_uring fixed buffers, RDMA, vfio)
+//! adds 1024 to an order-0 page's refcount per pin; `page_maybe_dma_pinned()` reads it the same
+//! fuzzy way (1024 plain references look alike). Either way migration, which wants the
+//! refcount it expects from the mappings, fails on every pass, as on a pinned page. A pin on a
+//! large folio (`_pincount` of its first tail) and a 5.4 `FOLL_LONGTERM` reference (+1, no
+//! bias) stay invisible: those pages decode as THP_HEAD / LRU.
 
 use crate::page::{kind, make, HUGETLB_FREE, LRU_BATCH};
 use crate::topology::Machine;
@@ -44,6 +52,8 @@ const PAGE_TYPE_BASE: u32 = 0xf000_0000;
 const PG_BUDDY: u32 = 0x80;
 const PG_OFFLINE: u32 = 0x100;
 const HUGETLB_PAGE_DTOR: u8 = 2;
+/// include/linux/mm.h (v5.7+; 6.1-rc7): what one `pin_user_pages()` pin adds to the refcount.
+const GUP_PIN_COUNTING_BIAS: i64 = 1 << 10;
 const TRANSHUGE_PAGE_DTOR: u8 = 3;
 
 /// Counts of what the decode found.
@@ -57,6 +67,8 @@ pub struct MemmapStats {
     /// refcount > 0, not PG_lru, mapped anonymous or file pages: LRU pages in a per-CPU
     /// pagevec, UNMOVABLE until drained.
     pub lru_pagevec: u64,
+    /// PG_lru order-0 pages with a pin bias in their refcount: PINNED.
+    pub pinned: u64,
     /// Tails whose head lies before the range: taken as compound tails.
     pub orphan_tails: u64,
     /// Poisoned struct pages inside online sections (should not happen).
@@ -67,11 +79,12 @@ pub struct MemmapStats {
 
 impl MemmapStats {
     /// Every counter by name, in declaration order.
-    pub const FIELDS: [crate::cost::Field<MemmapStats>; 7] = [
+    pub const FIELDS: [crate::cost::Field<MemmapStats>; 8] = [
         ("pages", |s| s.pages),
         ("skipped", |s| s.skipped),
         ("pcp_free", |s| s.pcp_free),
         ("lru_pagevec", |s| s.lru_pagevec),
+        ("pinned", |s| s.pinned),
         ("orphan_tails", |s| s.orphan_tails),
         ("poisoned", |s| s.poisoned),
         ("zeroed", |s| s.zeroed),
@@ -92,6 +105,14 @@ impl Page<'_> {
     }
     fn refcount(&self) -> i32 {
         i32::from_le_bytes(self.0[52..56].try_into().expect("4 bytes"))
+    }
+    /// The map count (`_mapcount` + 1; 0 when unmapped).
+    fn mapcount(&self) -> i64 {
+        i64::from(self.page_type() as i32) + 1
+    }
+    /// References beyond the mappings carry a pin bias (`GUP_PIN_COUNTING_BIAS`).
+    fn pin_biased(&self) -> bool {
+        i64::from(self.refcount()) - self.mapcount().max(0) >= GUP_PIN_COUNTING_BIAS
     }
     fn has_type(&self, t: u32) -> bool {
         self.page_type() & (PAGE_TYPE_BASE | t) == PAGE_TYPE_BASE
@@ -223,7 +244,12 @@ pub fn import(m: &mut Machine, start: u64, raw: &[u8], vmemmap: u64) -> MemmapSt
             st.pcp_free += 1;
             kind::FREE
         } else if f & PG_LRU != 0 {
-            kind::LRU
+            if p.pin_biased() {
+                st.pinned += 1;
+                kind::PINNED
+            } else {
+                kind::LRU
+            }
         } else if p.word(3) & 3 == 2 {
             kind::MOVABLE
         } else {

@@ -680,15 +680,66 @@ impl Machine {
     /// `count` pages from `pfn` set to `value`, range-checked.
     pub fn set_pages_checked(&mut self, pfn: u64, count: u64, value: u8) -> Result<()> {
         self.check_pfn_range(pfn, count)?;
+        let around = self.free_blocks_around(pfn, pfn + count);
         self.store.set_pages(pfn, count, value);
+        self.refree(pfn, pfn + count, around);
         Ok(())
     }
 
     /// Page bytes written from `pfn`, range-checked.
     pub fn write_pages_checked(&mut self, pfn: u64, values: &[u8]) -> Result<()> {
         self.check_pfn_range(pfn, values.len() as u64)?;
+        let end = pfn + values.len() as u64;
+        let around = self.free_blocks_around(pfn, end);
         self.store.write_pages(pfn, values);
+        self.refree(pfn, end, around);
         Ok(())
+    }
+
+    /// The span of the free buddy blocks that reach into `[start, end)` from outside it: a
+    /// buddy block of order o starts at a multiple of 2^o, so the one covering a pfn, if any,
+    /// has its head at that pfn rounded down to some 2^o. Returns (first pfn, end pfn).
+    fn free_blocks_around(&self, start: u64, end: u64) -> (u64, u64) {
+        let top = self.geometry.max_order;
+        let head_covering = |p: u64| -> Option<(u64, u64)> {
+            (0..top).find_map(|o| {
+                let h = p & !((1u64 << o) - 1);
+                let b = self.store.page(h);
+                (crate::page::kind_of(b) == crate::page::kind::BUDDY
+                    && u32::from(crate::page::field_of(b)) == o)
+                    .then_some((h, h + (1u64 << o)))
+            })
+        };
+        let lo = head_covering(start).map_or(start, |(h, _)| h.min(start));
+        let mut hi = head_covering(end - 1).map_or(end, |(_, e)| e.max(end));
+        // a head inside the range whose block runs past its end
+        for o in 1..top {
+            let step = 1u64 << o;
+            let mut h = start.div_ceil(step) * step;
+            while h < end {
+                let b = self.store.page(h);
+                if crate::page::kind_of(b) == crate::page::kind::BUDDY
+                    && u32::from(crate::page::field_of(b)) == o
+                {
+                    hi = hi.max(h + step);
+                }
+                h += step;
+            }
+        }
+        (lo, hi)
+    }
+
+    /// After a write into `[start, end)`: what was free around it (`free_blocks_around`) is
+    /// free again as buddy blocks that do not cover the written pages (the split the page
+    /// allocator makes when it hands pages of a free block out).
+    fn refree(&mut self, start: u64, end: u64, (lo, hi): (u64, u64)) {
+        let top = (self.geometry.max_order - 1) as u8;
+        if lo < start {
+            write_free_range(&mut self.store, lo, start, top);
+        }
+        if hi > end {
+            write_free_range(&mut self.store, end, hi, top);
+        }
     }
 
     /// The migratetype of the pageblock holding `pfn`, by number, range-checked.

@@ -65,6 +65,29 @@ def test_each_field_gives_its_kind():
     assert m.page(base) >> 4 == 1  # the buddy order from page->private
 
 
+def test_pin_bias_gives_pinned():
+    """pin_user_pages() (v5.7+, io_uring fixed buffers) adds GUP_PIN_COUNTING_BIAS (1024) per
+    pin to an order-0 page's refcount: references beyond the map count by 1024 or more are a
+    pin; 1024 mappings of a page cache page are not."""
+    m, base = machine_and_base()
+    anon, file = 0xFFFF888000001001, 0xFFFF888000004000
+    lru = PG_LRU | PG_SWAPBACKED
+    pages = [
+        sp(flags=lru, mapping=anon, ptype=0, ref=1 + 1024),  # mapped once, pinned once
+        sp(flags=lru, mapping=anon, ptype=0, ref=1 + 1023),  # 1023 extra references
+        sp(flags=PG_LRU, mapping=file, ptype=1999, ref=2001),  # 2000 mappings + page cache
+        sp(flags=PG_LRU, mapping=file, ptype=NOTYPE, ref=1 + 2048),  # unmapped, pinned twice
+    ]
+    st = m.import_memmap(b"".join(pages), base)
+    assert st["pinned"] == 2
+    assert kinds(m, base, len(pages)) == [
+        PageKind.PINNED,
+        PageKind.LRU,
+        PageKind.LRU,
+        PageKind.PINNED,
+    ]
+
+
 def test_hugetlb_and_thp_by_destructor():
     m, base = machine_and_base()
     nine = 512

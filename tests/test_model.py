@@ -22,6 +22,37 @@ def test_pages_view_is_zero_copy_and_read_only(m):
     assert v[5] == PageKind.UNMOVABLE  # and keeps it alive
 
 
+def _covered_by_a_buddy(v: np.ndarray) -> np.ndarray:
+    """Per page of a block's bytes: whether a free buddy block's head claims it."""
+    covered = np.zeros(len(v), bool)
+    for h in np.nonzero((v & 0xF) == PageKind.BUDDY)[0]:
+        covered[h : h + (1 << int(v[h] >> 4))] = True
+    return covered
+
+
+def test_pages_planted_in_free_memory_split_the_buddy_blocks_around_them():
+    """A page set in use inside a free buddy block: the block is split around it as the page
+    allocator's handing out of that page would, so no buddy head claims a page in use (the
+    isolation scan's buddy skip and the target search read the heads), and every other page
+    of the old block is still free."""
+    m = tiny()
+    before = int(((m.pages(32) & 0xF) == PageKind.BUDDY).sum())
+    m.set_pages(PFN0 + 1500, 3, PageKind.PINNED)
+    m.write_pages(PFN0 + 4000, np.array([PageKind.LRU, PageKind.FREE, PageKind.LRU], np.uint8))
+    v = m.pages(32).copy()
+    used = np.isin(v & 0xF, [PageKind.FREE, PageKind.BUDDY], invert=True)
+    assert used.sum() == 5
+    cov = _covered_by_a_buddy(v)
+    assert not (cov & used).any()
+    expected = ~used
+    expected[4001] = False  # written FREE by hand: free, but no head claims it
+    assert (cov == expected).all()
+    assert int(((v & 0xF) == PageKind.BUDDY).sum()) > before
+    # an offline stops at the pinned page
+    o = m.offline(32, "5.5")
+    assert (o.errno, o.pfn) == ("EINTR", PFN0 + 1500)
+
+
 def test_boot_state_is_max_order_buddies(m):
     v = m.pages(32)
     heads = np.nonzero((v & 0xF) == PageKind.BUDDY)[0]

@@ -126,6 +126,7 @@ class _MemmapImportDict(TypedDict):
     skipped: int
     pcp_free: int
     lru_pagevec: int
+    pinned: int
     orphan_tails: int
     poisoned: int
     zeroed: int

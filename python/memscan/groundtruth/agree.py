@@ -280,6 +280,11 @@ def _offline_row(m: Any, a: Dict[str, Any], prof: str, vmemmap: int) -> Row:
             m.offline(a["block"], kernel=prof, dry_run=False)
         else:
             m.set_block_state(a["block"], "offline")
+    elif o.errno is not None:
+        # both failed: a write that failed in the migration loop (EINTR after the retries, a
+        # hugetlb page it cannot dissolve) leaves what it migrated moved, in the kernel and
+        # in the model (commit_moves); one that failed before moves nothing
+        m.offline(a["block"], kernel=prof, dry_run=False)
     kv = "ok" if k["errno"] is None else f"{k['errno']} {k['reason'] or ''}".strip()
     mv = "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
     return Row(

@@ -25,7 +25,8 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
                                    # removable, offlines removable blocks in a shuffled order
                                    # until N), agent-blind N SEED (the same walk, no hint)
     [[workload]]                   # hogs started before the snapshot
-    kind = "anon"                  # anon | mlock | thp | hugetlb | pipe
+    kind = "anon"                  # anon | mlock | thp | hugetlb | pipe | iouring (fixed
+                                   # buffers: long-term pins)
     mb = 256
 
 Unknown keys are refused, so a typo never silently changes what runs.
@@ -48,7 +49,7 @@ else:  # pragma: no cover - Python < 3.11
 
 SCENARIO_DIR = os.path.join(os.path.dirname(__file__), "scenarios")
 READABLE = ("removable", "valid_zones")
-HOG_KINDS = ("anon", "mlock", "thp", "hugetlb", "pipe")
+HOG_KINDS = ("anon", "mlock", "thp", "hugetlb", "pipe", "iouring")
 #: clients a scenario may run: util-linux tools from the host, and our two agents
 CLIENTS = ("lsmem", "chmem", "agent-hint", "agent-blind")
 #: host tools copied into the guest with their shared libraries

@@ -22,64 +22,12 @@ pub(super) fn commit_offline(
     plan: &OfflinePlan,
     profile: KernelProfile,
 ) {
-    let (moves, isolated, allowed) = (&plan.moves, &plan.isolated, plan.allowed.as_slice());
+    let (isolated, allowed) = (&plan.isolated, plan.allowed.as_slice());
     let g = m.geometry;
     let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
     // what the block adds to the managed pages while it is still online
     let leaving = block_managed(m, block);
-    let mut targets = TargetAllocator::new(start, end, allowed);
-    // the free hugetlb pool as counted before the commit, kept up to date below so the next
-    // decision need not count the whole machine again
-    let mut pool = cached_hugetlb_free_counts(m);
-    // pick up where the last commit's search stopped if nothing but commits changed the
-    // pages since: commits only take free pages, so what was used up stays used up
-    if let Some(t) = &m.target_cursors {
-        if t.generation == m.store.generation() && t.allowed.as_slice() == allowed {
-            targets.search = t.search.clone();
-        }
-    }
-    let mut pool_cursor = [0u64; crate::page::HSTATE_SLOTS];
-    let pages_of = moves
-        .iter()
-        .flat_map(|mv| (0..mv.count).map(move |i| (mv, mv.pfn + i * mv.pages)));
-    for (mv, pfn) in pages_of {
-        let b = m.store.page(pfn);
-        if let Some(h) = mv.pool_hstate {
-            // dequeued from the free pool: that page is now the in-use huge page
-            if let Some(dst) = free_pool_page(m, h, &mut pool_cursor[h], start, end, allowed) {
-                if let Some(p) = pool.as_mut() {
-                    let nid = m.store.section_meta(g.pfn_to_section(dst)).nid as usize;
-                    if let Some(c) = p.get_mut(nid).and_then(|n| n.get_mut(h)) {
-                        *c = c.saturating_sub(1);
-                    }
-                }
-                m.store.set_pages(dst, 1, make(kind::HUGETLB_HEAD, h as u8));
-                m.store
-                    .set_pages(dst + 1, mv.pages - 1, make(kind::HUGETLB_TAIL, h as u8));
-            }
-            continue;
-        }
-        let order = mv.pages.trailing_zeros();
-        if let Some(dst) = targets.take(m, mv.any_zone, order) {
-            m.store.set_pages(dst, 1, b);
-            if mv.pages > 1 {
-                let tail = if kind_of(b) == kind::THP_HEAD {
-                    kind::THP_TAIL
-                } else {
-                    make(kind::HUGETLB_TAIL, field_of(b))
-                };
-                m.store.set_pages(dst + 1, mv.pages - 1, tail);
-            }
-        } else {
-            // No free block of the THP's order: the THP is split and its base pages migrate
-            // one by one (the prediction already counted the pages).
-            for _ in 0..mv.pages {
-                if let Some(dst) = targets.take(m, mv.any_zone, 0) {
-                    m.store.set_pages(dst, 1, kind::LRU);
-                }
-            }
-        }
-    }
+    let (targets, mut pool) = move_pages(m, block, plan, None);
     for &pb in isolated {
         m.store.set_migratetype(pb, MigrateType::Isolate);
     }
@@ -141,6 +89,125 @@ pub(super) fn commit_offline(
         allowed: allowed.to_vec(),
         search: targets.search,
     });
+}
+
+/// Migrate the plan's pages to free memory of the allowed nodes, in pfn order (a hugetlb page
+/// dequeued from the free pool becomes that pool page). Returns the target search where it
+/// stopped and the free hugetlb pool counts as they stand after, when they were cached.
+///
+/// `left`: what each source becomes once the write fails afterwards (`commit_moves`):
+/// `(pfn, pages, Left::Free)` for a page that reached its target, `Left::BasePage` for a
+/// base page of a split THP that did not (it stays, no longer part of a THP). A page without
+/// a target is not listed: it stays as it was.
+fn move_pages(
+    m: &mut Machine,
+    block: u64,
+    plan: &OfflinePlan,
+    mut left: Option<&mut Vec<(u64, u64, Left)>>,
+) -> (TargetAllocator, Option<Vec<Vec<u64>>>) {
+    let (moves, allowed) = (&plan.moves, plan.allowed.as_slice());
+    let g = m.geometry;
+    let (start, end) = (g.block_to_pfn(block), g.block_to_pfn(block + 1));
+    let mut targets = TargetAllocator::new(start, end, allowed);
+    // the free hugetlb pool as counted before the commit, kept up to date below so the next
+    // decision need not count the whole machine again
+    let mut pool = cached_hugetlb_free_counts(m);
+    // pick up where the last commit's search stopped if nothing but commits changed the
+    // pages since: commits only take free pages, so what was used up stays used up
+    if let Some(t) = &m.target_cursors {
+        if t.generation == m.store.generation() && t.allowed.as_slice() == allowed {
+            targets.search = t.search.clone();
+        }
+    }
+    let mut pool_cursor = [0u64; crate::page::HSTATE_SLOTS];
+    let pages_of = moves
+        .iter()
+        .flat_map(|mv| (0..mv.count).map(move |i| (mv, mv.pfn + i * mv.pages)));
+    for (mv, pfn) in pages_of {
+        let b = m.store.page(pfn);
+        if let Some(h) = mv.pool_hstate {
+            // dequeued from the free pool: that page is now the in-use huge page
+            if let Some(dst) = free_pool_page(m, h, &mut pool_cursor[h], start, end, allowed) {
+                if let Some(p) = pool.as_mut() {
+                    let nid = m.store.section_meta(g.pfn_to_section(dst)).nid as usize;
+                    if let Some(c) = p.get_mut(nid).and_then(|n| n.get_mut(h)) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                m.store.set_pages(dst, 1, make(kind::HUGETLB_HEAD, h as u8));
+                m.store
+                    .set_pages(dst + 1, mv.pages - 1, make(kind::HUGETLB_TAIL, h as u8));
+                if let Some(l) = left.as_deref_mut() {
+                    l.push((pfn, mv.pages, Left::Free));
+                }
+            }
+            continue;
+        }
+        let order = mv.pages.trailing_zeros();
+        if let Some(dst) = targets.take(m, mv.any_zone, order) {
+            m.store.set_pages(dst, 1, b);
+            if mv.pages > 1 {
+                let tail = if kind_of(b) == kind::THP_HEAD {
+                    kind::THP_TAIL
+                } else {
+                    make(kind::HUGETLB_TAIL, field_of(b))
+                };
+                m.store.set_pages(dst + 1, mv.pages - 1, tail);
+            }
+            if let Some(l) = left.as_deref_mut() {
+                l.push((pfn, mv.pages, Left::Free));
+            }
+        } else if mv.pages > 1 {
+            // No free block of the THP's order: the THP is split and its base pages migrate
+            // one by one (the prediction already counted the pages).
+            for i in 0..mv.pages {
+                let placed = targets.take(m, mv.any_zone, 0);
+                if let Some(dst) = placed {
+                    m.store.set_pages(dst, 1, kind::LRU);
+                }
+                if let Some(l) = left.as_deref_mut() {
+                    let how = if placed.is_some() {
+                        Left::Free
+                    } else {
+                        Left::BasePage
+                    };
+                    l.push((pfn + i, 1, how));
+                }
+            }
+        }
+    }
+    (targets, pool)
+}
+
+/// What a migrated page's source becomes after a failed write (`move_pages`).
+#[derive(Debug, Clone, Copy)]
+enum Left {
+    Free,
+    BasePage,
+}
+
+/// A failed offline that got as far as the migration loop (v5.5-rc5 / 5.6.4
+/// `__offline_pages()`, 6.1-rc6 `offline_pages()`): what `do_migrate_range()` moved stays
+/// moved when the write fails (a signal during the retries, a page it cannot dissolve, a
+/// referenced PageOffline page); only the isolation is undone (`undo_isolate_page_range()`).
+/// The plan's pages move to their targets and their old pages are free (the kernel frees a
+/// migrated page's source to the buddy allocator); the block stays online, its pageblocks
+/// as they were. (A free hugetlb page dissolved before a failing one is not modeled: the
+/// pool keeps it.)
+pub(super) fn commit_moves(m: &mut Machine, block: u64, plan: &OfflinePlan) {
+    let mut left = Vec::new();
+    let _ = move_pages(m, block, plan, Some(&mut left));
+    let top = (m.geometry.max_order - 1) as u8;
+    for (pfn, pages, how) in left {
+        match how {
+            // freed to the buddy allocator, as buddy blocks a later target search can take
+            // (merged within the page's own range, not with free neighbours)
+            Left::Free => write_free_range(&mut m.store, pfn, pfn + pages, top),
+            Left::BasePage => m.store.set_pages(pfn, 1, kind::LRU),
+        }
+    }
+    // pages were freed inside the allowed nodes' memory: the target search restarts
+    m.target_cursors = None;
 }
 
 /// `echo <online_type> > memoryN/state` for an offline block: the memmap is initialised into

@@ -657,9 +657,8 @@ mod tests {
                             ..FreePool::default()
                         };
                         let (mut one, mut run) = (start.clone(), start);
-                        let placed = (0..n)
-                            .take_while(|_| one.take(1, any_zone, None))
-                            .count() as u64;
+                        let placed =
+                            (0..n).take_while(|_| one.take(1, any_zone, None)).count() as u64;
                         assert_eq!(run.take_singles(n, any_zone), placed);
                         assert_eq!((run.kernel, run.movable), (one.kernel, one.movable));
                     }

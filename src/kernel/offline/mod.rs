@@ -40,7 +40,7 @@ use crate::kernel::unmovable::{
 use crate::page::{field_of, kind, kind_of, MigrateType};
 use crate::topology::{BlockState, Machine};
 
-use commit::commit_offline;
+use commit::{commit_moves, commit_offline};
 use dissolve::undissolvable_hugetlb;
 use migrate::{
     add_free_targets, allowed_nodes, assign_targets, hugetlb_pool, is_free_hugetlb_head,
@@ -165,20 +165,29 @@ pub fn offline_block(
     opts: OfflineOptions,
 ) -> Result<OfflineOutcome> {
     let (mut out, plan) = decide_offline(m, block, profile, opts.patience_rounds)?;
-    if let (false, Some(plan)) = (opts.dry_run, plan) {
-        commit_offline(m, block, &plan, *profile);
-        out.applied = true;
+    match (opts.dry_run, plan) {
+        (false, Some(plan)) if plan.takes_block_offline => {
+            commit_offline(m, block, &plan, *profile);
+            out.applied = true;
+        }
+        // failed in or after the migration loop: what it migrated stays migrated
+        (false, Some(plan)) => commit_moves(m, block, &plan),
+        _ => {}
     }
     Ok(out)
 }
 
-/// What a successful offline changes: the pages to move, the pageblocks isolated, the nodes
-/// the targets come from. `decide_offline` makes it from a shared view of the machine;
-/// `commit_offline` applies it under the write lock.
+/// What an offline changes: the pages to move, the pageblocks isolated, the nodes the targets
+/// come from. `decide_offline` makes it from a shared view of the machine; `commit_offline`
+/// applies a successful one under the write lock, `commit_moves` the migrations of one that
+/// failed in or after the migration loop.
 pub struct OfflinePlan {
     moves: Vec<Move>,
     isolated: Vec<u64>,
     allowed: Vec<u16>,
+    /// the offline succeeds (here, or as the offline in progress this write waited for);
+    /// else only the moves are kept
+    takes_block_offline: bool,
 }
 
 /// Dry-run offline outcomes of many blocks against the same machine, in order.
@@ -560,14 +569,25 @@ fn decide_online_block(
         (Some((p, _)), Some(q)) => q > p,
         (v, _) => v.is_some(),
     };
+    // a failed write leaves what the loop migrated moved (`commit_moves`)
+    let partial = |moves: Vec<Move>| {
+        Some(OfflinePlan {
+            moves,
+            isolated: Vec::new(),
+            allowed: allowed.clone(),
+            takes_block_offline: false,
+        })
+    };
     if let (false, Some(pfn)) = (visible_first, blockers.offline_ref) {
         // 6.1 scan_movable_pages(): PageOffline with a reference → -EBUSY, after the pages
         // before it migrated.
         work.migration_rounds += 1;
+        let before: Vec<Move> = to_move.into_iter().filter(|mv| mv.pfn < pfn).collect();
+        work.pages_migrated = before.iter().map(|x| x.pages * x.count).sum();
         let mut o = fail(block, Errno::Ebusy, Some("unmovable page"), work);
         o.pfn = Some(pfn);
         o.detail = Some("PageOffline page still referenced by its driver".into());
-        return (o, None);
+        return (o, partial(before));
     }
     let eintr = |mut work: OfflineWork, pfn: u64, detail: String| {
         work.migration_rounds = patience_rounds;
@@ -587,7 +607,7 @@ fn decide_online_block(
         } else {
             "no free memory for the migration target on the allowed nodes and zones".into()
         };
-        return (eintr(work, pfn, detail), None);
+        return (eintr(work, pfn, detail), partial(to_move));
     }
     // The inner loop ended (nothing the scan sees is left): dissolve_free_huge_pages() runs in
     // this round, even while a page the scan cannot see stays. Each free hugetlb page in the
@@ -599,7 +619,7 @@ fn decide_online_block(
         let mut o = fail(block, errno, Some("failure to dissolve huge pages"), work);
         o.pfn = Some(pfn);
         o.detail = Some(why.into());
-        return (o, None);
+        return (o, partial(to_move));
     }
     // test_pages_isolated() fails on a page the scan cannot see: the outer loop repeats
     // until a signal.
@@ -609,7 +629,7 @@ fn decide_online_block(
             "{} page passed isolation (ZONE_MOVABLE) but can neither migrate nor be freed",
             crate::page::kind::NAMES[kind_of(b) as usize]
         );
-        return (eintr(work, pfn, detail), None);
+        return (eintr(work, pfn, detail), partial(to_move));
     }
     // One pass migrates everything; test_pages_isolated() then succeeds.
     work.migration_rounds = 1;
@@ -634,6 +654,7 @@ fn decide_online_block(
         moves: to_move,
         isolated,
         allowed,
+        takes_block_offline: true,
     };
     (out, Some(plan))
 }
@@ -726,6 +747,40 @@ mod tests {
             (Some(Errno::Eintr), Some("signal backoff"), Some(PFN0 + 11))
         );
         assert_eq!(o.work.migration_rounds, 10);
+    }
+
+    #[test]
+    fn a_failed_offline_leaves_what_it_migrated_moved() {
+        let mut m = machine(2, &[]);
+        let count = |m: &Machine, lo: u64, hi: u64, k: u8| {
+            (lo..hi)
+                .filter(|&p| crate::page::kind_of(m.store.page(p)) == k)
+                .count()
+        };
+        let is_free = |b: u8| matches!(crate::page::kind_of(b), kind::FREE | kind::BUDDY);
+        let free = |m: &Machine| {
+            (PFN0..PFN0 + 2 * BLOCK)
+                .filter(|&p| is_free(m.store.page(p)))
+                .count()
+        };
+        m.store.set_pages(PFN0 + 100, 200, kind::LRU);
+        m.store.set_pages(PFN0 + 150, 1, kind::PINNED);
+        let free_before = free(&m);
+        let o = offline(&mut m, block(0), "6.1", false);
+        assert_eq!((o.errno, o.applied), (Some(Errno::Eintr), false));
+        assert_eq!(o.work.pages_migrated, 199);
+        // the block stays online with only the pinned page in use; the 199 pages are in
+        // the other block now, and no free page appeared or vanished
+        assert_eq!(m.block_state(block(0)).unwrap(), BlockState::Online);
+        assert_eq!(count(&m, PFN0, PFN0 + BLOCK, kind::LRU), 0);
+        assert_eq!(count(&m, PFN0, PFN0 + BLOCK, kind::PINNED), 1);
+        let other = count(&m, PFN0 + BLOCK, PFN0 + 2 * BLOCK, kind::LRU);
+        assert_eq!(other, 199);
+        assert_eq!(free(&m), free_before);
+        // the freed pages are buddy blocks a later offline can take as targets
+        let again = offline(&mut m, block(1), "6.1", false);
+        assert!(again.applied && again.work.pages_migrated == 199);
+        assert_eq!(count(&m, PFN0, PFN0 + BLOCK, kind::LRU), 199);
     }
 
     #[test]

@@ -19,7 +19,9 @@
  *   mshelper run TAG OUT CMD...   run a client to completion, timed, output to OUT
  *   mshelper hog KIND MB          hold MB MiB, then sleep: anon (LRU pages), mlock (LRU,
  *                                 mlocked), thp (MADV_HUGEPAGE), hugetlb (MAP_HUGETLB from
- *                                 the pool), pipe (pipe buffers: kernel pages off the LRU)
+ *                                 the pool), pipe (pipe buffers: kernel pages off the LRU),
+ *                                 iouring (anon pages registered as io_uring fixed buffers:
+ *                                 long-term pins, pin_user_pages FOLL_LONGTERM)
  *   mshelper owrite TAG PATH TEXT PFN NPFN DEV@OFFSET SECONDS
  *                                 a timed write (echo offline > state) after the same
  *                                 pre-attempt copy; SIGALRM after SECONDS interrupts it
@@ -35,7 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -343,6 +348,27 @@ static int hog_pipes(long mb) {
     return (int)(have >> 20);
 }
 
+/* Register [p, p + n) as io_uring fixed buffers (1 MiB each): the kernel pins every page
+ * for as long as the ring lives (io_sqe_buffers_register). Raw syscalls: no liburing. */
+static int pin_with_io_uring(char *p, size_t n) {
+    struct io_uring_params params;
+    memset(&params, 0, sizeof params);
+    long ring = syscall(__NR_io_uring_setup, 4, &params);
+    if (ring < 0) { perror("io_uring_setup"); return -1; }
+    size_t chunk = 1u << 20, nr = (n + chunk - 1) / chunk;
+    struct iovec *iov = calloc(nr, sizeof *iov);
+    if (!iov) return -1;
+    for (size_t i = 0; i < nr; i++) {
+        iov[i].iov_base = p + i * chunk;
+        iov[i].iov_len = (i + 1) * chunk <= n ? chunk : n - i * chunk;
+    }
+    if (syscall(__NR_io_uring_register, (int)ring, IORING_REGISTER_BUFFERS, iov, (unsigned)nr) < 0) {
+        perror("io_uring_register");
+        return -1;
+    }
+    return 0; /* the ring (and the pins) stay until the process ends */
+}
+
 static int hog(const char *how, long mb) {
     size_t n = (size_t)mb << 20;
     if (!strcmp(how, "pipe")) {
@@ -363,7 +389,10 @@ static int hog(const char *how, long mb) {
         if (madvise(p, n, MADV_HUGEPAGE)) perror("madvise");
     }
     if (!strcmp(how, "mlock") && mlock(p, n)) { perror("mlock"); return 2; }
+    /* order-0 pages for the pins: a pinned THP holds its pin in _pincount, not the refcount */
+    if (!strcmp(how, "iouring") && madvise(p, n, MADV_NOHUGEPAGE)) perror("madvise");
     for (size_t i = 0; i < n; i += 4096) p[i] = (char)(i >> 12);
+    if (!strcmp(how, "iouring") && pin_with_io_uring(p, n)) return 2;
     printf("MSREC {\"type\":\"hog\",\"how\":\"%s\",\"mb\":%ld}\n", how, mb);
     fflush(stdout);
     for (;;) pause();

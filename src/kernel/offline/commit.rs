@@ -192,8 +192,9 @@ enum Left {
 /// referenced PageOffline page); only the isolation is undone (`undo_isolate_page_range()`).
 /// The plan's pages move to their targets and their old pages are free (the kernel frees a
 /// migrated page's source to the buddy allocator); the block stays online, its pageblocks
-/// as they were. (A free hugetlb page dissolved before a failing one is not modeled: the
-/// pool keeps it.)
+/// as they were. Not modeled: a free hugetlb page dissolved before a failing one (the pool
+/// keeps it), and a migrated hugetlb page's old page returning to its pool (it is freed to
+/// the buddy allocator here).
 pub(super) fn commit_moves(m: &mut Machine, block: u64, plan: &OfflinePlan) {
     let mut left = Vec::new();
     let _ = move_pages(m, block, plan, Some(&mut left));

@@ -698,8 +698,12 @@ impl Machine {
 
     /// The span of the free buddy blocks that reach into `[start, end)` from outside it: a
     /// buddy block of order o starts at a multiple of 2^o, so the one covering a pfn, if any,
-    /// has its head at that pfn rounded down to some 2^o. Returns (first pfn, end pfn).
+    /// has its head at that pfn rounded down to some 2^o; blocks do not overlap, so only the
+    /// ones covering `start` and `end - 1` can reach out. Returns (first pfn, end pfn).
     fn free_blocks_around(&self, start: u64, end: u64) -> (u64, u64) {
+        if start >= end {
+            return (start, end);
+        }
         let top = self.geometry.max_order;
         let head_covering = |p: u64| -> Option<(u64, u64)> {
             (0..top).find_map(|o| {
@@ -711,21 +715,7 @@ impl Machine {
             })
         };
         let lo = head_covering(start).map_or(start, |(h, _)| h.min(start));
-        let mut hi = head_covering(end - 1).map_or(end, |(_, e)| e.max(end));
-        // a head inside the range whose block runs past its end
-        for o in 1..top {
-            let step = 1u64 << o;
-            let mut h = start.div_ceil(step) * step;
-            while h < end {
-                let b = self.store.page(h);
-                if crate::page::kind_of(b) == crate::page::kind::BUDDY
-                    && u32::from(crate::page::field_of(b)) == o
-                {
-                    hi = hi.max(h + step);
-                }
-                h += step;
-            }
-        }
+        let hi = head_covering(end - 1).map_or(end, |(_, e)| e.max(end));
         (lo, hi)
     }
 

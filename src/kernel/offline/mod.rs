@@ -476,7 +476,7 @@ fn decide_online_block(
             };
             let pfn = pb + i as u64;
             if mv == Movability::Nothing {
-                // a free hugetlb page is dissolved after the migration (the walk's other pass)
+                // a free hugetlb page is dissolved after the migration (undissolvable_hugetlb)
                 if is_free_hugetlb_head(b) {
                     free_huge_heads.push((pfn, (field_of(b) & 7) as usize));
                 }
@@ -763,8 +763,9 @@ mod tests {
                 .filter(|&p| is_free(m.store.page(p)))
                 .count()
         };
-        m.store.set_pages(PFN0 + 100, 200, kind::LRU);
-        m.store.set_pages(PFN0 + 150, 1, kind::PINNED);
+        // through the checked writer, which splits the boot-time buddy blocks around them
+        m.set_pages_checked(PFN0 + 100, 200, kind::LRU).unwrap();
+        m.set_pages_checked(PFN0 + 150, 1, kind::PINNED).unwrap();
         let free_before = free(&m);
         let o = offline(&mut m, block(0), "6.1", false);
         assert_eq!((o.errno, o.applied), (Some(Errno::Eintr), false));
@@ -781,6 +782,11 @@ mod tests {
         let again = offline(&mut m, block(1), "6.1", false);
         assert!(again.applied && again.work.pages_migrated == 199);
         assert_eq!(count(&m, PFN0, PFN0 + BLOCK, kind::LRU), 199);
+        assert_eq!(
+            m.store.page(PFN0 + 150),
+            kind::PINNED,
+            "no target lands on the pin"
+        );
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub struct LayoutSpec {
     pub hstates: Vec<Hstate>,
 }
 
+/// The driver name virtio-mem gives the RAM it adds ("System RAM (virtio_mem)" in iomem).
+pub const VIRTIO_MEM_DRIVER: &str = "virtio_mem";
+
 /// Free hugetlb pool pages, indexed [node][hstate].
 pub type HugetlbFreeCounts = std::sync::Arc<Vec<Vec<u64>>>;
 
@@ -128,6 +131,9 @@ pub struct Machine {
     pub hstates: Vec<Hstate>,
     /// "System RAM" resources (iomem), sorted pfn ranges: what `walk_system_ram_range()` walks.
     pub system_ram: Vec<(u64, u64)>,
+    /// RAM a driver added with `add_memory_driver_managed()` (v5.8+; iomem "System RAM
+    /// (<driver>)" under the device's resource): sorted, disjoint pfn ranges and the driver.
+    pub driver_managed: Vec<(u64, u64, String)>,
     /// s390: blocks of standby memory (added offline at boot through `add_memory()`).
     pub standby_blocks: Vec<u64>,
     /// Reserved hugetlb pages per hstate (`resv_huge_pages`): free pool pages promised to
@@ -237,6 +243,41 @@ fn check_sorted_disjoint(name: &str, mut v: Vec<(u64, u64)>) -> Result<()> {
 
 impl Machine {
     /// An independent copy; `Error::Memory` where the page store does not fit.
+    /// Declare RAM that a driver manages (`add_memory_driver_managed()`): pfn ranges
+    /// `[start, end)` with the driver's name as iomem prints it ("virtio_mem"). Each must be
+    /// non-empty, inside the machine and disjoint from the others; they replace any before.
+    pub fn set_driver_managed(&mut self, mut ranges: Vec<(u64, u64, String)>) -> Result<()> {
+        ranges.sort_unstable();
+        for (i, (s, e, d)) in ranges.iter().enumerate() {
+            if s >= e || *e > self.store.max_pfn {
+                return Err(Error::Layout(format!(
+                    "driver-managed range {s:#x}-{e:#x} ({d}) is empty or beyond max_pfn {:#x}",
+                    self.store.max_pfn
+                )));
+            }
+            if i > 0 && ranges[i - 1].1 > *s {
+                return Err(Error::Layout(format!(
+                    "driver-managed ranges overlap at pfn {s:#x} ({} and {d})",
+                    ranges[i - 1].2
+                )));
+            }
+        }
+        self.driver_managed = ranges;
+        Ok(())
+    }
+
+    /// Whether `pfn` is RAM virtio-mem manages. Its memory notifier (6.1
+    /// drivers/virtio/virtio_mem.c, `virtio_mem_sbm_notify_going_offline()` →
+    /// `virtio_mem_fake_offline_going_offline()`) drops the reference of each fake-offline
+    /// (PageOffline) page of the block on MEM_GOING_OFFLINE and takes it again on
+    /// MEM_CANCEL_OFFLINE.
+    pub fn virtio_mem_managed(&self, pfn: u64) -> bool {
+        let i = self.driver_managed.partition_point(|r| r.1 <= pfn);
+        self.driver_managed
+            .get(i)
+            .is_some_and(|(s, _, d)| *s <= pfn && d == VIRTIO_MEM_DRIVER)
+    }
+
     pub fn try_clone(&self) -> Result<Machine> {
         Ok(Machine {
             geometry: self.geometry,
@@ -245,6 +286,7 @@ impl Machine {
             blocks: self.blocks.clone(),
             hstates: self.hstates.clone(),
             system_ram: self.system_ram.clone(),
+            driver_managed: self.driver_managed.clone(),
             standby_blocks: self.standby_blocks.clone(),
             hugetlb_resv: self.hugetlb_resv.clone(),
             min_free_pages: self.min_free_pages,
@@ -557,6 +599,7 @@ impl Machine {
             blocks,
             hstates,
             system_ram,
+            driver_managed: Vec::new(),
             standby_blocks: if g.arch == crate::geometry::Arch::S390x {
                 spec.offline_blocks.clone()
             } else {

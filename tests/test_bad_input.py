@@ -125,3 +125,24 @@ def test_bad_kernels_pfns_and_workloads(m):
         m.set_block_state(32, "gone")
     with pytest.raises(ArgumentError):
         memscan.parse_size("12Q")
+
+
+def test_bad_driver_managed_ram():
+    """A driver on a range that is not RAM, or a driver-managed range outside the machine or
+    over another, is refused with what is wrong."""
+    ram = {"start": 4 << 30, "size": "256M", "kind": "ram"}
+    with pytest.raises(LayoutError, match=r"ranges\[1\]\.driver"):
+        memscan.Machine.from_layout(
+            {"ranges": [ram, {"start": 5 << 30, "size": "128M", "kind": "device", "driver": "x"}]}
+        )
+    with pytest.raises(LayoutError, match=r"ranges\[0\]\.driver"):
+        memscan.Machine.from_layout({"ranges": [dict(ram, driver=7)]})
+    m = memscan.Machine.from_layout({"ranges": [ram]})
+    with pytest.raises(LayoutError, match="beyond max_pfn"):
+        m._core.set_driver_managed([(0x100000, 0x900000, "virtio_mem")])
+    with pytest.raises(LayoutError, match="overlap at pfn 0x104000"):
+        m._core.set_driver_managed(
+            [(0x100000, 0x108000, "virtio_mem"), (0x104000, 0x108000, "kmem")]
+        )
+    with pytest.raises(LayoutError, match="empty"):
+        m._core.set_driver_managed([(0x100000, 0x100000, "virtio_mem")])

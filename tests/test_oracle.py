@@ -44,6 +44,11 @@ def machines(draw):
         r = {"start": start, "size": sec, "kind": k, "nid": draw(st.integers(0, 1))}
         if k == "device":
             r["uninit"] = draw(st.sampled_from([0, 1 << ps, sec // 2, sec]))
+        # RAM a driver added (iomem "System RAM (<driver>)"): virtio-mem's fake-offline
+        # pages lose their reference in its MEM_GOING_OFFLINE notifier, dax kmem has none
+        driver = draw(st.sampled_from([None, None, "virtio_mem", "kmem"]))
+        if k == "ram" and driver:
+            r["driver"] = driver
         ranges.append(r)
     if not any(r["kind"] == "ram" for r in ranges):
         ranges.insert(0, {"start": base, "size": sec, "kind": "ram", "nid": 0})
@@ -195,6 +200,36 @@ def test_reference_agrees_on_pseries_cmm():
         r, x = m.offline(1, kernel), reference.offline(m, 1, kernel)
         assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn)
         assert {k: getattr(r, k) for k in x.work} == x.work
+
+
+def test_virtio_mem_fake_offline_pages_pass_6_1_offline():
+    """6.1: PageOffline pages with a reference end the offline with EBUSY (scan_movable_pages,
+    "unmovable page"), except in RAM virtio-mem added, whose MEM_GOING_OFFLINE notifier drops
+    that reference first; the model and the reference agree on both, and on 5.5."""
+    layout = {
+        "arch": "x86_64",
+        "block_size": "128M",
+        "ranges": [
+            {"start": 4 << 30, "size": "128M", "kind": "ram"},
+            {"start": (4 << 30) + (128 << 20), "size": "128M", "kind": "ram",
+             "driver": "virtio_mem"},
+        ],
+        "zones": [{"nid": 0, "zone": "Movable", "start_pfn": 0x100000, "end_pfn": 0x110000}],
+    }  # fmt: skip
+    m = memscan.Machine.from_layout(layout)
+    assert m._core.driver_managed == [(0x108000, 0x110000, "virtio_mem")]
+    for b in (32, 33):
+        base = b * 32768
+        m.set_pages(base + 4096, 2048, memscan.PageKind.LRU)
+        m.set_pages(base + 16384, 16384, memscan.PageKind.OFFLINE)  # half the block unplugged
+    plain, vmem = m.offline(32, "6.1"), m.offline(33, "6.1")
+    assert (plain.errno, plain.reason, plain.pfn) == ("EBUSY", "unmovable page", 32 * 32768 + 16384)
+    assert vmem.ok and vmem.pages_migrated == 2048
+    for b in (32, 33):
+        for kernel in ("5.5", "6.1"):
+            r, x = m.offline(b, kernel), reference.offline(m, b, kernel)
+            assert (r.errno, r.reason, r.pfn) == (x.errno, x.reason, x.pfn), (b, kernel)
+            assert {k: getattr(r, k) for k in x.work} == x.work
 
 
 def test_reference_agrees_on_s390_standby():

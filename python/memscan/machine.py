@@ -75,7 +75,7 @@ def _build_core(layout: Layout) -> CoreMachine:
     if layout.block_size is not None:
         geometry["block_size"] = int(layout.block_size)
     zones = layout.zones if layout.zones is not None else layout.derived_zones(pr["ram"])
-    return CoreMachine.build(
+    core = CoreMachine.build(
         canonical_arch(layout.arch),
         geometry,
         layout.boot_mem_end(),
@@ -87,6 +87,10 @@ def _build_core(layout: Layout) -> CoreMachine:
         list(layout.hstates),
         layout.kernel,
     )
+    managed = layout.driver_managed_pfns()
+    if managed:
+        core.set_driver_managed(managed)
+    return core
 
 
 class _OriginField:
@@ -756,6 +760,7 @@ class Machine:
             "hstates": list(core.hstates()),
             "block_states": core.block_states(),
             "system_ram": list(core.system_ram()),
+            "driver_managed": list(core.driver_managed),
             "standby_blocks": list(core.standby_blocks()),
             "hugetlb_reserved": list(core.hugetlb_reserved()),
             "uninit_memmap": core.uninit_memmap,

@@ -107,6 +107,8 @@ class Snapshot:
     hstates: List[Tuple[int, bool]]
     block_states: Any
     system_ram: List[Tuple[int, int]] = field(default_factory=list)
+    #: (start_pfn, end_pfn, driver) of driver-managed RAM
+    driver_managed: List[Tuple[int, int, str]] = field(default_factory=list)
     standby_blocks: List[int] = field(default_factory=list)
     hugetlb_reserved: List[int] = field(default_factory=list)
     #: what never-initialised struct pages hold without DEBUG_VM: "garbage" or "zero"
@@ -138,6 +140,7 @@ class Snapshot:
             hstates=st["hstates"],
             block_states=st["block_states"],
             system_ram=st["system_ram"],
+            driver_managed=st["driver_managed"],
             standby_blocks=st["standby_blocks"],
             hugetlb_reserved=st["hugetlb_reserved"],
             uninit_memmap=st["uninit_memmap"],
@@ -520,6 +523,10 @@ class OfflineReference(Reference):
     def _mt(self, pfn: int) -> int:
         return int(self.s.pageblock_bits[pfn >> self.s.pageblock_order]) & 15
 
+    def _virtio_mem(self, pfn: int) -> bool:
+        """Whether pfn lies in RAM virtio-mem added (iomem "System RAM (virtio_mem)")."""
+        return any(s <= pfn < e and d == "virtio_mem" for s, e, d in self.s.driver_managed)
+
     def _fail(self, errno: str, reason: Optional[str], pfn: Optional[int] = None) -> OfflineResult:
         return OfflineResult(errno, reason, pfn, dict(self.work))
 
@@ -848,6 +855,10 @@ class OfflineReference(Reference):
             elif k in (K.FREE, K.BUDDY, K.THP_TAIL, K.HUGETLB_TAIL, K.HWPOISON, K.HUGETLB_HEAD):
                 continue
             elif k == K.OFFLINE and cmm:  # CMM gives loaned pages back in MEM_GOING_OFFLINE
+                continue
+            elif k == K.OFFLINE and v61 and self._virtio_mem(pfn):
+                # 6.1 virtio_mem_fake_offline_going_offline(): MEM_GOING_OFFLINE drops the
+                # reference, so scan_movable_pages() and test_pages_isolated() pass the page
                 continue
             elif k == K.OFFLINE and v61:
                 if offline_ref is None:

@@ -196,6 +196,17 @@ impl CoreMachine {
         self.read().system_ram.clone()
     }
 
+    /// Driver-managed RAM: (start_pfn, end_pfn, driver) ranges, sorted.
+    #[getter]
+    fn driver_managed(&self) -> Vec<(u64, u64, String)> {
+        self.read().driver_managed.clone()
+    }
+
+    /// Declare driver-managed RAM (iomem "System RAM (<driver>)"), replacing any before.
+    fn set_driver_managed(&self, ranges: Vec<(u64, u64, String)>) -> PyResult<()> {
+        guard(|| self.write().set_driver_managed(ranges))
+    }
+
     /// Set the reserved pages (`resv_huge_pages`) of hstate `hstate`.
     fn set_hugetlb_reserved(&self, hstate: usize, pages: u64) -> PyResult<()> {
         guard(|| self.write().set_hugetlb_reserved(hstate, pages))

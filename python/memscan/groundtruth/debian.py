@@ -9,7 +9,7 @@ import glob
 import os
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from .guest import HarnessError, cache_dir, need_tool
 
@@ -63,9 +63,10 @@ def module_order(root: str, wanted: List[str]) -> List[str]:
     return out
 
 
-def debian_61() -> KernelImage:
+def debian_61(extra_modules: Sequence[str] = ()) -> KernelImage:
     """The newest linux-image-*-cloud-amd64 that Debian's archive offers, unpacked in the
-    cache (downloaded once)."""
+    cache (downloaded once); its modules the harness needs, then ``extra_modules`` (e.g.
+    virtio_mem), with their dependencies, in load order."""
     apt_cache = need_tool("apt-cache", "apt")
     r = subprocess.run([apt_cache, "depends", META_PACKAGE], capture_output=True, text=True)
     pkgs = [
@@ -98,5 +99,7 @@ def debian_61() -> KernelImage:
     if not images or not configs:
         raise HarnessError(f"{tree}: no boot/vmlinuz-* and boot/config-* in {pkg}")
     release = os.path.basename(images[0])[len("vmlinuz-") :]
-    mods = module_order(os.path.join(tree, "lib", "modules", release), list(NEEDED_MODULES))
+    mods = module_order(
+        os.path.join(tree, "lib", "modules", release), [*NEEDED_MODULES, *extra_modules]
+    )
     return KernelImage(images[0], configs[0], release, mods)

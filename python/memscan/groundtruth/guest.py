@@ -133,6 +133,19 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
             '  rec "{\\"type\\":\\"fsdax\\",\\"error\\":\\"no legacy pmem namespace\\"}"',
             "fi",
         ]
+    if sc.virtio_mem:
+        # the virtio-mem driver plugs from its workqueue after probe, one memory block at a
+        # time: wait until the block count holds still for a second (at most 30 s)
+        lines += [
+            "nb() { ls -d $M/memory[0-9]* | wc -l; }",
+            "last=0; same=0; i=0",
+            "while [ $same -lt 2 ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); c=$(nb)",
+            '  if [ "$c" = "$last" ] && grep -q virtio_mem /proc/iomem; then same=$((same+1));'
+            " else same=0; last=$c; fi",
+            "done",
+            'rec "{\\"type\\":\\"virtio_mem\\",\\"blocks\\":$(nb),'
+            '\\"ranges\\":$(grep -c virtio_mem /proc/iomem)}"',
+        ]
     if sc.online:
         # hot-added memory (coldplugged DIMMs) comes up offline: online it as the scenario says
         lines += [

@@ -100,8 +100,17 @@ def qemu_command(
             "-object", f"memory-backend-ram,id=dimm{i},size={size >> 20}M,reserve=off",
             "-device", f"pc-dimm,id=pcdimm{i},memdev=dimm{i}",
         ]  # fmt: skip
-    if sc.dimms:
-        slots = f",slots={len(sc.dimms)},maxmem={(sc.memory + sum(sc.dimms)) >> 20}M"
+    if sc.virtio_mem:
+        # virtio-mem (QEMU 5.1+): a memory device the guest's driver plugs in 2 MiB blocks, up
+        # to requested-size; its region sits above the DIMMs in the device memory area
+        dimm_args += [
+            "-object", f"memory-backend-ram,id=vmem0,size={sc.virtio_mem >> 20}M,reserve=off",
+            "-device", f"virtio-mem-pci,id=vm0,memdev=vmem0,node=0,"
+                       f"requested-size={sc.virtio_mem_requested >> 20}M",
+        ]  # fmt: skip
+    maxmem = sc.memory + sum(sc.dimms) + sc.virtio_mem
+    if sc.dimms or sc.virtio_mem:
+        slots = f",slots={max(1, len(sc.dimms))},maxmem={maxmem >> 20}M"
     else:
         slots = ""
     append = f"console=ttyS0 loglevel=4 panic=-1 nokaslr {sc.append}".strip()
@@ -150,12 +159,21 @@ def run(
     if kernel == "debian-6.1":
         from .debian import debian_61
 
-        k = debian_61()
+        k = debian_61(["virtio_mem"] if scenario.virtio_mem else [])
         kernel, config, modules = k.image, k.config, k.modules
     else:
         if not os.path.isfile(kernel):
             raise HarnessError(f"kernel image {kernel!r} does not exist")
         config = config_beside(kernel)
+    if scenario.virtio_mem:
+        # virtio-mem exists from v5.8; a kernel of our own must have it built in (only the
+        # Debian kernel's modules are put into the guest)
+        have = kernel_config(config).get("CONFIG_VIRTIO_MEM", "n")
+        if have != "y" and not (have == "m" and modules):
+            raise HarnessError(
+                f"scenario {scenario.name} needs virtio-mem, but {kernel} has "
+                f"CONFIG_VIRTIO_MEM={have} (want y, or m with --kernel debian-6.1)"
+            )
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise HarnessError(f"{out_dir}: the run directory exists and is not empty")
     os.makedirs(out_dir, exist_ok=True)

@@ -12,6 +12,10 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     timeout = 240                  # seconds of wall time before the run is called timed out
     dimms = ["1G"]                 # coldplugged pc-dimm devices (ACPI memory hotplug: their
                                    # blocks come up offline unless the kernel auto-onlines)
+    virtio_mem = "1G"              # a virtio-mem-pci device of this size (its driver, a module
+    virtio_mem_requested = "320M"  # of the kernel, plugs this much; SBM plugs 2 MiB subblocks,
+                                   # so a block can be partly plugged: its unplugged pages are
+                                   # PageOffline, "fake offline")
     online = "online_movable"      # then every offline block is onlined this way
                                    # (online | online_kernel | online_movable)
     hugepages = 64                 # 2 MiB hugetlb pool pages reserved at boot (nr_hugepages)
@@ -73,6 +77,8 @@ class Scenario:
     memmap_blocks: List[int] = field(default_factory=list)
     attempt_memmap: bool = False
     dimms: List[int] = field(default_factory=list)
+    virtio_mem: int = 0
+    virtio_mem_requested: int = 0
     online: str = ""
     hugepages: int = 0
     tmpfs_mb: int = 0
@@ -96,6 +102,8 @@ class Scenario:
             "memmap_blocks",
             "attempt_memmap",
             "dimms",
+            "virtio_mem",
+            "virtio_mem_requested",
             "online",
             "hugepages",
             "tmpfs_mb",
@@ -152,6 +160,15 @@ class Scenario:
         dimms = [parse_size(x, f"{source}: dimms") for x in typed("dimms", list, [])]
         if any(x <= 0 or x % (128 << 20) for x in dimms):
             raise ParseError(f"{source}: dimms must be whole multiples of 128 MiB, got {dimms}")
+        vmem = parse_size(d.get("virtio_mem", 0), f"{source}: virtio_mem")
+        vreq = parse_size(d.get("virtio_mem_requested", 0), f"{source}: virtio_mem_requested")
+        if vmem % (128 << 20):
+            raise ParseError(f"{source}: virtio_mem = {vmem} is not a whole multiple of 128 MiB")
+        if vreq % (2 << 20) or vreq > vmem:
+            raise ParseError(
+                f"{source}: virtio_mem_requested = {vreq} must be a multiple of 2 MiB (the "
+                f"device's block size) and at most virtio_mem ({vmem})"
+            )
         online = typed("online", str, "")
         if online not in ("", "online", "online_kernel", "online_movable"):
             raise ParseError(
@@ -181,6 +198,8 @@ class Scenario:
             offline_timeout=d.get("offline_timeout", 10) or 10,
             clients=list(clients),
             dimms=dimms,
+            virtio_mem=vmem,
+            virtio_mem_requested=vreq,
             online=online,
             workload=hogs,
             timeout=float(timeout),

@@ -114,7 +114,8 @@ def layout_from_iomem(
     for e in entries:
         inside_ram = any(t.start <= e.start and e.end <= t.end for t in ram_tops)
         if is_system_ram(e.name) and not inside_ram:
-            ranges.append(Range(e.start, e.end + 1, "ram"))
+            driver = e.name[len("System RAM (") : -1] if e.name != "System RAM" else None
+            ranges.append(Range(e.start, e.end + 1, "ram", driver=driver))
             ram_tops.append(e)
         elif e.depth == 0:
             if e.name in PMEM_NAMES:

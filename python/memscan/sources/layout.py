@@ -7,6 +7,7 @@ given), offline blocks and hugetlb sizes. As a dict or JSON file::
 
     {"arch": "x86_64", "block_size": "2G",
      "ranges": [{"start": "0x100000000", "end": "0x3040000000", "kind": "ram", "nid": 0},
+                {"start": "0x3040000000", "size": "16G", "kind": "ram", "driver": "virtio_mem"},
                 {"start": "0x3060000000", "size": "1512G", "kind": "device"}],
      "offline_blocks": [], "geometry": {"pageblock_order": 9}}
 """
@@ -108,6 +109,9 @@ class Range:
     #: for ``device``: bytes at its start whose struct pages are never initialised (the
     #: altmap reserve that holds the memmap); ``None`` computes it.
     uninit: Optional[int] = None
+    #: for ``ram``: the driver that added it with add_memory_driver_managed() (iomem
+    #: "System RAM (virtio_mem)" → "virtio_mem"); None for boot RAM and plain add_memory()
+    driver: Optional[str] = None
 
 
 @dataclass
@@ -170,6 +174,19 @@ class Layout:
                 merged.append((s, e, nid, u))
         out["reserved"] = merged
         return out
+
+    def driver_managed_pfns(self) -> List[Tuple[int, int, str]]:
+        """(start_pfn, end_pfn, driver) of the RAM ranges a driver added, rounded inwards
+        as RAM is."""
+        shift = self.page_shift()
+        page = 1 << shift
+        out = []
+        for r in self.ranges:
+            if r.kind == "ram" and r.driver:
+                s, e = (r.start + page - 1) >> shift, r.end >> shift
+                if s < e:
+                    out.append((s, e, r.driver))
+        return sorted(out)
 
     def derived_zones(
         self, ram: List[Tuple[int, int, int, int]]
@@ -280,6 +297,9 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
         kind = r.get("kind", "ram")
         if not isinstance(kind, str):
             raise LayoutError(f"{where}.kind: {kind!r} is not a string")
+        driver = r.get("driver")
+        if driver is not None and (not isinstance(driver, str) or not driver or kind != "ram"):
+            raise LayoutError(f"{where}.driver: {driver!r} must be a driver name on a ram range")
         ranges.append(
             Range(
                 start,
@@ -287,6 +307,7 @@ def layout_from_dict(d: Dict[str, Any], source: str = "<layout>") -> Layout:
                 kind,
                 _int(r.get("nid", 0), f"{where}.nid", 1023),
                 None if uninit is None else _num(uninit, f"{where}.uninit"),
+                driver,
             )
         )
     g = d.get("geometry", {})

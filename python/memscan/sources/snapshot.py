@@ -24,6 +24,7 @@ What a snapshot cannot tell, kept as documented uncertainty rather than guesses:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -350,7 +351,7 @@ class OpenSnapshot:
                 for nid, (s, e) in sorted(node_spans.items()):
                     a, b = max(r.start, s << shift), min(r.end, e << shift)
                     if a < b:
-                        ranges.append(type(r)(a, b, r.kind, nid, r.uninit))
+                        ranges.append(dataclasses.replace(r, start=a, end=b, nid=nid))
                         placed = True
                 if not placed:
                     ranges.append(r)

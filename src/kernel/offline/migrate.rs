@@ -78,9 +78,31 @@ pub(super) fn movability(
         kind::FREE | kind::BUDDY | kind::THP_TAIL | kind::HUGETLB_TAIL | kind::HWPOISON => {
             Movability::Nothing
         }
+        // 6.1 scan_movable_pages(): PageOffline with a reference fails the offline
+        // (a virtio-mem page lost its reference in MEM_GOING_OFFLINE: see `offline_movability`)
         kind::OFFLINE if v61 => Movability::OfflineReferenced,
         _ => Movability::Stuck,
     }
+}
+
+/// `movability()` of page `pfn`, after the MEM_GOING_OFFLINE notifiers: 6.1 virtio-mem drops
+/// the reference of its fake-offline pages there, so scan_movable_pages() and
+/// do_migrate_range() pass them (refcount 0) and test_pages_isolated() accepts them
+/// (PageOffline under MEMORY_OFFLINE); `__offline_isolated_pages()` skips them.
+/// Isolation runs before the notifier and passes PageOffline under MEMORY_OFFLINE anyway.
+pub(super) fn offline_movability(
+    m: &Machine,
+    pfn: u64,
+    b: u8,
+    zone: ZoneType,
+    v61: bool,
+    cmm: bool,
+    balloon: bool,
+) -> Movability {
+    if v61 && kind_of(b) == kind::OFFLINE && m.virtio_mem_managed(pfn) {
+        return Movability::Nothing;
+    }
+    movability(m, b, zone, v61, cmm, balloon)
 }
 
 /// Free pages that may take migrated pages: (kernel-zone pool, movable-zone pool) on the

@@ -44,7 +44,7 @@ use commit::{commit_moves, commit_offline};
 use dissolve::undissolvable_hugetlb;
 use migrate::{
     add_free_targets, allowed_nodes, assign_targets, hugetlb_pool, is_free_hugetlb_head,
-    movability, Cand, FreePool, HugetlbPool, Movability, Move,
+    movability, offline_movability, Cand, FreePool, HugetlbPool, Movability, Move,
 };
 use notifiers::{cmm_isolate_count, cmm_notifier};
 use zone::{section_count, system_ram_pages, test_pages_in_a_zone};
@@ -466,15 +466,19 @@ fn decide_online_block(
             if matches!(kind_of(b), kind::FREE | kind::BUDDY) {
                 continue;
             }
+            let pfn = pb + i as u64;
             let mv = match last {
                 Some((lb, lmv)) if lb == b => lmv,
+                // a PageOffline page's fate depends on who owns it, not on its byte alone
+                _ if kind_of(b) == kind::OFFLINE => {
+                    offline_movability(m, pfn, b, zone_of_pb, v61, cmm, balloon)
+                }
                 _ => {
                     let mv = movability(m, b, zone_of_pb, v61, cmm, balloon);
                     last = Some((b, mv));
                     mv
                 }
             };
-            let pfn = pb + i as u64;
             if mv == Movability::Nothing {
                 // a free hugetlb page is dissolved after the migration (undissolvable_hugetlb)
                 if is_free_hugetlb_head(b) {
@@ -747,6 +751,32 @@ mod tests {
             (Some(Errno::Eintr), Some("signal backoff"), Some(PFN0 + 11))
         );
         assert_eq!(o.work.migration_rounds, 10);
+    }
+
+    #[test]
+    fn virtio_mem_fake_offline_pages_do_not_stop_a_6_1_offline() {
+        let mut m = machine(2, &[]);
+        m.set_pages_checked(PFN0 + BLOCK / 2, BLOCK / 2, kind::OFFLINE)
+            .unwrap();
+        let o = offline(&mut m, block(0), "6.1", true);
+        assert_eq!(
+            (o.errno, o.pfn),
+            (Some(Errno::Ebusy), Some(PFN0 + BLOCK / 2))
+        );
+        // iomem says virtio-mem added the block: its notifier drops the references
+        m.set_driver_managed(vec![(PFN0, PFN0 + BLOCK, "virtio_mem".into())])
+            .unwrap();
+        assert!(m.virtio_mem_managed(PFN0) && !m.virtio_mem_managed(PFN0 + BLOCK));
+        let o = offline(&mut m, block(0), "6.1", false);
+        assert_eq!((o.errno, o.applied), (None, true));
+        assert_eq!(m.block_state(block(0)).unwrap(), BlockState::Offline);
+        // another driver's PageOffline pages keep their reference
+        m.set_driver_managed(vec![(PFN0 + BLOCK, PFN0 + 2 * BLOCK, "kmem".into())])
+            .unwrap();
+        m.set_pages_checked(PFN0 + BLOCK + 7, 1, kind::OFFLINE)
+            .unwrap();
+        let o = offline(&mut m, block(1), "6.1", true);
+        assert_eq!(o.errno, Some(Errno::Ebusy));
     }
 
     #[test]

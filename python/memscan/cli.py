@@ -303,9 +303,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from .kernel import memmap_layout
     from .sources.snapshot import capture
 
-    meta = capture(args.out, progress=_progress(args))
+    meta = capture(args.out, progress=_progress(args), memmap=args.memmap)
     if args.json:
         json.dump(meta, sys.stdout)
         sys.stdout.write("\n")
@@ -313,6 +314,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
         print(f"captured {meta['kernel_release']} ({meta['arch']}) read-only into {args.out}")
         for miss in meta["missing"]:
             print(f"  not captured: {miss}")
+        mm = meta.get("memmap")
+        if mm:
+            print(
+                f"  struct pages of {sum(e - s for s, e in mm['ranges'])} pfns from /proc/kcore "
+                f"(vmemmap base {mm['vmemmap_base']:#x}, {mm['vmemmap_source']})"
+            )
+            if memmap_layout(meta["kernel_release"], meta["arch"]) is None:
+                print(
+                    f"  note: memscan does not decode {meta['kernel_release']}'s struct pages; "
+                    "models from this snapshot take page kinds from kpageflags"
+                )
     return 0
 
 
@@ -754,7 +766,10 @@ EXAMPLES = {
         "memscan run --synthetic 64G --kernel 6.1 --log ops.jsonl -- chmem -d 4G",
     ],
     ("mount",): ["memscan mount /tmp/live --kernel 6.1 &  lsmem --sysroot /tmp/live"],
-    ("capture",): ["sudo memscan capture host.tar.gz && memscan report --snapshot host.tar.gz"],
+    ("capture",): [
+        "sudo memscan capture host.tar.gz && memscan report --snapshot host.tar.gz",
+        "sudo memscan capture --memmap host.tar.gz   # struct pages too, from /proc/kcore",
+    ],
     ("calibrate",): [
         "memscan calibrate --json > cost.json && memscan tradeoff --cost cost.json",
         "memscan calibrate --groundtruth tests/groundtruth/*-5.4-nodebug --json > fit.json && "
@@ -885,6 +900,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("capture", help="save a read-only snapshot of this machine (one .tar.gz)")
     cp.add_argument("out", metavar="OUT")
     cp.add_argument("--json", action="store_true", help="print the snapshot's meta record as JSON")
+    cp.add_argument(
+        "--memmap",
+        action="store_true",
+        help="also the raw struct pages of all System RAM, read-only from /proc/kcore (root; "
+        "1/64 of RAM before compression): per-CPU free pages, pins and pagevec pages, which "
+        "kpageflags cannot show",
+    )
     cp.set_defaults(func=cmd_capture)
     ca = sub.add_parser(
         "calibrate",

@@ -9,7 +9,7 @@ Every API that takes ``kernel=`` takes a name or a ``Kernel``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 from . import _core
 from .errors import ArgumentError
@@ -94,6 +94,23 @@ def kernel_spec(kernel: KernelLike) -> str:
     return kernel
 
 
+#: The struct page layouts ``Machine.import_memmap`` decodes, by the kernel version each was
+#: read in (5.4.59 and v6.1-rc7, x86_64); checked against real 5.4.59 and Debian 6.1 guests.
+MEMMAP_LAYOUTS = {"5.4": "5.4-x86_64", "6.1": "6.1-x86_64"}
+
+
+def memmap_layout(release: object, arch: str = "x86_64") -> Optional[str]:
+    """The struct page layout of a ``uname -r`` string or profile name, or None where memscan
+    does not decode that kernel's struct pages (another version or arch: never guessed)."""
+    if arch != "x86_64" or not isinstance(release, (str, Kernel)):
+        return None
+    try:
+        version = Kernel.parse(release, arch).version
+    except ArgumentError:
+        return None
+    return MEMMAP_LAYOUTS.get(version)
+
+
 __all__ = [
     "Kernel",
     "KernelLike",
@@ -101,4 +118,6 @@ __all__ = [
     "SEED_KERNEL",
     "POST_PATCH_KERNEL",
     "OFFLINE_KERNEL",
+    "MEMMAP_LAYOUTS",
+    "memmap_layout",
 ]

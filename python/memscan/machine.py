@@ -11,7 +11,14 @@ import numpy as np
 
 from ._core import X86_VMEMMAP_BASE, CoreMachine
 from .errors import ArgumentError, LayoutError, NoSuchBlockError, ParseError, PfnRangeError
-from .kernel import OFFLINE_KERNEL, POST_PATCH_KERNEL, Kernel, KernelLike, kernel_spec
+from .kernel import (
+    MEMMAP_LAYOUTS,
+    OFFLINE_KERNEL,
+    POST_PATCH_KERNEL,
+    Kernel,
+    KernelLike,
+    kernel_spec,
+)
 from .kinds import BlockState, MigrateType, PageKind, page_byte
 from .progress import Progress
 from .results import (
@@ -241,7 +248,24 @@ class Machine:
                 for start, words, counts in snap.page_chunks(m.geometry.max_pfn):
                     stats = import_words(m, words, start, stats, counts)
                     bar.update(len(words))
-            origin.snapshot_info = snap.describe(m, stats, time.perf_counter() - t0)
+            # the raw struct pages, where captured and decoded, over kpageflags' kinds
+            mstats: Optional[Dict[str, int]] = None
+            total = snap.memmap_pfns(m.geometry.max_pfn)
+            if total:
+                assert snap.memmap is not None
+                mstats = {}
+                with Progress(total, "memmap", enabled=progress, unit="pfn") as bar:
+                    for start, raw in snap.memmap_chunks(m.geometry.max_pfn):
+                        got = m.import_memmap(
+                            raw,
+                            start,
+                            layout=snap.memmap["layout"],
+                            vmemmap=snap.memmap["vmemmap_base"],
+                        )
+                        for k, v in got.items():
+                            mstats[k] = mstats.get(k, 0) + v
+                        bar.update(len(raw) // 64)
+            origin.snapshot_info = snap.describe(m, stats, time.perf_counter() - t0, mstats)
         return m
 
     @classmethod
@@ -656,10 +680,10 @@ class Machine:
             ParseError: data that is not a whole number of 64-byte struct pages.
             PfnRangeError: a range outside the machine.
         """
-        if layout not in ("5.4-x86_64", "6.1-x86_64"):
+        if layout not in MEMMAP_LAYOUTS.values():
             raise ArgumentError(
-                f"struct page layout {layout!r} is not decoded (known: 5.4-x86_64, "
-                "6.1-x86_64); decoding another kernel's struct pages with it would be "
+                f"struct page layout {layout!r} is not decoded (known: "
+                f"{', '.join(MEMMAP_LAYOUTS.values())}); decoding another kernel's struct pages with it would be "
                 "silently wrong"
             )
         where = "struct pages"

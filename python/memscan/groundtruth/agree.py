@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..errors import ParseError
-from ..kernel import Kernel
+from ..kernel import memmap_layout
 from ..kinds import PageKind
 from ..kpageflags import import_words
 from ..results import OFFLINE_COUNTERS
@@ -352,7 +352,7 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
 
     rec = load_record(run_dir)
     prof = kernel or profile_for(rec)
-    layout = {"5.4": "5.4-x86_64", "6.1": "6.1-x86_64"}.get(Kernel.parse(prof).version)
+    layout = memmap_layout(prof)
     vmemmap = vmemmap_of(rec)
     if source == "auto":
         source = "memmap" if has_memmap(rec) and layout else "kpageflags"

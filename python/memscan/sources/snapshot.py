@@ -5,6 +5,9 @@
 /proc/kpagecount (these two need root; without it the rest is captured and the snapshot says
 so), the kernel release and page size, into one gzip-compressed tarball. kpageflags is
 streamed in chunks through a temporary file, so memory stays bounded whatever the machine.
+With ``memmap=True`` it also reads the raw struct pages of all System RAM from /proc/kcore
+(``memscan.sources.kcore``), which ``Machine.from_snapshot`` decodes over kpageflags' kinds
+where memscan knows the kernel's struct page layout: they settle most of what follows.
 
 ``OpenSnapshot(path)`` gives what ``Machine.from_snapshot`` builds a model from: RAM and reserved ranges from iomem, zone spans and nodes from
 zoneinfo (exact ``start_pfn`` and ``spanned``), block size and states from sysfs, page kinds
@@ -39,7 +42,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import MemscanError, ParseError
-from ..kernel import Kernel
+from ..kernel import MEMMAP_LAYOUTS, Kernel, memmap_layout
 from ..kinds import MEMORY_ZONES, ZONE_DEVICE
 from ..kpageflags import check_kpageflags_size
 from ..progress import Progress
@@ -49,6 +52,7 @@ from .sysfs_tree import MAX_VALUE_BYTES, excerpt
 
 PROC_FILES = ["iomem", "zoneinfo", "pagetypeinfo", "buddyinfo"]
 CHUNK = 1 << 20  # pfns per read of kpageflags
+MEMMAP_CHUNK_PFNS = 1 << 18  # pfns per struct page import (1 GiB of 4 KiB pages; 16 MiB)
 MAX_TEXT_BYTES = 256 << 20  # /proc/iomem, zoneinfo, meta.json, ...: far above any real one
 _ZONE_HDR = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)")
 
@@ -80,17 +84,106 @@ def _section_pfns(arch: str, page_size: int, release: Optional[str]) -> int:
     return 1 << max(0, bits - shift)
 
 
+def system_ram_pfns(iomem: str, page_size: int) -> List[Tuple[int, int]]:
+    """[start, end) pfns of every System RAM resource in /proc/iomem text, nested ones
+    included (virtio-mem and kmem add theirs under their device), in address order."""
+    spans = []
+    for line in iomem.splitlines():
+        m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM( \(\S+\))?$", line.strip())
+        if m:
+            spans.append((int(m.group(1), 16) // page_size, (int(m.group(2), 16) + 1) // page_size))
+    return sorted(spans)
+
+
+def _memmap_spans(iomem: str, page_size: int, section_pfns: int) -> List[Tuple[int, int]]:
+    """The System RAM pfns widened to whole sections (a section's struct pages exist for its
+    holes too) and merged."""
+    out: List[Tuple[int, int]] = []
+    for s, e in system_ram_pfns(iomem, page_size):
+        s, e = s // section_pfns * section_pfns, -(-e // section_pfns) * section_pfns
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        elif s < e:
+            out.append((s, e))
+    return out
+
+
+def _capture_memmap(
+    tar: tarfile.TarFile,
+    proc: str,
+    iomem: Optional[str],
+    meta: Dict[str, Any],
+    section_pfns: int,
+    progress: Optional[bool],
+) -> None:
+    """The struct pages of every System RAM section, read from /proc/kcore into members
+    ``memmap/<start pfn>-<end pfn>`` (hex), and ``meta["memmap"]`` saying where they came from;
+    what stops it goes to ``meta["missing"]`` with the reason."""
+    from .kcore import STRUCT_PAGE, Kcore, vmemmap_base
+
+    spans = _memmap_spans(iomem or "", meta["page_size"], section_pfns)
+    if meta["arch"] != "x86_64" or meta["page_size"] != 4096:
+        meta["missing"].append(
+            f"memmap (struct pages are read on x86_64 with 4 KiB pages only, not "
+            f"{meta['arch']} with {meta['page_size']}-byte pages)"
+        )
+        return
+    if not spans:
+        meta["missing"].append("memmap (no System RAM in proc/iomem to read struct pages of)")
+        return
+    try:
+        kc = Kcore(os.path.join(proc, "kcore"))
+    except ParseError as err:
+        meta["missing"].append(f"memmap ({err}; reading /proc/kcore needs root)")
+        return
+    with kc:
+        try:
+            # probed at the first RAM pfn's struct page (kcore lists the vmemmap of RAM only)
+            first = system_ram_pfns(iomem or "", meta["page_size"])[0][0]
+            base, where = vmemmap_base(kc, _read_text(os.path.join(proc, "kallsyms")), first)
+        except ParseError as err:
+            meta["missing"].append(f"memmap ({err})")
+            return
+        gap = 0
+        with Progress(sum(e - s for s, e in spans), "memmap", enabled=progress) as bar:
+            for s, e in spans:
+                with tempfile.TemporaryFile() as tmp:
+                    for data, ok in kc.chunks(base + s * STRUCT_PAGE, (e - s) * STRUCT_PAGE):
+                        tmp.write(data)
+                        gap += 0 if ok else len(data)
+                        bar.update(len(data) // STRUCT_PAGE)
+                    info = tarfile.TarInfo(f"memmap/{s:x}-{e:x}")
+                    info.size = tmp.tell()
+                    tmp.seek(0)
+                    tar.addfile(info, tmp)
+    meta["memmap"] = {
+        "vmemmap_base": base,
+        "vmemmap_source": where,
+        "struct_page": STRUCT_PAGE,
+        "ranges": [[s, e] for s, e in spans],
+        # struct pages no kcore segment held, written as zeroes (left as modeled on import)
+        "gap_bytes": gap,
+    }
+
+
 def capture(
-    out: Union[str, os.PathLike[str]], root: str = "/", progress: Optional[bool] = None
+    out: Union[str, os.PathLike[str]],
+    root: str = "/",
+    progress: Optional[bool] = None,
+    memmap: bool = False,
 ) -> Dict[str, Any]:
     """Capture the machine under ``root`` (``"/"``: this machine) into ``out`` (.tar.gz).
-    Returns the snapshot's meta record."""
+    ``memmap``: also the raw struct pages of all System RAM, from /proc/kcore (root; 64 bytes
+    per page: 1/64 of RAM before compression). Returns the snapshot's meta record."""
     out = os.fspath(out)
     proc = os.path.join(root, "proc")
     sysmem = os.path.join(root, "sys", "devices", "system", "memory")
+    release = _read_text(os.path.join(proc, "sys", "kernel", "osrelease"))
     meta: Dict[str, Any] = {
         "format": "memscan-snapshot-1",
-        "kernel_release": platform.release() if root == "/" else None,
+        "kernel_release": release.strip()
+        if release
+        else (platform.release() if root == "/" else None),
         "arch": ARCH_ALIASES.get(platform.machine().lower(), platform.machine()),
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "captured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -143,14 +236,10 @@ def capture(
             meta["missing"].append("sys/devices/system/memory")
         # kpageflags / kpagecount up to the end of System RAM, rounded up to a section
         section_pfns = _section_pfns(meta["arch"], meta["page_size"], meta["kernel_release"])
-        end_pfn = 0
-        if "iomem" in texts:
-            # every System RAM resource, nested ones included (virtio-mem adds its memory
-            # under its device): kpageflags is read up to the last of them
-            for line in texts["iomem"].splitlines():
-                m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM( \(\S+\))?$", line.strip())
-                if m:
-                    end_pfn = max(end_pfn, (int(m.group(2), 16) + 1) // meta["page_size"])
+        # kpageflags is read up to the last System RAM resource
+        end_pfn = max(
+            (e for _, e in system_ram_pfns(texts.get("iomem", ""), meta["page_size"])), default=0
+        )
         end_pfn = -(-end_pfn // section_pfns) * section_pfns
         for name in ("kpageflags", "kpagecount"):
             path = os.path.join(proc, name)
@@ -175,6 +264,8 @@ def capture(
                 info = tarfile.TarInfo(f"proc/{name}")
                 info.size = size
                 tar.addfile(info, tmp)
+        if memmap:
+            _capture_memmap(tar, proc, texts.get("iomem"), meta, section_pfns, progress)
         _add_bytes(tar, "meta.json", json.dumps(meta, indent=1).encode())
     return meta
 
@@ -274,6 +365,7 @@ class Snapshot:
                 if mem.name.startswith("sys/")
                 else None
                 if mem.name in ("proc/kpageflags", "proc/kpagecount")
+                or mem.name.startswith("memmap/")
                 else MAX_TEXT_BYTES
             )
             if cap is not None and mem.size > cap:
@@ -364,9 +456,80 @@ class OpenSnapshot:
             #: what a ground-truth run's guest's never-initialised memmap held, if it says
             self.uninit_memmap: Optional[str] = fill if fill in ("zero", "garbage") else None
             self.missing: List[str] = list(snap.meta.get("missing", []))
+            self.memmap = self._memmap_meta()
         except BaseException:
             snap.close()
             raise
+
+    def _memmap_meta(self) -> Optional[Dict[str, Any]]:
+        """``meta["memmap"]`` checked against the members it names, with the struct page
+        layout of the captured kernel (``layout`` None where memscan does not decode it)."""
+        mm = self.meta.get("memmap")
+        if mm is None:
+            return None
+        where = f"{self.path}: meta.json memmap"
+        if not isinstance(mm, dict):
+            raise ParseError(f"{where}: not a JSON object")
+        base, ranges = mm.get("vmemmap_base"), mm.get("ranges")
+        if not isinstance(base, int) or isinstance(base, bool) or not 0 < base < 1 << 64:
+            raise ParseError(f"{where}: vmemmap_base {excerpt(repr(base))} is not an address")
+        if mm.get("struct_page") != 64:
+            raise ParseError(
+                f"{where}: struct_page {excerpt(repr(mm.get('struct_page')))}: memscan decodes "
+                "64-byte struct pages only"
+            )
+        if not isinstance(ranges, list) or not all(
+            isinstance(r, list)
+            and len(r) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            and 0 <= r[0] < r[1]
+            for r in ranges
+        ):
+            raise ParseError(f"{where}: ranges is not a list of [start, end) pfn pairs")
+        for s, e in ranges:
+            name = f"memmap/{s:x}-{e:x}"
+            try:
+                size = self.snap.tar.getmember(name).size
+            except KeyError:
+                raise ParseError(f"{self.path}: {name} is missing from the snapshot") from None
+            if size != (e - s) * 64:
+                raise ParseError(
+                    f"{self.path}: {name} is {size} bytes, not the {(e - s) * 64} of "
+                    f"{e - s} struct pages (truncated?)"
+                )
+        release = self.meta.get("kernel_release")
+        layout = memmap_layout(release, str(self.meta.get("arch", "x86_64")))
+        if layout is None:
+            self.missing.append(
+                f"memmap: struct pages of kernel {release} are not decoded (memscan decodes "
+                f"{', '.join(MEMMAP_LAYOUTS.values())}): page kinds are from kpageflags"
+            )
+        return {"vmemmap_base": base, "ranges": [tuple(r) for r in ranges], "layout": layout}
+
+    def memmap_chunks(self, max_pfn: int) -> Iterator[Tuple[int, bytes]]:
+        """(start pfn, struct pages) of the captured memmap up to ``max_pfn``, in chunks whose
+        boundaries are 1 GiB-aligned pfns, so no compound page (naturally aligned, at most a
+        1 GiB gigantic page) is split between two chunks."""
+        if self.memmap is None or self.memmap["layout"] is None:
+            return
+        align = MEMMAP_CHUNK_PFNS
+        for s, e in self.memmap["ranges"]:
+            f = self.snap.tar.extractfile(f"memmap/{s:x}-{e:x}")
+            assert f is not None  # a regular member, checked in _memmap_meta
+            pos = s
+            while pos < min(e, max_pfn):
+                n = min(e, max_pfn, (pos // align + 1) * align) - pos
+                data = f.read(n * 64)
+                if len(data) != n * 64:
+                    raise ParseError(f"{self.path}: memmap/{s:x}-{e:x} ended early at pfn {pos:#x}")
+                yield pos, data
+                pos += n
+
+    def memmap_pfns(self, max_pfn: int) -> int:
+        """The pfn count ``memmap_chunks`` yields."""
+        if self.memmap is None or self.memmap["layout"] is None:
+            return 0
+        return sum(max(0, min(e, max_pfn) - s) for s, e in self.memmap["ranges"])
 
     def kpageflags_pfns(self, max_pfn: int) -> int:
         """The pfn count ``page_chunks`` yields for a model ending at ``max_pfn`` (0 when the
@@ -417,7 +580,11 @@ class OpenSnapshot:
             start += len(words)
 
     def describe(
-        self, machine: Any, kpageflags: Optional[Dict[str, Any]], build_seconds: float
+        self,
+        machine: Any,
+        kpageflags: Optional[Dict[str, Any]],
+        build_seconds: float,
+        memmap: Optional[Dict[str, int]] = None,
     ) -> Dict[str, Any]:
         """What was known, missing and uncertain, and the captured watermarks, min_free_kbytes
         and buddyinfo beside what ``machine`` (the model built from this snapshot) makes of
@@ -471,6 +638,20 @@ class OpenSnapshot:
                 if max(free_want, free_got)
                 else 1.0,
             }
+        if memmap is not None:
+            assert self.memmap is not None
+            info["memmap"] = {
+                **memmap,
+                "layout": self.memmap["layout"],
+                "vmemmap_base": self.memmap["vmemmap_base"],
+            }
+            # the struct pages tell refcounts (per-CPU free pages, pins, pagevec pages) and
+            # destructors; what neither source holds stays
+            info["uncertain"] = [
+                "pageblock migratetypes are not exported: all modeled MIGRATE_MOVABLE (CMA unseen)",
+                "the files and the memmap are read one after another, not at one instant",
+            ]
+            return info
         info["uncertain"] = [
             "per-CPU free pages and order-0 kernel pages both read no flags (taken by pageblock: "
             "kernel pages beside slab or page tables, per-CPU free pages elsewhere)",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
 
 import pytest
 
 from memscan.errors import ArgumentError
-from memscan.groundtruth.agree import agree, load_record, parse_splat, profile_for
+from memscan.groundtruth.agree import agree, load_record, parse_splat, profile_for, vmemmap_of
 from memscan.groundtruth.guest import HarnessError
 from memscan.groundtruth.scenario import Scenario
 
@@ -218,6 +219,28 @@ def test_scenarios_parse_and_refuse_typos(tmp_path):
     assert vm.virtio_mem == 1 << 30 and vm.virtio_mem_requested == 320 << 20
 
 
+def check_kcore_reader(out, rec):
+    """memscan's own /proc/kcore reader (capture --memmap) on the real guest kernel's kcore
+    headers, copied by the run: the ELF parses as an x86_64 core, and at the vmemmap base the
+    guest found, the struct page of every System RAM range's first pfn lies in a PT_LOAD
+    segment (what the capture probes before reading), as does vmemmap_base's own address."""
+    from memscan.sources.kcore import Kcore, kallsyms_address
+    from memscan.sources.snapshot import system_ram_pfns
+
+    with tarfile.open(out / "snapshot.tar.gz") as t:
+        head = t.extractfile("proc/kcore.head").read()
+        kallsyms = t.extractfile("proc/kallsyms").read().decode()
+        iomem = t.extractfile("proc/iomem").read().decode()
+    (out / "kcore.head").write_bytes(head)
+    base = vmemmap_of(rec)
+    with Kcore(str(out / "kcore.head")) as kc:
+        assert len(kc.segments) > 2
+        ram = system_ram_pfns(iomem, 4096)
+        assert ram and all(kc.covers(base + s * 64) for s, _ in ram), (hex(base), ram)
+        addr = kallsyms_address(kallsyms, "vmemmap_base")
+        assert addr is None or kc.covers(addr)
+
+
 def test_live_harness_run(tmp_path):
     """One short real run (4 GiB guest, TCG, about 20 s): the harness boots, records, and
     every attempt agrees with the model."""
@@ -233,6 +256,7 @@ def test_live_harness_run(tmp_path):
     rec = run(Scenario.load("small-5.4"), image, str(out))
     assert rec["status"] == "ok", rec["boot_log_tail"]
     assert rec["uname"].startswith("5.4.")
+    check_kcore_reader(out, rec)
     a = agree(str(out))
     # a live run differs from run to run (which pages a process touched between the copy and
     # the read); the target for removable from kpageflags is 90 % of attempts
@@ -271,6 +295,7 @@ def test_live_debian_61_run(tmp_path):
     rec = run(Scenario.load("holes-6.1"), "debian-6.1", str(out))
     assert rec["status"] == "ok", rec["boot_log_tail"]
     assert rec["uname"].startswith("6.1.")
+    check_kcore_reader(out, rec)
     a = agree(str(out))
     assert a.kernel == "6.1"
     assert a.ratio("removable") == 1.0  # the patch: 1 for every block, no scan

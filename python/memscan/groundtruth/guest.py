@@ -178,6 +178,10 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
         "  for n in $d/node[0-9]*; do [ -e $n ] && ln -s ../../node/${n##*/} $S$M/$b/${n##*/}; done",
         "done",
         "cat /proc/kpageflags > $S/proc/kpageflags; cat /proc/kpagecount > $S/proc/kpagecount",
+        # kcore's ELF headers and vmemmap_base's kallsyms line: the host checks its own kcore
+        # reader (memscan capture --memmap) against the real kernel's headers
+        "head -c 65536 /proc/kcore > $S/proc/kcore.head 2>/dev/null",
+        "grep -w vmemmap_base /proc/kallsyms > $S/proc/kallsyms 2>/dev/null",
     ]
     for b in sc.memmap_blocks:
         lines.append(

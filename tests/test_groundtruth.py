@@ -429,3 +429,49 @@ def test_calibrate_fits_the_assumed_constants_from_recorded_attempts(tmp_path, c
     assert "ns_per_offline_attempt" in out and "TCG inflation" in out
     with pytest.raises(ArgumentError, match="several kernel profiles"):
         fit_cost([runs[0], os.path.join(RECORDS, "offline-6.1-debian")], host=host)
+
+
+def _offline_row(kernel_value, ns, migrated, agree_=True):
+    from memscan.groundtruth.agree import Row
+    from memscan.results import OFFLINE_COUNTERS
+
+    work = dict.fromkeys(OFFLINE_COUNTERS, 0)
+    work["pages_migrated"] = migrated
+    return Row(
+        "offline", 0, kernel_value, kernel_value, None, None, agree_, "", ns, None, work=work
+    )
+
+
+def test_offline_cost_ranks_attempts_against_the_kernels_times():
+    """By outcome class, and the ranking: pairs the model orders as the kernel's times,
+    the other way, or ties (the same work counted); disagreeing attempts and EINTR (its time
+    is the timeout) are not ranked."""
+    from memscan.groundtruth.agree import Agreement
+
+    rows = [
+        _offline_row("ok", 3_000_000, 300),
+        _offline_row("ok", 2_000_000, 200),
+        _offline_row("ok", 1_000_000, 400),  # the model says slowest: discordant with both
+        _offline_row("EBUSY unmovable page", 500_000, 0),
+        _offline_row("EINTR signal backoff", 8_000_000_000, 5000),
+        _offline_row("ok", 9_000_000, 1, agree_=False),
+    ]
+    oc = Agreement("x", "6.1", rows).offline_cost()
+    assert oc["by_outcome"]["ok"]["attempts"] == 3
+    assert oc["by_outcome"]["ok"]["kernel_ms_median"] == 2.0
+    assert oc["by_outcome"]["EINTR"]["attempts"] == 1 and oc["ranked"] == 4
+    # pairs (kernel order): ok3>ok2 concordant, ok3>ok1 discordant, ok2>ok1 discordant,
+    # every ok > EBUSY concordant: 4 of 6 concordant, 2 discordant
+    assert oc["pairs"] == 6
+    assert oc["concordant"] == pytest.approx(4 / 6) and oc["discordant"] == pytest.approx(2 / 6)
+    assert oc["model_ties"] == 0
+    assert -1 <= oc["spearman"] < 1
+
+
+def test_the_cost_model_ranks_recorded_offlines_positively():
+    """On the recorded whole-machine offline runs the cost model's times rise with the
+    kernel's (TCG): a broken counter or cost constant would break this."""
+    for run in ("offline-6.1-debian", "offline-5.4-nodebug"):
+        oc = agree(os.path.join(RECORDS, run)).offline_cost()
+        assert oc["ranked"] >= 20 and oc["spearman"] > 0.5, (run, oc)
+        assert oc["concordant"] > oc["discordant"], (run, oc)

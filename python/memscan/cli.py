@@ -580,10 +580,14 @@ def cmd_groundtruth_run(args: argparse.Namespace) -> int:
 
 def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
     from .groundtruth.agree import agree
+    from .studies.cost import CostModel
 
     a = agree(args.dir, kernel=args.kernel, source=args.source)
+    cost_model = CostModel.from_file(args.cost) if args.cost else None
     if args.json:
-        print(json.dumps(a.as_dict(), indent=1))
+        d = a.as_dict()
+        d["offline_cost_tcg"] = a.offline_cost(cost_model)
+        print(json.dumps(d, indent=1))
         return 0
     print(
         f"{args.dir}: model {a.kernel} (pages from {a.source}) against the recorded kernel, "
@@ -623,6 +627,22 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
             f"{cost['ns_per_struct_page']:.1f} ns per struct page read (r={cost['r']:.2f}, "
             f"{cost['reads']} reads); TCG inflates absolute times, ratios carry over"
         )
+    oc = a.offline_cost(cost_model)
+    if oc:
+        print("offline time on the guest (TCG) beside the cost model's, attempts that agree:")
+        for cls, v in oc["by_outcome"].items():
+            print(
+                f"  {cls:<7} {v['attempts']:>3} attempts  kernel median {v['kernel_ms_median']:9.2f} ms "
+                f"({v['kernel_ms_min']:.2f}-{v['kernel_ms_max']:.2f})  model median "
+                f"{v['model_ms_median']:9.3f} ms"
+            )
+        if oc.get("spearman") is not None:
+            print(
+                f"  ranking ({oc['ranked']} attempts, EINTR left out): Spearman rho "
+                f"{oc['spearman']:.2f}; of {oc['pairs']} pairs {oc['concordant']:.0%} ordered as "
+                f"the kernel's times, {oc['discordant']:.0%} the other way, "
+                f"{oc['model_ties']:.0%} tied in the model"
+            )
     return 0
 
 
@@ -786,6 +806,7 @@ EXAMPLES = {
     ("groundtruth", "agree"): [
         "memscan groundtruth agree tests/groundtruth/offline-6.1-debian",
         "memscan groundtruth agree /tmp/seed-run --source kpageflags --json",
+        "memscan groundtruth agree tests/groundtruth/offline-5.4-nodebug --cost fit.json",
     ],
 }
 
@@ -1015,6 +1036,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "kpageflags", "memmap"],
         help="pages before each attempt from kpageflags only, or struct pages too (auto: "
         "struct pages where the run copied them)",
+    )
+    ga.add_argument(
+        "--cost",
+        metavar="FILE",
+        help="cost constants for the offline time ranking (memscan calibrate [--groundtruth] "
+        "--json output; default: the built-in constants)",
     )
     ga.add_argument("--json", action="store_true")
     ga.set_defaults(func=cmd_groundtruth_agree)

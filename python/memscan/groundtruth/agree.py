@@ -171,6 +171,61 @@ class Agreement:
             "ns_per_read_mean": float(y.mean()),
         }
 
+    def offline_cost(self, cost: Optional[Any] = None) -> Optional[Dict[str, Any]]:
+        """The kernel's offline times (guest clock, TCG) beside the cost model's time for the
+        same attempts (``CostModel.offline_ns`` of the work the model counts), over attempts
+        where model and kernel agree: per outcome class (the errno, ``ok`` for success) the
+        attempts and median times, and how well the model ranks the attempts by time. EINTR
+        attempts are listed but not ranked: their duration is the scenario's timeout, not
+        their work. The ranking is Spearman's rho and, of the pairs of attempts whose kernel
+        times differ, the shares the model orders the same way (concordant), the other way
+        (discordant), or gives the same time (model_ties: same work counted)."""
+        from types import SimpleNamespace
+
+        from ..studies.cost import CostModel
+
+        model = cost or CostModel()
+        pts = [
+            (
+                str(r.kernel_value).split()[0],
+                float(r.ns),
+                model.offline_ns(SimpleNamespace(**r.work)),
+            )
+            for r in self.rows
+            if r.attr == "offline" and r.agree and r.ns and r.work is not None
+        ]
+        if not pts:
+            return None
+        by: Dict[str, Dict[str, Any]] = {}
+        for cls in sorted({p[0] for p in pts}):
+            ks = [p[1] for p in pts if p[0] == cls]
+            ms = [p[2] for p in pts if p[0] == cls]
+            by[cls] = {
+                "attempts": len(ks),
+                "kernel_ms_median": float(np.median(ks)) / 1e6,
+                "kernel_ms_min": min(ks) / 1e6,
+                "kernel_ms_max": max(ks) / 1e6,
+                "model_ms_median": float(np.median(ms)) / 1e6,
+            }
+        ranked = [(k, m) for c, k, m in pts if c != "EINTR"]
+        out: Dict[str, Any] = {"by_outcome": by, "ranked": len(ranked), "cost_model": model.source}
+        if len(ranked) >= 3:
+            k = np.array([x[0] for x in ranked])
+            m = np.array([x[1] for x in ranked])
+            rk, rm = _ranks(k), _ranks(m)
+            out["spearman"] = (
+                float(np.corrcoef(rk, rm)[0, 1]) if np.ptp(rk) and np.ptp(rm) else None
+            )
+            dk = np.sign(k[:, None] - k[None, :])
+            dm = np.sign(m[:, None] - m[None, :])
+            pairs = np.triu(dk != 0, 1)
+            out["pairs"] = int(pairs.sum())
+            if pairs.any():
+                out["concordant"] = float((dk == dm)[pairs].mean())
+                out["discordant"] = float((dk == -dm)[pairs].mean())
+                out["model_ties"] = float((dm == 0)[pairs].mean())
+        return out
+
     def as_dict(self) -> Dict[str, Any]:
         return {
             "run_dir": self.run_dir,
@@ -178,8 +233,21 @@ class Agreement:
             "source": self.source,
             "summary": {a: self.count(a) for a in sorted({r.attr for r in self.rows})},
             "scan_cost_tcg": self.scan_cost(),
+            "offline_cost_tcg": self.offline_cost(),
             "rows": [asdict(r) for r in self.rows],
         }
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties given their mean rank (as Spearman's rho wants)."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x), dtype=float)
+    for v in np.unique(x):
+        tie = x == v
+        if tie.sum() > 1:
+            r[tie] = r[tie].mean()
+    return r
 
 
 def _model_fault(f: Any) -> Optional[Dict[str, Any]]:

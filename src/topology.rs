@@ -691,6 +691,13 @@ impl Machine {
         crate::watermark::refresh_min_free(self);
     }
 
+    /// Whether a block was onlined or offlined since boot (what a snapshot's captured
+    /// min_free_kbytes tells on 5.x); recomputes the watermarks.
+    pub fn set_hotplugged(&mut self, on: bool) {
+        self.hotplugged = on;
+        crate::watermark::refresh_min_free(self);
+    }
+
     /// What never-initialised struct pages hold, by name.
     pub fn set_uninit_memmap_named(&mut self, value: &str) -> Result<()> {
         self.uninit_memmap = UninitMemmap::parse(value).ok_or_else(|| {

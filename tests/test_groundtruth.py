@@ -42,6 +42,7 @@ def test_records_are_there():
     # the seed's shape, a loaded 4 GiB guest, and offline of every block, on both kernels
     want = {f"{s}-5.4-{k}" for s in ("seed", "small", "offline") for k in ("debug", "nodebug")}
     want |= {"movable-6.1-debian", "pinned-6.1-debian", "virtio-mem-6.1-debian"}
+    want |= {"hotadd-6.1-debian", "hotadd-5.4-debug", "hotadd-5.4-nodebug"}
     assert want | {"offline-6.1-debian", "seed-clients-5.4-debug"} <= set(RUNS)
 
 
@@ -217,6 +218,17 @@ def test_scenarios_parse_and_refuse_typos(tmp_path):
             Scenario.load(str(p))
     vm = Scenario.load("virtio-mem-6.1")
     assert vm.virtio_mem == 1 << 30 and vm.virtio_mem_requested == 320 << 20
+    p.write_text('name = "x"\nmemory = "1G"\nhotadd = ["100M"]\n')
+    with pytest.raises(ParseError, match="hotadd must be whole multiples of 128 MiB"):
+        Scenario.load(str(p))
+    from memscan.groundtruth.runner import qemu_command
+
+    ha = Scenario.load("hotadd-6.1")
+    assert ha.hotadd == [512 << 20, 256 << 20]
+    cmd = qemu_command(ha, "bzImage", "initrd", "out.img", "console", "att.img", "/t/qmp.sock")
+    # room for the DIMMs the runner adds later, and the monitor it adds them through
+    assert "2048M,slots=2,maxmem=2816M" in cmd
+    assert cmd[cmd.index("-qmp") + 1] == "unix:/t/qmp.sock,server=on,wait=off"
 
 
 def check_kcore_reader(out, rec):
@@ -377,11 +389,21 @@ def test_min_watermarks_are_the_kernels(run):
     snap = os.path.join(RECORDS, run, "snapshot.tar.xz")
     m = Machine.from_snapshot(snap, progress=False)
     mf = m.snapshot_info["min_free_kbytes"]
-    assert mf["captured"] == mf["model_5x"] == mf["model_6_1"], mf
     zones = m.snapshot_info["zone_watermarks"]
     assert zones
+    if m.hotplugged and run.startswith("hotadd-5.4"):
+        # onlined since boot on 5.x: no THP raise, so the value is int_sqrt of lowmem, which
+        # the model estimates a few per cent high (present pages, no memblock reservations,
+        # no high watermarks subtracted): within 5 %, and the raise (10x) is gone
+        assert abs(mf["model_5x"] - mf["captured"]) <= mf["captured"] // 20, mf
+        assert mf["model_6_1"] > 5 * mf["captured"], mf  # 6.1 would have kept the raise
+        tol = 20
+    else:
+        assert not m.hotplugged, mf
+        assert mf["captured"] == mf["model_5x"] == mf["model_6_1"], mf
+        tol = 100
     for z in zones:
-        assert abs(z["model_min"] - z["min"]) <= max(1, z["min"] // 100), z
+        assert abs(z["model_min"] - z["min"]) <= max(1, z["min"] // tol), z
 
 
 def test_calibrate_fits_the_assumed_constants_from_recorded_attempts(tmp_path, capsys):
@@ -475,3 +497,24 @@ def test_the_cost_model_ranks_recorded_offlines_positively():
         oc = agree(os.path.join(RECORDS, run)).offline_cost()
         assert oc["ranked"] >= 20 and oc["spearman"] > 0.5, (run, oc)
         assert oc["concordant"] > oc["discordant"], (run, oc)
+
+
+@pytest.mark.parametrize("run", ["hotadd-6.1-debian", "hotadd-5.4-debug", "hotadd-5.4-nodebug"])
+def test_runtime_hot_add_over_qmp(run):
+    """DIMMs added over QMP after boot (hotadd-*): QMP took both, ACPI added their 6 blocks,
+    and the blocks were onlined, read and offlined; from struct pages every attempt agrees
+    (also in test_every_attempt_agrees_with_the_kernel). From kpageflags alone, an attempt the
+    model gets wrong is one it flags as uncertain: there the first unmovable pfn depends on
+    no-flag pages kpageflags cannot tell apart (per-CPU free page or kernel page)."""
+    d = os.path.join(RECORDS, run)
+    rec = load_record(d)
+    assert [h["size"] for h in rec["hotadd"]] == [512 << 20, 256 << 20]
+    assert not any("error" in h for h in rec["hotadd"]), rec["hotadd"]
+    ev = next(e for e in rec["events"] if e["type"] == "hotadd")
+    assert ev["blocks"] - ev["blocks_before"] == 6  # 768 MiB of 128 MiB blocks
+    a = agree(d)
+    hot = [r for r in a.rows if r.attr == "offline" and r.block >= 32]
+    assert len(hot) == 6 and all(r.agree for r in hot)
+    blind = agree(d, source="kpageflags")
+    missed = [r for r in blind.rows if not r.agree]
+    assert all(r.uncertain and r.alternative for r in missed), [r.why for r in missed]

@@ -269,6 +269,18 @@ impl CoreMachine {
         self.write().set_thp_enabled(value);
     }
 
+    /// A block was onlined or offlined since boot (5.x then computes min_free_kbytes without
+    /// khugepaged's raise).
+    #[getter]
+    fn hotplugged(&self) -> bool {
+        self.read().hotplugged
+    }
+
+    #[setter]
+    fn set_hotplugged(&self, value: bool) {
+        self.write().set_hotplugged(value);
+    }
+
     /// HugeTLB Vmemmap Optimization on (hugetlb_free_vmemmap=on): 6.1 dissolve may fail
     /// with ENOMEM.
     #[getter]

@@ -304,8 +304,13 @@ def _outcome(m: Any, attr: str, block: int, prof: str) -> str:
         r = m.removable(block, kernel=prof)
         return r.fault.kind if r.value is None and r.fault else str(r.value)
     if attr == "offline":
+        # EBUSY with its first unmovable pfn: a reading of the no-flag pages that moves the
+        # pfn makes the attempt uncertain too
         o = m.offline(block, kernel=prof, dry_run=True)
-        return "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
+        if o.errno is None:
+            return "ok"
+        pfn = f" at pfn {o.pfn:#x}" if o.errno == "EBUSY" and o.pfn is not None else ""
+        return f"{o.errno} {o.reason or ''}".strip() + pfn
     v = m.valid_zones_read(block, kernel=prof)
     return v.fault.kind if v.value is None and v.fault else str(v.value)
 

@@ -133,11 +133,25 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
             '  rec "{\\"type\\":\\"fsdax\\",\\"error\\":\\"no legacy pmem namespace\\"}"',
             "fi",
         ]
+    lines.append("nb() { ls -d $M/memory[0-9]* | wc -l; }")
+    if sc.hotadd:
+        # the host adds the DIMMs over QMP once it reads hotadd_wait on the console; ACPI
+        # then adds each as memory blocks (offline: neither kernel auto-onlines): wait until
+        # the block count has grown and holds still for a second (at most 60 s)
+        lines += [
+            "nb0=$(nb)",
+            'rec "{\\"type\\":\\"hotadd_wait\\",\\"blocks\\":$nb0}"',
+            "last=$nb0; same=0; i=0",
+            "while [ $same -lt 10 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); c=$(nb)",
+            '  if [ "$c" = "$last" ] && [ "$c" -gt "$nb0" ]; then same=$((same+1));'
+            " else same=0; last=$c; fi",
+            "done",
+            'rec "{\\"type\\":\\"hotadd\\",\\"blocks_before\\":$nb0,\\"blocks\\":$(nb)}"',
+        ]
     if sc.virtio_mem:
         # the virtio-mem driver plugs from its workqueue after probe, one memory block at a
         # time: wait until the block count holds still for a second (at most 30 s)
         lines += [
-            "nb() { ls -d $M/memory[0-9]* | wc -l; }",
             "last=0; same=0; i=0",
             "while [ $same -lt 2 ] && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); c=$(nb)",
             '  if [ "$c" = "$last" ] && grep -q virtio_mem /proc/iomem; then same=$((same+1));'

@@ -90,7 +90,13 @@ def _sha256(path: str) -> str:
 
 
 def qemu_command(
-    sc: Scenario, image: str, initrd: str, disk: str, console: str, attempts_disk: str
+    sc: Scenario,
+    image: str,
+    initrd: str,
+    disk: str,
+    console: str,
+    attempts_disk: str,
+    qmp: Optional[str] = None,
 ) -> List[str]:
     qemu = need_tool("qemu-system-x86_64", "qemu-system-x86")
     mem = f"{sc.memory >> 20}M"
@@ -108,9 +114,9 @@ def qemu_command(
             "-device", f"virtio-mem-pci,id=vm0,memdev=vmem0,node=0,"
                        f"requested-size={sc.virtio_mem_requested >> 20}M",
         ]  # fmt: skip
-    maxmem = sc.memory + sum(sc.dimms) + sc.virtio_mem
-    if sc.dimms or sc.virtio_mem:
-        slots = f",slots={max(1, len(sc.dimms))},maxmem={maxmem >> 20}M"
+    maxmem = sc.memory + sum(sc.dimms) + sum(sc.hotadd) + sc.virtio_mem
+    if sc.dimms or sc.hotadd or sc.virtio_mem:
+        slots = f",slots={max(1, len(sc.dimms) + len(sc.hotadd))},maxmem={maxmem >> 20}M"
     else:
         slots = ""
     append = f"console=ttyS0 loglevel=4 panic=-1 nokaslr {sc.append}".strip()
@@ -130,7 +136,53 @@ def qemu_command(
         "-drive", f"file={disk},format=raw,if=virtio",
         "-drive", f"file={attempts_disk},format=raw,if=virtio",
         "-append", append,
+        # the monitor the runner adds hotadd DIMMs through (QMP on a unix socket)
+        *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp else []),
     ]  # fmt: skip
+
+
+def _hot_add(
+    sc: Scenario, console: str, sock: str, proc: subprocess.Popen[bytes], deadline: float
+) -> List[Dict[str, Any]]:
+    """Add the scenario's ``hotadd`` DIMMs over QMP once the guest says it waits for them
+    (``hotadd_wait`` on the console): per DIMM a memory-backend-ram (reserve=off, so the host
+    commits nothing) and a pc-dimm on it, which QEMU signals to the guest through ACPI. Returns
+    what QMP answered per DIMM; an error is recorded, and the guest's wait then times out."""
+    try:
+        from qemu.qmp import QMPError
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+    except ImportError:
+        proc.kill()
+        raise HarnessError(
+            f"scenario {sc.name} hot-adds DIMMs over QMP, which needs the qemu.qmp package "
+            "(pip install 'memscan[groundtruth]')"
+        ) from None
+    while '"type":"hotadd_wait"' not in _read(console):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return [{"error": "the guest never asked for its DIMMs (no hotadd_wait)"}]
+        time.sleep(0.2)
+    out: List[Dict[str, Any]] = []
+    mon = QEMUMonitorProtocol(sock)
+    try:
+        mon.connect()
+        for i, size in enumerate(sc.hotadd):
+            steps = (
+                ("object-add", {"qom-type": "memory-backend-ram", "id": f"hot{i}", "size": size,
+                                "reserve": False}),
+                ("device_add", {"driver": "pc-dimm", "id": f"hotdimm{i}", "memdev": f"hot{i}"}),
+            )  # fmt: skip
+            rec: Dict[str, Any] = {"size": size, "t": round(time.monotonic(), 3)}
+            for name, args in steps:
+                r = mon.cmd_raw(name, args)
+                if "error" in r:
+                    rec["error"] = f"{name}: {r['error'].get('desc', r['error'])}"
+                    break
+            out.append(rec)
+    except (OSError, QMPError) as e:
+        out.append({"error": f"QMP at {sock}: {e}"})
+    finally:
+        mon.close()
+    return out
 
 
 def parse_console(text: str) -> List[Dict[str, Any]]:
@@ -186,18 +238,25 @@ def run(
         for path in (disk, adisk):
             with open(path, "wb") as f:
                 f.truncate(64 << 30)  # sparse: only what the guest writes takes space
-        cmd = qemu_command(scenario, kernel, initrd, disk, console, adisk)
+        qmp = os.path.join(tmp, "qmp.sock") if scenario.hotadd else None
+        cmd = qemu_command(scenario, kernel, initrd, disk, console, adisk, qmp)
         t0 = time.monotonic()
         limit = timeout or scenario.timeout
         status = "ok"
-        try:
-            p = subprocess.run(cmd, capture_output=True, timeout=limit)
-            if p.returncode:
-                raise HarnessError(
-                    f"qemu exited with {p.returncode}: {p.stderr.decode(errors='replace')[-1000:]}"
-                )
-        except subprocess.TimeoutExpired:
-            status = "timeout"
+        hotadd: List[Dict[str, Any]] = []
+        with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
+            try:
+                if qmp:
+                    hotadd = _hot_add(scenario, console, qmp, p, t0 + limit)
+                _, err = p.communicate(timeout=max(1.0, t0 + limit - time.monotonic()))
+                if p.returncode:
+                    raise HarnessError(
+                        f"qemu exited with {p.returncode}: {err.decode(errors='replace')[-1000:]}"
+                    )
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                status = "timeout"
         wall = time.monotonic() - t0
         text = _read(console)
         recs = parse_console(text)
@@ -279,6 +338,7 @@ def run(
         "events": [r for r in recs if r.get("type") not in ("read", "write", "client")],
         "attempts": attempts,
         "clients": clients,
+        "hotadd": hotadd,
         "boot_log_tail": boot_log[-40:],
         "end_log_tail": end_log.splitlines()[-40:],
     }

@@ -12,6 +12,8 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     timeout = 240                  # seconds of wall time before the run is called timed out
     dimms = ["1G"]                 # coldplugged pc-dimm devices (ACPI memory hotplug: their
                                    # blocks come up offline unless the kernel auto-onlines)
+    hotadd = ["512M"]              # pc-dimm devices added at run time over QMP (object-add +
+                                   # device_add) once the guest has booted, before onlining
     virtio_mem = "1G"              # a virtio-mem-pci device of this size (its driver, a module
     virtio_mem_requested = "320M"  # of the kernel, plugs this much; SBM plugs 2 MiB subblocks,
                                    # so a block can be partly plugged: its unplugged pages are
@@ -77,6 +79,7 @@ class Scenario:
     memmap_blocks: List[int] = field(default_factory=list)
     attempt_memmap: bool = False
     dimms: List[int] = field(default_factory=list)
+    hotadd: List[int] = field(default_factory=list)
     virtio_mem: int = 0
     virtio_mem_requested: int = 0
     online: str = ""
@@ -102,6 +105,7 @@ class Scenario:
             "memmap_blocks",
             "attempt_memmap",
             "dimms",
+            "hotadd",
             "virtio_mem",
             "virtio_mem_requested",
             "online",
@@ -160,6 +164,9 @@ class Scenario:
         dimms = [parse_size(x, f"{source}: dimms") for x in typed("dimms", list, [])]
         if any(x <= 0 or x % (128 << 20) for x in dimms):
             raise ParseError(f"{source}: dimms must be whole multiples of 128 MiB, got {dimms}")
+        hotadd = [parse_size(x, f"{source}: hotadd") for x in typed("hotadd", list, [])]
+        if any(x <= 0 or x % (128 << 20) for x in hotadd):
+            raise ParseError(f"{source}: hotadd must be whole multiples of 128 MiB, got {hotadd}")
         vmem = parse_size(d.get("virtio_mem", 0), f"{source}: virtio_mem")
         vreq = parse_size(d.get("virtio_mem_requested", 0), f"{source}: virtio_mem_requested")
         if vmem % (128 << 20):
@@ -198,6 +205,7 @@ class Scenario:
             offline_timeout=d.get("offline_timeout", 10) or 10,
             clients=list(clients),
             dimms=dimms,
+            hotadd=hotadd,
             virtio_mem=vmem,
             virtio_mem_requested=vreq,
             online=online,

@@ -531,6 +531,18 @@ class OpenSnapshot:
             return 0
         return sum(max(0, min(e, max_pfn) - s) for s, e in self.memmap["ranges"])
 
+    def captured_min_free_kbytes(self) -> Optional[int]:
+        """vm.min_free_kbytes as captured, or None where the snapshot has none."""
+        mfk = self.snap.text("proc/min_free_kbytes")
+        if mfk is None:
+            return None
+        try:
+            return int(mfk.strip())
+        except ValueError:
+            raise ParseError(
+                f"{self.path}: proc/min_free_kbytes: {mfk.strip()[:40]!r} is not a number"
+            ) from None
+
     def kpageflags_pfns(self, max_pfn: int) -> int:
         """The pfn count ``page_chunks`` yields for a model ending at ``max_pfn`` (0 when the
         snapshot has no kpageflags); the same check as import_kpageflags, on the member's
@@ -611,18 +623,15 @@ class OpenSnapshot:
         for z in wm:
             z["model_min"] = mine * z["managed"] // total if z["zone"] != ZONE_DEVICE else None
         info["zone_watermarks"] = wm
-        mfk = snap.text("proc/min_free_kbytes")
+        mfk = self.captured_min_free_kbytes()
         if mfk is not None:
-            try:
-                info["min_free_kbytes"] = {
-                    "captured": int(mfk.strip()),
-                    "model_5x": m.min_free_kbytes("5.5"),
-                    "model_6_1": m.min_free_kbytes("6.1"),
-                }
-            except ValueError:
-                raise ParseError(
-                    f"{snap.path}: proc/min_free_kbytes: {mfk.strip()[:40]!r} is not a number"
-                ) from None
+            info["min_free_kbytes"] = {
+                "captured": mfk,
+                "model_5x": m.min_free_kbytes("5.5"),
+                "model_6_1": m.min_free_kbytes("6.1"),
+                # read from the captured value on 5.x: a block onlined or offlined since boot
+                "hotplugged": m.hotplugged,
+            }
         bi = snap.text("proc/buddyinfo")
         if bi is not None and kpageflags is not None:
             want = parse_buddyinfo(bi)

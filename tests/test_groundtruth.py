@@ -68,7 +68,11 @@ def test_real_lsmem_and_chmem_die_where_the_model_says():
     ]
     assert all(c["signal"] == 0 for c in nod["clients"])
     for run in ("seed-clients-5.4-debug", "seed-clients-5.4-nodebug"):
-        rows = [r for r in agree(os.path.join(RECORDS, run)).rows if r.attr.startswith("client:")]
+        rows = [
+            r
+            for r in agree(os.path.join(RECORDS, run)).rows
+            if r.attr in ("client:lsmem", "client:chmem")
+        ]
         assert len(rows) == 3 and all(r.agree for r in rows), [r.why for r in rows]
 
 
@@ -518,3 +522,48 @@ def test_runtime_hot_add_over_qmp(run):
     blind = agree(d, source="kpageflags")
     missed = [r for r in blind.rows if not r.agree]
     assert all(r.uncertain and r.alternative for r in missed), [r.why for r in missed]
+
+
+#: recorded runs that copied each offline write's block again right after it
+AFTER_RUNS = [
+    r for r in RUNS if any("after" in a for a in load_record(os.path.join(RECORDS, r))["attempts"])
+]
+
+
+def test_some_records_have_post_attempt_copies():
+    assert {"offline-6.1-debian-run2", "offline-5.4-nodebug-run2"} <= set(AFTER_RUNS)
+
+
+@pytest.mark.parametrize("run", AFTER_RUNS)
+def test_the_block_after_each_offline_is_the_kernels(run):
+    """The block as the kernel left it (copied right after the write returned) against the
+    model's after it followed the kernel. An offlined block reads KPF_NOPAGE on every pfn in
+    the kernel's copy (stable_page_flags() of a pfn without an online memmap) and is offline
+    in the model; a write refused before migrating anything (EINVAL, EBUSY at isolation)
+    leaves both sides' block as it was, up to what other processes changed in between."""
+    a = agree(os.path.join(RECORDS, run))
+    rows = [r for r in a.rows if r.attr == "offline"]
+    assert rows and all(r.after is not None for r in rows)
+    for r in rows:
+        n = r.after["pages"]
+        if r.kernel_value == "ok":
+            assert r.after["kernel"]["offline"] == n == r.after["model"]["offline"], r
+        elif r.kernel_value.startswith("EINVAL") or "isolate" in r.kernel_value:
+            assert r.after["kernel"]["offline"] == 0 == r.after["model"]["offline"], r
+            assert r.after["same_class"] >= 0.98 * n, (r.block, r.kernel_value, r.after)
+    s = a.after_summary()
+    assert s["attempts"] == len(rows) and s["same_class"] >= 0.95 * s["pages"], s
+
+
+@pytest.mark.parametrize("run", ["seed-clients-5.4-debug", "seed-clients-5.4-nodebug"])
+def test_real_agents_offline_the_blocks_the_model_says_and_rank_as_measured(run):
+    """The guest's shell agents walked in their own shuffled order; memscan's emulations,
+    given that order, offline the same blocks, and the modeled kernel times order the
+    clients the kernel did not kill as their measured wall times do (pairs more than
+    CLIENT_TIE apart)."""
+    a = agree(os.path.join(RECORDS, run))
+    agents = [r for r in a.rows if r.attr in ("client:agent-hint", "client:agent-blind")]
+    assert len(agents) == 2 and all(r.agree for r in agents), [r.why for r in agents]
+    assert all(r.kernel_value.count(":ok") == 4 for r in agents)
+    cr = a.client_ranking()
+    assert cr["pairs"] >= 1 and cr["same_order"] == cr["pairs"], cr

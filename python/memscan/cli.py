@@ -579,7 +579,7 @@ def cmd_groundtruth_run(args: argparse.Namespace) -> int:
 
 
 def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
-    from .groundtruth.agree import agree
+    from .groundtruth.agree import CLIENT_TIE, agree
     from .studies.cost import CostModel
 
     a = agree(args.dir, kernel=args.kernel, source=args.source)
@@ -643,6 +643,27 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
                 f"the kernel's times, {oc['discordant']:.0%} the other way, "
                 f"{oc['model_ties']:.0%} tied in the model"
             )
+    af = a.after_summary()
+    if af:
+        print(
+            f"right after each offline write ({af['attempts']} attempts): "
+            f"{af['same_class'] / af['pages']:.1%} of {af['pages']} pages in the same class "
+            "in the kernel's copy and the model; pages per class, kernel / model:"
+        )
+        for cls, v in af["by_outcome"].items():
+            cells = "  ".join(f"{c} {v['kernel'][c]}/{v['model'][c]}" for c in v["kernel"])
+            print(f"  {cls:<7} {v['attempts']:>3} attempts  {cells}")
+    cr = a.client_ranking()
+    if cr:
+        print("real clients: measured wall time (guest, TCG) beside memscan's modeled kernel time:")
+        for c in sorted(cr["clients"], key=lambda c: c["kernel_ms"]):
+            print(
+                f"  {c['client']:<12} {c['kernel_ms']:9.1f} ms measured  {c['model_ms']:9.3f} ms modeled"
+            )
+        print(
+            f"  {cr['same_order']} of {cr['pairs']} pairs (measured times more than "
+            f"{CLIENT_TIE:.0%} apart) in the same order"
+        )
     return 0
 
 

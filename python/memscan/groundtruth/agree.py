@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ParseError
 from ..kernel import memmap_layout
-from ..kinds import PageKind
+from ..kinds import KPF, BlockState, PageKind
 from ..kpageflags import import_words
 from ..results import OFFLINE_COUNTERS
 from .guest import STRUCT_PAGE, VMEMMAP_BASE, HarnessError
@@ -122,6 +122,68 @@ class Row:
     #: offline rows: the work the model counts for the attempt (its OFFLINE_COUNTERS), what
     #: ``groundtruth.fit`` fits the kernel's durations against
     work: Optional[Dict[str, int]] = None
+    #: offline rows of runs that copied the block right after the write: the kernel's pages
+    #: then and the model's after it followed the kernel, by AFTER_CLASSES (``_after``)
+    after: Optional[Dict[str, Any]] = None
+    #: client rows: the kernel time memscan's emulation of the client models (cost model)
+    model_ns: Optional[float] = None
+
+
+#: measured client times within this share of each other are taken as tied (``lsmem`` and
+#: ``lsmem -a``, which read the same files, differed by 24% and 20% in the seed-clients runs)
+CLIENT_TIE = 0.3
+
+#: what a page is after an offline attempt, for comparing the block as the kernel left it
+#: with the model's: offline (the block went: kpageflags NOPAGE, the kernel's
+#: stable_page_flags() of a pfn without an online memmap), free (buddy), movable (what
+#: offline_pages() migrates: LRU, movable_ops, THP, hugetlb), unmovable (the rest)
+AFTER_CLASSES = ("offline", "free", "movable", "unmovable")
+_K = PageKind
+_AFTER_OF_KIND = np.full(16, 3, dtype=np.uint8)
+_AFTER_OF_KIND[[_K.FREE, _K.BUDDY]] = 1
+_AFTER_OF_KIND[[_K.LRU, _K.MOVABLE, _K.THP_HEAD, _K.THP_TAIL, _K.HUGETLB_HEAD, _K.HUGETLB_TAIL]] = 2
+_KPF_NOPAGE = np.uint64(1) << np.uint64(KPF["NOPAGE"])
+
+
+def _after_classes(m: Any, block: int, pfn: int, n: int) -> np.ndarray:
+    """AFTER_CLASSES index of each of ``n`` pages from ``pfn`` (in ``block``) in ``m``."""
+    if m.block_state(block) == BlockState.OFFLINE:
+        return np.zeros(n, dtype=np.uint8)
+    return _AFTER_OF_KIND[m.page_bytes(pfn, n) & 0xF]
+
+
+def _after(
+    m: Any,
+    a: Dict[str, Any],
+    words: np.ndarray,
+    memmap: Optional[np.ndarray],
+    layout: Any,
+    vmemmap: int,
+) -> Dict[str, Any]:
+    """The block as the kernel left it (the post-attempt copy, read as the pre-attempt copy
+    was: kpageflags, or struct pages too) beside the model's block after it followed the
+    kernel: pages per class on each side and how many pages are in the same class."""
+    pfn, n = a["pre"]["pfn"], a["pre"]["npfn"]
+    mine = _after_classes(m, a["block"], pfn, n)
+    gone = (words & _KPF_NOPAGE) != 0
+    if gone.all():
+        theirs = np.zeros(n, dtype=np.uint8)
+    else:
+        k = m.copy()  # copy-on-write: only this block's bytes are copied
+        if k.block_state(a["block"]) == BlockState.OFFLINE:
+            k.set_block_state(a["block"], "online")
+        import_words(k, words, pfn)
+        if memmap is not None:
+            k.import_memmap(memmap, pfn, layout=layout, vmemmap=vmemmap)
+        theirs = _AFTER_OF_KIND[k.page_bytes(pfn, n) & 0xF]
+        theirs[gone] = 0
+    count = lambda c: {name: int((c == i).sum()) for i, name in enumerate(AFTER_CLASSES)}  # noqa: E731
+    return {
+        "pages": n,
+        "same_class": int((mine == theirs).sum()),
+        "kernel": count(theirs),
+        "model": count(mine),
+    }
 
 
 @dataclass
@@ -226,6 +288,64 @@ class Agreement:
                 out["model_ties"] = float((dm == 0)[pairs].mean())
         return out
 
+    def after_summary(self) -> Optional[Dict[str, Any]]:
+        """Offline attempts with a post-attempt copy: the block as the kernel left it against
+        the model's after it followed the kernel (pages in the same AFTER_CLASSES class), and
+        per kernel outcome (errno, ``ok``) the pages per class on each side, summed: for a
+        failed attempt, ``movable`` pages left in the block is what it did not migrate."""
+        rs = [r for r in self.rows if r.attr == "offline" and r.after is not None]
+        if not rs:
+            return None
+        by: Dict[str, Dict[str, Any]] = {}
+        for r in rs:
+            assert r.after is not None
+            cls = str(r.kernel_value).split()[0]
+            b = by.setdefault(
+                cls,
+                {
+                    "attempts": 0,
+                    "kernel": dict.fromkeys(AFTER_CLASSES, 0),
+                    "model": dict.fromkeys(AFTER_CLASSES, 0),
+                },
+            )
+            b["attempts"] += 1
+            for side in ("kernel", "model"):
+                for c in AFTER_CLASSES:
+                    b[side][c] += r.after[side][c]
+        pages = sum(r.after["pages"] for r in rs if r.after)
+        same = sum(r.after["same_class"] for r in rs if r.after)
+        return {"attempts": len(rs), "pages": pages, "same_class": same, "by_outcome": by}
+
+    def client_ranking(self) -> Optional[Dict[str, Any]]:
+        """The real clients the kernel did not kill, by measured wall time in the guest (TCG,
+        user space and process start-up included) beside memscan's modeled kernel time for
+        the same client (``model_ns``): whether the model orders them as the measurement
+        does, over the pairs whose measured times differ by more than ``CLIENT_TIE``
+        (run-to-run noise: ``lsmem`` and ``lsmem -a`` read the same files)."""
+        rs = [
+            r
+            for r in self.rows
+            if r.attr.startswith("client:")
+            and r.ns
+            and r.model_ns is not None
+            and not str(r.kernel_value).startswith("killed")
+        ]
+        if len(rs) < 2:
+            return None
+        clients = [
+            {"client": r.attr[7:], "kernel_ms": r.ns / 1e6, "model_ms": r.model_ns / 1e6}
+            for r in rs
+        ]
+        pairs = same = 0
+        for i, a in enumerate(rs):
+            for b in rs[i + 1 :]:
+                lo, hi = sorted((float(a.ns or 0), float(b.ns or 0)))
+                if hi <= lo * (1 + CLIENT_TIE):
+                    continue
+                pairs += 1
+                same += (a.ns - b.ns) * (a.model_ns - b.model_ns) > 0  # type: ignore[operator]
+        return {"clients": clients, "pairs": pairs, "same_order": same}
+
     def as_dict(self) -> Dict[str, Any]:
         return {
             "run_dir": self.run_dir,
@@ -234,6 +354,8 @@ class Agreement:
             "summary": {a: self.count(a) for a in sorted({r.attr for r in self.rows})},
             "scan_cost_tcg": self.scan_cost(),
             "offline_cost_tcg": self.offline_cost(),
+            "after": self.after_summary(),
+            "client_ranking": self.client_ranking(),
             "rows": [asdict(r) for r in self.rows],
         }
 
@@ -336,8 +458,12 @@ def _alternatives(m: Any, a: Dict[str, Any], prof: str, words: np.ndarray) -> Li
     return out
 
 
-def _offline_row(m: Any, a: Dict[str, Any], prof: str, vmemmap: int) -> Row:
-    """Predict one offline write; then make the model follow what the kernel did."""
+def _offline_row(
+    m: Any, a: Dict[str, Any], prof: str, vmemmap: int, after: Optional[Any] = None
+) -> Row:
+    """Predict one offline write; then make the model follow what the kernel did; with
+    ``after`` (the post-attempt copy: words, struct pages or None, layout), compare the block
+    as both then have it."""
     k = kernel_offline_outcome(a, vmemmap)
     o = m.offline(a["block"], kernel=prof, dry_run=True)
     diffs = []
@@ -360,6 +486,15 @@ def _offline_row(m: Any, a: Dict[str, Any], prof: str, vmemmap: int) -> Row:
         m.offline(a["block"], kernel=prof, dry_run=False)
     kv = "ok" if k["errno"] is None else f"{k['errno']} {k['reason'] or ''}".strip()
     mv = "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
+    post = None
+    if after is not None:
+        post = _after(m, a, after[0], after[1], after[2], vmemmap)
+        if m.block_state(a["block"]) != BlockState.OFFLINE:
+            # a failed write: the replay goes on from the block as the kernel left it (what
+            # it migrated out is free there), not from the model's own partial migration
+            import_words(m, after[0], a["pre"]["pfn"])
+            if after[1] is not None:
+                m.import_memmap(after[1], a["pre"]["pfn"], layout=after[2], vmemmap=vmemmap)
     return Row(
         "offline",
         a["block"],
@@ -372,6 +507,7 @@ def _offline_row(m: Any, a: Dict[str, Any], prof: str, vmemmap: int) -> Row:
         a.get("ns"),
         o.struct_pages_read,
         work={c: int(getattr(o, c)) for c in OFFLINE_COUNTERS},
+        after=post,
     )
 
 
@@ -463,6 +599,18 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
             if source == "memmap"
             else {}
         )
+        # offline writes' post-attempt copies, read as the pre-attempt copies are
+        post_copy = {
+            a["after"]["member"]: (
+                _words(tar, a["after"]["member"] + "/kpageflags", a["pre"]["npfn"]),
+                _bytes(tar, a["after"]["member"] + "/memmap", a["pre"]["npfn"] * 64)
+                if source == "memmap"
+                else None,
+                layout,
+            )
+            for a in rec["attempts"]
+            if a.get("after") and a.get("pre")
+        }
     for a in rec["attempts"]:
         pre = a.get("pre")
         alts: List[str] = []
@@ -488,7 +636,8 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
             mf = _model_fault(r.fault)
             spr: Optional[int] = r.struct_pages_read
         elif a["attr"] == "offline":
-            row = _offline_row(m, a, prof, vmemmap)
+            after = post_copy.get(a["after"]["member"]) if a.get("after") else None
+            row = _offline_row(m, a, prof, vmemmap, after)
             rows.append(replace(row, **uncertain))
             continue
         elif a["attr"] == "valid_zones":
@@ -518,9 +667,11 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
 
 
 def _client_rows(m: Any, rec: Dict[str, Any], prof: str) -> List[Row]:
-    """Real lsmem and chmem against memscan's emulation of them (studies.clients), in the
-    order the guest ran them, on the model as the attempts left it: killed or not, and for
-    chmem the blocks it offlined. Agents are measured only (their shuffle is the guest's)."""
+    """Real clients against memscan's emulation of them (studies.clients), in the order the
+    guest ran them, on the model as the attempts and the clients before left it: lsmem and
+    chmem SIZE mode killed or not, and the shell agents (guest.AGENT) which blocks they
+    offlined, walked in the guest's own shuffled order. Each row also holds the client's
+    modeled kernel time (``model_ns``) beside its measured wall time (``ns``)."""
     from ..sizes import parse_size
     from ..studies import clients as emu
     from ..studies.cost import CostModel
@@ -531,11 +682,13 @@ def _client_rows(m: Any, rec: Dict[str, Any], prof: str) -> List[Row]:
         argv = c["client"].split()
         killed = c.get("signal", 0) != 0
         kv = f"killed (signal {c['signal']})" if killed else f"exit {c.get('exit')}"
+        text = c.get("output") or ""
         if argv[0] == "lsmem":
             s = m.scan(prof, progress=False)
             stop = [f for f in s.faults if f.kind in ("bug", "oops")]
             mv = f"killed (memory{stop[0].block})" if stop else "exit 0"
             ok = bool(stop) == killed
+            model_ns = float(emu.lsmem(m, prof, cost, scan=s)["kernel_ns"])
         elif argv[0] == "chmem" and "-d" in argv and not {"-b", "--blocks"} & set(argv):
             size = parse_size(argv[-1], "chmem size")
             run = emu.chmem_size(m, prof, size // m.geometry.block_size, cost)
@@ -546,8 +699,55 @@ def _client_rows(m: Any, rec: Dict[str, Any], prof: str) -> List[Row]:
                 else f"offlined {run.offlined_blocks} of {run.requested_blocks}"
             )
             ok = dead == killed
+            model_ns = run.kernel_ns
+        elif argv[0] in ("agent-hint", "agent-blind") and not killed:
+            # the agent prints its walk ("order B B ...") and each try ("try B ok|fail")
+            walk = next(
+                (ln.split()[1:] for ln in text.splitlines() if ln.startswith("order ")), None
+            )
+            if walk is None:
+                raise ParseError(f"client {c['client']!r}: its output has no 'order' line")
+            order = [int(b) for b in walk]
+            kv = " ".join(f"{b}:{r}" for b, r in re.findall(r"^try (\d+) (ok|fail)$", text, re.M))
+            before = m.block_states().copy()
+            if argv[0] == "agent-hint":
+                # its reads are `cat`s: a read the kernel kills ends the cat, not the agent
+                run = emu.drmgr(
+                    m,
+                    prof,
+                    int(argv[1]),
+                    cost,
+                    order=order,
+                    name="agent-hint",
+                    reader_dies_alone=True,
+                )
+            else:
+                run = emu.blind(m, prof, int(argv[1]), cost, order=order)
+            now = m.block_states()
+            # what the emulation offlined, in walk order (its failures change no state, so
+            # they are compared by count)
+            mine = [f"{b}:ok" for b in order if before[b] == 1 and now[b] != 1]
+            mv = " ".join(mine)
+            theirs = kv.split()
+            ok = [t for t in theirs if t.endswith(":ok")] == mine and run.attempts == len(theirs)
+            kv, mv = kv or "none", mv or "none"
+            model_ns = run.kernel_ns
         else:
             continue
         why = "same" if ok else f"model {mv} vs kernel {kv}"
-        out.append(Row(f"client:{argv[0]}", -1, kv, mv, None, None, ok, why, c.get("ns"), None))
+        out.append(
+            Row(
+                f"client:{argv[0]}",
+                -1,
+                kv,
+                mv,
+                None,
+                None,
+                ok,
+                why,
+                c.get("ns"),
+                None,
+                model_ns=model_ns,
+            )
+        )
     return out

@@ -87,10 +87,16 @@ def attempt_slot_bytes_per_pfn(sc: Scenario) -> int:
     return 16 + (STRUCT_PAGE if sc.attempt_memmap else 0)
 
 
-def attempt_slot(sc: Scenario, npfn: int) -> int:
-    """Size of one attempt's slot on the attempts disk (whole MiB, as /init computes it)."""
+def attempt_half(sc: Scenario, npfn: int) -> int:
+    """Size of one copy of a block on the attempts disk (whole MiB, as /init computes it)."""
     mib = 1 << 20
     return -(-npfn * attempt_slot_bytes_per_pfn(sc) // mib) * mib
+
+
+def attempt_slot(sc: Scenario, npfn: int) -> int:
+    """Size of one attempt's slot: the pre-attempt copy, then (``attempt_after``) the
+    post-attempt copy of an offline write at ``attempt_half`` into it."""
+    return attempt_half(sc, npfn) * (2 if sc.attempt_after else 1)
 
 
 def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
@@ -215,9 +221,12 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
     # O_DIRECT: a copy written to the guest's own tmpfs allocates page cache in the very
     # blocks it describes (a real kernel then reported those pages as unmovable).
     mm = " memmap" if sc.attempt_memmap else ""
+    # and, right after an offline write, the same copy to the slot's second half
+    after = " after=/dev/vdb@$(((n - 1) * slot + half))" if sc.attempt_after else ""
     lines += [
         "n=0; bs=$(( 0x$(cat $M/block_size_bytes) / 4096 ))",
-        f"slot=$(( (bs * {attempt_slot_bytes_per_pfn(sc)} + 1048575) / 1048576 * 1048576 ))",
+        f"half=$(( (bs * {attempt_slot_bytes_per_pfn(sc)} + 1048575) / 1048576 * 1048576 ))",
+        f"slot=$(( half * {2 if sc.attempt_after else 1} ))",
         "dmesg -c > /out/dmesg.boot",
     ]
     for attr in sc.reads:
@@ -245,7 +254,7 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
             f"for b in {blocks}; do d=$M/memory$b",
             '  [ "$(cat $d/state 2>/dev/null)" = online ] || continue',
             "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark offline:$b",
-            f"  /bin/mshelper owrite offline:$b $d/state offline $((b * bs)) $bs /dev/vdb@$(((n - 1) * slot)) {int(sc.offline_timeout)}{mm}",
+            f"  /bin/mshelper owrite offline:$b $d/state offline $((b * bs)) $bs /dev/vdb@$(((n - 1) * slot)) {int(sc.offline_timeout)}{mm}{after}",
             "  dmesg -c > $a/kmsg",
             "done",
         ]

@@ -29,7 +29,14 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from .guest import STRUCT_PAGE, HarnessError, attempt_slot, build_initramfs, need_tool
+from .guest import (
+    STRUCT_PAGE,
+    HarnessError,
+    attempt_half,
+    attempt_slot,
+    build_initramfs,
+    need_tool,
+)
 from .scenario import Scenario
 
 RECORD_FORMAT = "memscan-groundtruth-1"
@@ -294,6 +301,9 @@ def run(
             pre.pop("dir")
             pre["member"] = f"attempts/{k}"
             a["pre"] = pre
+        if "after" in r:
+            # the same pages right after the write returned: what it migrated, freed, offlined
+            a["after"] = {"member": f"attempts/{k}/after", "memmap": bool(r["pre"]["memmap"])}
         attempts.append(a)
     clients = []
     for r in recs:
@@ -353,7 +363,8 @@ def _read_attempt_slots(
     sc: Scenario, recs: List[Dict[str, Any]], adisk: str, files: Dict[str, bytes]
 ) -> None:
     """Each attempt's pre-attempt copy, from its slot of the attempts disk, as snapshot members
-    attempts/k/{kpageflags,kpagecount,memmap}."""
+    attempts/k/{kpageflags,kpagecount,memmap}, and an offline write's post-attempt copy, from
+    the slot's second half, as attempts/k/after/{...}."""
     k = 0
     with open(adisk, "rb") as f:
         for r in recs:
@@ -370,11 +381,23 @@ def _read_attempt_slots(
                     f"attempt {k} ({r['tag']}): its copy went to {pre.get('dir')} with rc "
                     f"{pre.get('rc')}, expected {want} with rc 0"
                 )
-            f.seek((k - 1) * attempt_slot(sc, npfn))
-            files[f"snap/attempts/{k}/kpageflags"] = f.read(npfn * 8)
-            files[f"snap/attempts/{k}/kpagecount"] = f.read(npfn * 8)
-            if pre.get("memmap"):
-                files[f"snap/attempts/{k}/memmap"] = f.read(npfn * STRUCT_PAGE)
+            copies = [((k - 1) * attempt_slot(sc, npfn), f"snap/attempts/{k}")]
+            after = r.get("after")
+            if after is not None:
+                at = (k - 1) * attempt_slot(sc, npfn) + attempt_half(sc, npfn)
+                if after.get("dir") != f"/dev/vdb@{at}" or after.get("rc"):
+                    raise HarnessError(
+                        f"attempt {k} ({r['tag']}): its post-attempt copy went to "
+                        f"{after.get('dir')} with rc {after.get('rc')}, expected "
+                        f"/dev/vdb@{at} with rc 0"
+                    )
+                copies.append((at, f"snap/attempts/{k}/after"))
+            for at, member in copies:
+                f.seek(at)
+                files[f"{member}/kpageflags"] = f.read(npfn * 8)
+                files[f"{member}/kpagecount"] = f.read(npfn * 8)
+                if pre.get("memmap"):
+                    files[f"{member}/memmap"] = f.read(npfn * STRUCT_PAGE)
 
 
 def _read(path: str) -> str:

@@ -9,6 +9,8 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     reads = ["removable"]          # per-block attributes read as timed attempts, in block order
     memmap_blocks = [32]           # raw struct pages of these blocks from /proc/kcore
     attempt_memmap = false         # also copy a block's struct pages right before each read
+    attempt_after = true           # copy the block again right after each offline write
+                                   # (what it migrated, freed or offlined); the default
     timeout = 240                  # seconds of wall time before the run is called timed out
     dimms = ["1G"]                 # coldplugged pc-dimm devices (ACPI memory hotplug: their
                                    # blocks come up offline unless the kernel auto-onlines)
@@ -78,6 +80,7 @@ class Scenario:
     reads: List[str] = field(default_factory=lambda: ["removable"])
     memmap_blocks: List[int] = field(default_factory=list)
     attempt_memmap: bool = False
+    attempt_after: bool = True
     dimms: List[int] = field(default_factory=list)
     hotadd: List[int] = field(default_factory=list)
     virtio_mem: int = 0
@@ -104,6 +107,7 @@ class Scenario:
             "reads",
             "memmap_blocks",
             "attempt_memmap",
+            "attempt_after",
             "dimms",
             "hotadd",
             "virtio_mem",
@@ -199,6 +203,7 @@ class Scenario:
             reads=list(reads),
             memmap_blocks=list(blocks),
             attempt_memmap=typed("attempt_memmap", bool, False),
+            attempt_after=typed("attempt_after", bool, True),
             hugepages=d.get("hugepages", 0),
             tmpfs_mb=d.get("tmpfs_mb", 0),
             offline=offline if offline == "all" else list(offline),

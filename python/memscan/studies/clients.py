@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -190,12 +190,17 @@ def drmgr(
     name: str = "drmgr",
     read_removable: bool = True,
     scan: Optional[ScanResult] = None,
+    order: Optional[Sequence[int]] = None,
+    reader_dies_alone: bool = False,
 ) -> ClientRun:
     """``scan``: this machine's scan under ``kernel`` as it is now (see ``lsmem``); drmgr
-    reads the blocks in its own shuffled order from it."""
+    reads the blocks in its own shuffled order from it. ``order``: the blocks in the order
+    this agent walks them, instead of drmgr's shuffle (the guest agents' own shuffle).
+    ``reader_dies_alone``: each read is a child process (a shell agent's ``cat``), so a read
+    the kernel kills ends that child only and the agent takes the block as not removable."""
     run = ClientRun(name, kernel, n_blocks)
     states = m.block_states()
-    lmbs = _shuffled_lmbs(m, seed)
+    lmbs = _shuffled_lmbs(m, seed) if order is None else [int(b) for b in order]
     removable = {}
     if read_removable:
         s = _scan(m, kernel, scan)
@@ -210,6 +215,9 @@ def drmgr(
             run.removable_struct_pages_read += int(r)
             run.kernel_ns += cost.removable_read_ns(int(r))
             if b in faulted and faulted[b].kind in ("bug", "oops"):
+                if reader_dies_alone:
+                    removable[b] = False
+                    continue
                 # the read never returns: the kernel BUGs or oopses and drmgr is killed
                 run.message = (
                     f"killed reading memory{b}/removable ({faulted[b].kind}: {faulted[b].message})"
@@ -234,7 +242,13 @@ def drmgr(
 
 
 def blind(
-    m: Any, kernel: str, n_blocks: int, cost: CostModel, seed: int = 0, patience_rounds: int = 1000
+    m: Any,
+    kernel: str,
+    n_blocks: int,
+    cost: CostModel,
+    seed: int = 0,
+    patience_rounds: int = 1000,
+    order: Optional[Sequence[int]] = None,
 ) -> ClientRun:
     """Every block is a candidate (what drmgr does once removable always reads 1)."""
     return drmgr(
@@ -246,4 +260,5 @@ def blind(
         patience_rounds=patience_rounds,
         name="blind",
         read_removable=False,
+        order=order,
     )

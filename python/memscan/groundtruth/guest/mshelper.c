@@ -80,6 +80,7 @@ struct pre {
     uint64_t pfn, npfn;
     const char *outdir;
     int memmap;
+    const char *after; /* where the same copy goes again right after a write, or NULL */
 };
 
 /* Write n bytes of the shared buffer at *pos of `of` (an O_DIRECT device or a file). */
@@ -120,11 +121,11 @@ static uint64_t vmemmap_base(void) {
 /* The pre-attempt copy: kpageflags, kpagecount, struct pages, one after another in a slot of
  * the attempts disk (O_DIRECT: writing it allocates no page cache in the blocks under test;
  * a copy written to the guest's tmpfs did, and the kernel then found those pages unmovable). */
-static int dump_pre(const struct pre *p) {
-    const char *at = strchr(p->outdir, '@');
-    if (!at) { fprintf(stderr, "attempt sink %s: want DEVICE@OFFSET\n", p->outdir); return 2; }
+static int dump_pre(const struct pre *p, const char *sink) {
+    const char *at = strchr(sink, '@');
+    if (!at) { fprintf(stderr, "attempt sink %s: want DEVICE@OFFSET\n", sink); return 2; }
     char dev[256];
-    snprintf(dev, sizeof dev, "%.*s", (int)(at - p->outdir), p->outdir);
+    snprintf(dev, sizeof dev, "%.*s", (int)(at - sink), sink);
     uint64_t pos = strtoull(at + 1, NULL, 0), gaps = 0;
     int of = open(dev, O_WRONLY | O_DIRECT);
     if (of < 0) { perror(dev); return 2; }
@@ -178,13 +179,16 @@ static int attempt(const char *tag, const char *path, const char *text, const st
     close(gofd[0]);
     struct result r;
     memset(&r, 0, sizeof r);
-    int pre_rc = pre ? dump_pre(pre) : 0;
+    int pre_rc = pre ? dump_pre(pre, pre->outdir) : 0;
     if (write(gofd[1], "g", 1) != 1) perror("go");
     close(gofd[1]);
     ssize_t got = read(pipefd[0], &r, sizeof r);
     close(pipefd[0]);
     int status = 0;
     waitpid(pid, &status, 0);
+    /* the post-attempt copy: the block's pages as the write left them (what it migrated,
+     * freed, or offlined), to the other half of the attempt's slot */
+    int after_rc = pre && pre->after ? dump_pre(pre, pre->after) : 0;
     printf("MSREC {\"type\":\"%s\",\"tag\":", text ? "write" : "read");
     json_str(tag, strlen(tag));
     printf(",\"path\":");
@@ -202,6 +206,11 @@ static int attempt(const char *tag, const char *path, const char *text, const st
                (unsigned long long)pre->pfn, (unsigned long long)pre->npfn, pre->memmap, pre_rc);
         json_str(pre->outdir, strlen(pre->outdir));
         printf("}");
+        if (pre->after) {
+            printf(",\"after\":{\"rc\":%d,\"dir\":", after_rc);
+            json_str(pre->after, strlen(pre->after));
+            printf("}");
+        }
     }
     printf(",\"signal\":%d}\n", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     fflush(stdout);
@@ -398,20 +407,31 @@ static int hog(const char *how, long mb) {
     for (;;) pause();
 }
 
+/* Trailing options of attempt/owrite: `memmap` (copy the struct pages too) and
+ * `after=DEVICE@OFFSET` (copy the block again right after the syscall). */
+static int options(struct pre *p, int n, char **v) {
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(v[i], "memmap")) p->memmap = 1;
+        else if (!strncmp(v[i], "after=", 6)) p->after = v[i] + 6;
+        else { fprintf(stderr, "mshelper: unknown option %s\n", v[i]); return 1; }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     gbuf = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (gbuf == MAP_FAILED) { perror("mmap"); return 2; }
     memset(gbuf, 0, BUF_SIZE);
     if (argc == 4 && !strcmp(argv[1], "read")) return attempt(argv[2], argv[3], NULL, NULL, 0);
     if (argc == 5 && !strcmp(argv[1], "write")) return attempt(argv[2], argv[3], argv[4], NULL, 0);
-    if ((argc == 7 || argc == 8) && !strcmp(argv[1], "attempt")) {
-        struct pre p = {strtoull(argv[4], NULL, 0), strtoull(argv[5], NULL, 0), argv[6],
-                        argc == 8 && !strcmp(argv[7], "memmap")};
+    if (argc >= 7 && !strcmp(argv[1], "attempt")) {
+        struct pre p = {strtoull(argv[4], NULL, 0), strtoull(argv[5], NULL, 0), argv[6], 0, NULL};
+        if (options(&p, argc - 7, argv + 7)) return 2;
         return attempt(argv[2], argv[3], NULL, &p, 0);
     }
-    if ((argc == 9 || argc == 10) && !strcmp(argv[1], "owrite")) {
-        struct pre p = {strtoull(argv[5], NULL, 0), strtoull(argv[6], NULL, 0), argv[7],
-                        argc == 10 && !strcmp(argv[9], "memmap")};
+    if (argc >= 9 && !strcmp(argv[1], "owrite")) {
+        struct pre p = {strtoull(argv[5], NULL, 0), strtoull(argv[6], NULL, 0), argv[7], 0, NULL};
+        if (options(&p, argc - 9, argv + 9)) return 2;
         return attempt(argv[2], argv[3], argv[4], &p, (unsigned)strtoul(argv[8], NULL, 0));
     }
     if (argc == 5 && !strcmp(argv[1], "kcore"))
@@ -419,6 +439,6 @@ int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "hog")) return hog(argv[2], strtol(argv[3], NULL, 0));
     if (argc == 2 && !strcmp(argv[1], "vmemmap")) return vmemmap();
     if (argc >= 5 && !strcmp(argv[1], "run")) return run_client(argv[2], argv[3], argv + 4);
-    fprintf(stderr, "usage: mshelper read TAG PATH | write TAG PATH TEXT | attempt TAG PATH PFN NPFN OUTDIR [memmap] | owrite TAG PATH TEXT PFN NPFN OUTDIR SECONDS [memmap] | kcore VADDR LEN OUT | hog KIND MB\n");
+    fprintf(stderr, "usage: mshelper read TAG PATH | write TAG PATH TEXT | attempt TAG PATH PFN NPFN OUTDIR [memmap] | owrite TAG PATH TEXT PFN NPFN OUTDIR SECONDS [memmap] [after=DEV@OFF] | kcore VADDR LEN OUT | hog KIND MB\n");
     return 2;
 }

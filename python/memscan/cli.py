@@ -579,7 +579,7 @@ def cmd_groundtruth_run(args: argparse.Namespace) -> int:
 
 
 def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
-    from .groundtruth.agree import CLIENT_TIE, agree
+    from .groundtruth.agree import CLIENT_TIE, MODEL_THIN, agree
     from .studies.cost import CostModel
 
     a = agree(args.dir, kernel=args.kernel, source=args.source)
@@ -664,6 +664,11 @@ def cmd_groundtruth_agree(args: argparse.Namespace) -> int:
             f"  {cr['same_order']} of {cr['pairs']} pairs (measured times more than "
             f"{CLIENT_TIE:.0%} apart) in the same order"
         )
+        if cr["thin"]:
+            print(
+                f"  modeled within {MODEL_THIN:.0%} of each other (a thin margin, not evidence): "
+                + ", ".join(cr["thin"])
+            )
     return 0
 
 

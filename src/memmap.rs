@@ -10,7 +10,7 @@
 //!
 //! | offset | field |
 //! |---|---|
-//! | 0 | `flags`: PG_* bits from 0; zone in bits 55..57, node in bits 58..63 (SPARSEMEM_VMEMMAP, NODES_SHIFT 6, 5 zones → ZONES_WIDTH 3) |
+//! | 0 | `flags`: PG_* bits from 0; the node id in the top NODES_SHIFT bits, the zone index below it in ZONES_WIDTH bits (SPARSEMEM_VMEMMAP: no section bits; our 5.4.59 builds: NODES_SHIFT 6, zone in 55..57, node in 58..63; Debian 6.1: NODES_SHIFT 10, zone 51..53, node 54..63; 5 zones → ZONES_WIDTH 3). Not used for the kind, but checked: [`check_layout`] |
 //! | 8 | `lru.next`, or `compound_head` with bit 0 set on a tail |
 //! | 16 | on the first tail page: `compound_dtor` (u8), `compound_order` (u8) |
 //! | 24 | `mapping`: low bits PAGE_MAPPING_ANON 1, PAGE_MAPPING_MOVABLE 2 (`__PageMovable`: == 2) |
@@ -75,11 +75,16 @@ pub struct MemmapStats {
     pub poisoned: u64,
     /// All-zero struct pages (holes, or vmemmap /proc/kcore does not map): left as modeled.
     pub zeroed: u64,
+    /// struct pages whose node/zone bits were checked against the machine ([`check_layout`])
+    pub layout_checked: u64,
+    /// the (NODES_SHIFT, ZONES_WIDTH) pairs those pages fit (all of the tried ones when none
+    /// was checked)
+    pub layout_fits: Vec<(u32, u32)>,
 }
 
 impl MemmapStats {
     /// Every counter by name, in declaration order.
-    pub const FIELDS: [crate::cost::Field<MemmapStats>; 8] = [
+    pub const FIELDS: [crate::cost::Field<MemmapStats>; 9] = [
         ("pages", |s| s.pages),
         ("skipped", |s| s.skipped),
         ("pcp_free", |s| s.pcp_free),
@@ -88,6 +93,7 @@ impl MemmapStats {
         ("orphan_tails", |s| s.orphan_tails),
         ("poisoned", |s| s.poisoned),
         ("zeroed", |s| s.zeroed),
+        ("layout_checked", |s| s.layout_checked),
     ];
 }
 
@@ -144,21 +150,133 @@ fn head_kind(m: &Machine, head: &Page<'_>, first_tail: Option<&Page<'_>>) -> (u8
     (kind::UNMOVABLE, kind::THP_TAIL)
 }
 
-/// [`import`] after checking the input: whole struct pages, inside the machine.
+/// The page-flags widths a config can give x86_64 SPARSEMEM_VMEMMAP (no section bits in
+/// `flags`; include/linux/page-flags-layout.h, 5.4.59 and v6.1-rc7): the node id in the top
+/// `NODES_SHIFT` bits (0 without NUMA; 6 in our 5.4.59 builds, 10 in Debian's 6.1), the zone
+/// index right below it in `ZONES_WIDTH` bits (3 for 5 zones with ZONE_DEVICE, 2 for 4).
+const NODES_SHIFTS: std::ops::RangeInclusive<u32> = 0..=10;
+const ZONES_WIDTHS: [u32; 2] = [3, 2];
+
+fn node_zone(f: u64, nodes_shift: u32, zones_width: u32) -> (u64, u64) {
+    let node = if nodes_shift == 0 {
+        0
+    } else {
+        f >> (64 - nodes_shift)
+    };
+    let zone = (f >> (64 - nodes_shift - zones_width)) & ((1 << zones_width) - 1);
+    (node, zone)
+}
+
+/// What the struct pages' own node and zone bits say about the layout they were decoded
+/// with: the (NODES_SHIFT, ZONES_WIDTH) pairs under which every initialised, unreserved
+/// struct page of an online section names the node and zone the model has for its pfn.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LayoutCheck {
+    /// struct pages whose node/zone bits were compared
+    pub checked: u64,
+    /// the widths under which all of them agree (empty: not this layout, or another machine)
+    pub fits: Vec<(u32, u32)>,
+    /// for the closest widths that do not fit: (pfn, flags, model nid, model zone) of the
+    /// first page that disagrees, and how many do
+    pub first_miss: Option<(u64, u64, u16, u8, u64)>,
+}
+
+/// Compare every initialised, unreserved struct page's node/zone bits (ZONE_DMA 0 .. DEVICE
+/// 4, the 5.4/6.1 x86_64 order) with the model's node and zone for its pfn, under each width
+/// a config can give. Reserved pages are left out: a 5.x hole's memmap is PG_reserved with
+/// node 0 / zone 0 wherever it lies (memmap_init_zone did not reach it).
+///
+/// A single page's bits can fit a wrong width by chance (a lone zone bit reads as ZONE_DMA32
+/// one or two places lower), so where the config is known (`nodes_shift`: the record's
+/// CONFIG_NODES_SHIFT) only its widths are tried; without it the check says which fit.
+pub fn check_layout(m: &Machine, start: u64, raw: &[u8], nodes_shift: Option<u32>) -> LayoutCheck {
+    let g = m.geometry;
+    let cands: Vec<(u32, u32)> = NODES_SHIFTS
+        .filter(|n| nodes_shift.is_none_or(|k| k == *n))
+        .flat_map(|n| ZONES_WIDTHS.map(|z| (n, z)))
+        .collect();
+    let mut misses = vec![0u64; cands.len()];
+    let mut first: Vec<Option<(u64, u64, u16, u8)>> = vec![None; cands.len()];
+    let mut checked = 0;
+    for (i, sp) in raw.chunks_exact(STRUCT_PAGE_SIZE).enumerate() {
+        let pfn = start + i as u64;
+        let meta = m.store.section_meta(g.pfn_to_section(pfn));
+        let f = Page(sp).flags();
+        if !meta.online() || meta.device() || f == u64::MAX || f & PG_RESERVED != 0 {
+            continue;
+        }
+        if sp.iter().all(|&b| b == 0) {
+            continue;
+        }
+        checked += 1;
+        let (nid, zone) = (meta.nid, m.store.pageblock_zone(pfn) as u8);
+        for (c, &(ns, zw)) in cands.iter().enumerate() {
+            if node_zone(f, ns, zw) != (u64::from(nid), u64::from(zone)) {
+                misses[c] += 1;
+                first[c].get_or_insert((pfn, f, nid, zone));
+            }
+        }
+    }
+    let fits: Vec<(u32, u32)> = (0..cands.len())
+        .filter(|&c| misses[c] == 0)
+        .map(|c| cands[c])
+        .collect();
+    let first_miss = if fits.is_empty() && checked > 0 {
+        let c = (0..cands.len()).min_by_key(|&c| misses[c]).unwrap_or(0);
+        first[c].map(|(p, f, n, z)| (p, f, n, z, misses[c]))
+    } else {
+        None
+    };
+    LayoutCheck {
+        checked,
+        fits,
+        first_miss,
+    }
+}
+
+/// [`import`] after checking the input: whole struct pages, inside the machine, and node/zone
+/// bits that this layout explains ([`check_layout`]); struct pages of another layout or
+/// another machine are refused before any page is written, never decoded.
 pub fn import_checked(
     m: &mut Machine,
     start: u64,
     raw: &[u8],
     vmemmap: u64,
+    nodes_shift: Option<u32>,
 ) -> crate::Result<MemmapStats> {
+    if nodes_shift.is_some_and(|k| !NODES_SHIFTS.contains(&k)) {
+        return Err(crate::Error::Argument(format!(
+            "nodes_shift {}: x86_64 configs give CONFIG_NODES_SHIFT 0..10",
+            nodes_shift.unwrap_or(0)
+        )));
+    }
     if raw.len() % STRUCT_PAGE_SIZE != 0 {
         return Err(crate::Error::Argument(format!(
             "{} bytes of struct pages is not a whole number of {STRUCT_PAGE_SIZE}-byte struct pages",
             raw.len()
         )));
     }
-    m.check_pfn_range(start, (raw.len() / STRUCT_PAGE_SIZE) as u64)?;
-    Ok(import(m, start, raw, vmemmap))
+    let n = (raw.len() / STRUCT_PAGE_SIZE) as u64;
+    m.check_pfn_range(start, n)?;
+    let lc = check_layout(m, start, raw, nodes_shift);
+    let widths = nodes_shift.map_or_else(
+        || "any NODES_SHIFT 0..10".to_string(),
+        |k| format!("NODES_SHIFT {k}"),
+    );
+    if let Some((pfn, f, nid, zone, k)) = lc.first_miss {
+        return Err(crate::Error::Argument(format!(
+            "struct pages of pfns {start:#x}..{:#x}: {k} of {} initialised pages name a node or \
+             zone the machine does not have for them under {widths} / ZONES_WIDTH 2..3 (first: pfn {pfn:#x}, flags {f:#018x}, where the machine has node {nid}, zone \
+             {}): not a 5.4/6.1 x86_64 struct page of this machine; refusing to decode it",
+            start + n,
+            lc.checked,
+            crate::page::ZoneType::from_u8(zone).map_or("?", |z| z.name()),
+        )));
+    }
+    let mut st = import(m, start, raw, vmemmap);
+    st.layout_checked = lc.checked;
+    st.layout_fits = lc.fits;
+    Ok(st)
 }
 
 /// Decode `raw` (struct pages of `raw.len() / 64` pfns from `start`) into the machine's page

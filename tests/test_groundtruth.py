@@ -567,3 +567,30 @@ def test_real_agents_offline_the_blocks_the_model_says_and_rank_as_measured(run)
     assert all(r.kernel_value.count(":ok") == 4 for r in agents)
     cr = a.client_ranking()
     assert cr["pairs"] >= 1 and cr["same_order"] == cr["pairs"], cr
+
+
+@pytest.mark.parametrize("run", ["offline-6.1-debian", "offline-5.4-nodebug"])
+def test_real_struct_pages_fit_their_configs_widths_and_no_other(run):
+    """The node and zone bits of a real kernel's struct pages (page-flags-layout.h) fit the
+    NODES_SHIFT of that kernel's config (10 in Debian's 6.1, 6 in our 5.4.59 builds), and the
+    other kernel's width does not: struct pages checked against it are refused, not decoded."""
+    from memscan import Machine
+    from memscan.groundtruth.agree import _bytes
+    from memscan.kernel import memmap_layout
+
+    d = os.path.join(RECORDS, run)
+    rec = load_record(d)
+    ns = int(rec["kernel_config"]["CONFIG_NODES_SHIFT"])
+    a = next(a for a in rec["attempts"] if a.get("pre", {}).get("memmap"))
+    pre = a["pre"]
+    with tarfile.open(os.path.join(d, "snapshot.tar.xz")) as tar:
+        raw = _bytes(tar, pre["member"] + "/memmap", pre["npfn"] * 64)
+    m = Machine.from_snapshot(os.path.join(d, "snapshot.tar.xz"), progress=False)
+    layout = memmap_layout(profile_for(rec))
+    st = m.copy().import_memmap(raw, pre["pfn"], layout=layout, vmemmap=vmemmap_of(rec))
+    # without the config the config's width fits (a one-zone block also fits a width or two
+    # nearby: a lone zone bit reads alike, which is why agree passes the config's)
+    assert st["layout_checked"] > pre["npfn"] // 2 and (ns, 3) in st["layout_fits"]
+    other = 6 if ns == 10 else 10
+    with pytest.raises(ArgumentError, match=f"NODES_SHIFT {other}"):
+        m.import_memmap(raw, pre["pfn"], layout=layout, vmemmap=vmemmap_of(rec), nodes_shift=other)

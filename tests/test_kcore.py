@@ -5,6 +5,7 @@ data and the vmemmap of RAM), its vmemmap moved as KASLR moves it."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -16,7 +17,7 @@ import pytest
 
 import memscan
 from memscan import PageKind
-from memscan.errors import ParseError
+from memscan.errors import ArgumentError, ParseError
 from memscan.kinds import KPF
 from memscan.sources.kcore import Kcore, kallsyms_address
 from memscan.sources.snapshot import capture
@@ -42,8 +43,14 @@ ZONEINFO = """Node 0, zone    DMA32
 """
 
 
-def sp(flags=0, w1=0, mapping=0, ptype=0xFFFFFFFF, ref=0):
-    return struct.pack("<QQQQQQIiQ", flags, w1, 0, mapping, 0, 0, ptype, ref, 0)
+#: Debian 6.1's CONFIG_NODES_SHIFT: the node id in flags' top 10 bits, the zone index (3 bits)
+#: below; the planted pages are node 0, ZONE_DMA32 (1), as the machine has them
+NODES_SHIFT = 10
+DMA32_LINK = 1 << (64 - NODES_SHIFT - 3)
+
+
+def sp(flags=0, w1=0, mapping=0, ptype=0xFFFFFFFF, ref=0, link=DMA32_LINK):
+    return struct.pack("<QQQQQQIiQ", flags | link, w1, 0, mapping, 0, 0, ptype, ref, 0)
 
 
 def write_kcore(path, base=BASE, hole=HOLE, data_page=None):
@@ -79,7 +86,7 @@ def write_kcore(path, base=BASE, hole=HOLE, data_page=None):
         f.write(sp(w1=BASE + 64 * (PCP_PFN + 7)))
 
 
-def fake_root(tmp_path, release="6.1.0-57-cloud-amd64", kallsyms=None, kcore=True):
+def fake_root(tmp_path, release="6.1.0-57-cloud-amd64", kallsyms=None, kcore=True, config=None):
     root = tmp_path / "root"
     memscan.Machine.from_iomem(IOMEM, block_size="128M").export_sysfs(root, kernel="6.1")
     proc = root / "proc"
@@ -105,6 +112,11 @@ def fake_root(tmp_path, release="6.1.0-57-cloud-amd64", kallsyms=None, kcore=Tru
     np.ones(END_PFN, dtype="<u8").tofile(proc / "kpagecount")
     if kcore:
         write_kcore(proc / "kcore")
+    if config is None:
+        config = f"CONFIG_NUMA=y\nCONFIG_NODES_SHIFT={NODES_SHIFT}\n"
+    if config:
+        with gzip.open(proc / "config.gz", "wt") as f:
+            f.write(config)
     return root
 
 
@@ -120,6 +132,7 @@ def test_struct_pages_come_from_kcore_at_the_kaslr_base(tmp_path):
     assert mm["vmemmap_base"] == BASE and mm["vmemmap_source"] == "kallsyms vmemmap_base"
     assert mm["ranges"] == [[0, END_PFN]]  # pfn 1 widened to its section
     assert mm["gap_bytes"] == (HOLE[1] - HOLE[0]) * 64
+    assert mm["nodes_shift"] == NODES_SHIFT  # from /proc/config.gz
     with tarfile.open(tmp_path / "s.tar.gz") as t:
         raw = t.extractfile(f"memmap/0-{END_PFN:x}").read()
     assert len(raw) == END_PFN * 64
@@ -150,6 +163,28 @@ def test_a_model_from_struct_pages_sees_what_kpageflags_cannot(tmp_path):
     assert b.offline(6, "6.1").errno is None
     # pages whose struct pages kcore did not list stay as kpageflags had them
     assert kind(a, HOLE[0] + 5) == kind(b, HOLE[0] + 5) == PageKind.LRU
+
+
+@pytest.mark.parametrize(
+    "config, nodes_shift",
+    [("", None), ("# CONFIG_NUMA is not set\n", 0), ("CONFIG_NODES_SHIFT=6\n", 6)],
+)
+def test_struct_pages_are_checked_against_the_configs_node_bits(tmp_path, config, nodes_shift):
+    """The capture records the running config's NODES_SHIFT (/proc/config.gz) and the model
+    checks the struct pages' node/zone bits against it: without a config every width is
+    tried (and the Debian width is among those that fit); a config whose width does not
+    explain the pages (NUMA off, or NODES_SHIFT 6: the zone bits sit elsewhere) is refused."""
+    root = fake_root(tmp_path, config=config)
+    meta = capture(tmp_path / "s.tar.gz", root=str(root), progress=False, memmap=True)
+    assert meta["memmap"]["nodes_shift"] == nodes_shift
+    if nodes_shift is None:
+        m = memscan.Machine.from_snapshot(tmp_path / "s.tar.gz", progress=False)
+        info = m.snapshot_info["memmap"]
+        assert info["layout_checked"] == 2 and (NODES_SHIFT, 3) in info["layout_fits"]
+        assert kind(m, PINNED_PFN) == PageKind.PINNED
+    else:
+        with pytest.raises(ArgumentError, match=f"under NODES_SHIFT {nodes_shift} "):
+            memscan.Machine.from_snapshot(tmp_path / "s.tar.gz", progress=False)
 
 
 def test_a_kernel_whose_struct_pages_are_not_decoded_keeps_kpageflags(tmp_path):

@@ -18,7 +18,18 @@ PG_LRU, PG_SLAB, PG_RESERVED, PG_HEAD, PG_SWAPBACKED = 1 << 4, 1 << 9, 1 << 12, 
 NOTYPE = 0xFFFFFFFF  # _mapcount -1: no page type, not mapped
 
 
-def sp(flags=0, w1=0, w2=0, mapping=0, private=0, ptype=NOTYPE, ref=0):
+#: the test blocks lie in ZONE_NORMAL (index 2) of node 0 (the synthetic machine's only zone)
+NORMAL = 2
+
+
+def links(zone=NORMAL, node=0, nodes_shift=6, zones_width=3):
+    """The node and zone bits set_page_links() puts at the top of flags (SPARSEMEM_VMEMMAP)."""
+    node_bits = node << (64 - nodes_shift) if nodes_shift else 0
+    return node_bits | zone << (64 - nodes_shift - zones_width)
+
+
+def sp(flags=0, w1=0, w2=0, mapping=0, private=0, ptype=NOTYPE, ref=0, link=None):
+    flags |= links() if link is None else link
     return struct.pack("<QQQQQQIiQ", flags, w1, w2, mapping, 0, private, ptype, ref, 0)
 
 
@@ -124,3 +135,36 @@ def test_offline_sections_are_left_alone_and_bad_input_refused():
 
     with pytest.raises(PfnRangeError):
         m.import_memmap(sp(), m.geometry.max_pfn)
+
+
+def test_node_and_zone_bits_of_another_layout_are_refused_not_decoded():
+    """A struct page names its node and zone (page-flags-layout.h): the decode accepts the
+    widths a 5.4/6.1 x86_64 config can give (Debian 6.1's NODES_SHIFT 10 as our 5.4's 6) and,
+    given the config's NODES_SHIFT, refuses pages whose bits do not fit it, before writing."""
+    m, base = machine_and_base()
+    assert m.zones() == [(0, "Normal", 1 << 20, 1310720)]
+    slab = dict(flags=PG_SLAB, mapping=0xFFFF888000002000, ref=1)
+    for ns in (0, 6, 10):
+        raw = sp(**slab, link=links(nodes_shift=ns)) * 4
+        st = m.copy().import_memmap(raw, base)
+        assert st["layout_checked"] == 4 and (ns, 3) in st["layout_fits"]
+        assert m.copy().import_memmap(raw, base, nodes_shift=ns)["layout_fits"] == [(ns, 3)]
+    before = [m.page(base + i) for i in range(4)]
+    wrong_zone = sp(**slab, link=links(zone=1)) * 4  # ZONE_DMA32 where the machine has Normal
+    with pytest.raises(
+        ArgumentError, match=r"4 of 4 initialised pages .*NODES_SHIFT 6.* zone Normal"
+    ):
+        m.import_memmap(wrong_zone, base, nodes_shift=6)
+    # a lone zone bit also reads as another zone one place lower: without the config that
+    # is ambiguous, and the widths it fits say so
+    fits = m.copy().import_memmap(wrong_zone, base)["layout_fits"]
+    assert (6, 3) not in fits and (7, 3) in fits
+    wrong_node = sp(**slab, link=links(node=1)) * 4  # node 1 on a one-node machine
+    with pytest.raises(ArgumentError, match="pfn " + hex(base)):
+        m.import_memmap(wrong_node, base, nodes_shift=6)
+    with pytest.raises(ArgumentError, match="nodes_shift 11"):
+        m.import_memmap(wrong_node, base, nodes_shift=11)
+    assert [m.page(base + i) for i in range(4)] == before
+    # reserved pages (a 5.x hole's memmap: node 0, zone 0 anywhere) are not held against it
+    st = m.import_memmap(sp(flags=PG_RESERVED, ref=1, link=0) * 4, base, nodes_shift=6)
+    assert st["layout_checked"] == 0

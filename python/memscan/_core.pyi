@@ -130,6 +130,8 @@ class _MemmapImportDict(TypedDict):
     orphan_tails: int
     poisoned: int
     zeroed: int
+    layout_checked: int
+    layout_fits: List[Tuple[int, int]]
 
 class _Vocabulary(TypedDict):
     page_kinds: List[Tuple[str, int]]
@@ -203,7 +205,11 @@ class CoreMachine:
     def hugetlb_reserved(self) -> List[int]: ...
     uninit_memmap: str
     def memmap_import(
-        self, start: int, raw: npt.NDArray[np.uint8], vmemmap: int
+        self,
+        start: int,
+        raw: npt.NDArray[np.uint8],
+        vmemmap: int,
+        nodes_shift: Optional[int] = None,
     ) -> _MemmapImportDict: ...
     def nodes_online(self) -> List[bool]: ...
     def hstates(self) -> List[Tuple[int, bool]]: ...

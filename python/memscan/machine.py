@@ -262,7 +262,7 @@ class Machine:
                 if abs(m.min_free_kbytes("5.5") - cap) >= abs(raised - cap):
                     m.hotplugged = False
             # the raw struct pages, where captured and decoded, over kpageflags' kinds
-            mstats: Optional[Dict[str, int]] = None
+            mstats: Optional[Dict[str, Any]] = None
             total = snap.memmap_pfns(m.geometry.max_pfn)
             if total:
                 assert snap.memmap is not None
@@ -274,9 +274,13 @@ class Machine:
                             start,
                             layout=snap.memmap["layout"],
                             vmemmap=snap.memmap["vmemmap_base"],
+                            nodes_shift=snap.memmap.get("nodes_shift"),
                         )
                         for k, v in got.items():
-                            mstats[k] = mstats.get(k, 0) + v
+                            if k == "layout_fits":  # the widths every chunk so far fits
+                                mstats[k] = [w for w in mstats.get(k, v) if w in v]
+                            else:
+                                mstats[k] = mstats.get(k, 0) + v
                         bar.update(len(raw) // 64)
             origin.snapshot_info = snap.describe(m, stats, time.perf_counter() - t0, mstats)
         return m
@@ -689,7 +693,8 @@ class Machine:
         start_pfn: int,
         layout: str = "5.4-x86_64",
         vmemmap: Optional[int] = None,
-    ) -> Dict[str, int]:
+        nodes_shift: Optional[int] = None,
+    ) -> Dict[str, Any]:
         """Set page kinds from raw struct pages (64 bytes per pfn from ``start_pfn``): a vmemmap
         range read from /proc/kcore, a vmcore (crash/drgn) or a ground-truth run. What each
         kind comes from is in src/memmap.rs; the memmap tells what kpageflags cannot (per-CPU
@@ -697,13 +702,20 @@ class Machine:
         Only pfns of online sections are written. Returns counts of what was found.
 
         ``layout``: "5.4-x86_64" (read in 5.4.59) or "6.1-x86_64" (read in v6.1-rc7: the
-        fields memscan decodes sit at the same offsets and bits; node and zone bits, which
-        differ, are not read). ``vmemmap``: the vmemmap base the struct pages' compound_head
-        pointers use (the 4-level x86_64 default; a kernel with RANDOMIZE_MEMORY or 5-level
-        paging has its own, in its ``vmemmap_base`` variable).
+        fields memscan decodes sit at the same offsets and bits). ``vmemmap``: the vmemmap base
+        the struct pages' compound_head pointers use (the 4-level x86_64 default; a kernel with
+        RANDOMIZE_MEMORY or 5-level paging has its own, in its ``vmemmap_base`` variable).
+
+        The node and zone bits at the top of each initialised, unreserved page's flags are
+        checked against the machine's node and zone for that pfn first: ``nodes_shift`` is the
+        kernel's CONFIG_NODES_SHIFT where known (6 in our 5.4.59 builds, 10 in Debian's 6.1);
+        without it any x86_64 width is tried, and ``layout_fits`` in the result says which
+        fit. Pages that fit none are refused before any page is written: another kernel's
+        layout, or another machine's struct pages.
 
         Raises:
-            ArgumentError: a struct page layout memscan does not decode.
+            ArgumentError: a struct page layout memscan does not decode, or node/zone bits
+                this machine and layout do not explain.
             ParseError: data that is not a whole number of 64-byte struct pages.
             PfnRangeError: a range outside the machine.
         """
@@ -734,6 +746,7 @@ class Machine:
                 int(start_pfn),
                 np.ascontiguousarray(arr),
                 X86_VMEMMAP_BASE if vmemmap is None else int(vmemmap),
+                None if nodes_shift is None else _nonneg(nodes_shift, "nodes_shift", ArgumentError),
             )
         )
 

@@ -620,18 +620,23 @@ impl CoreMachine {
     }
 
     /// Page kinds from raw x86_64 struct pages (64 bytes per pfn from `start`; `vmemmap` is
-    /// the base their compound_head pointers use).
+    /// the base their compound_head pointers use; `nodes_shift`: the config's, where known,
+    /// for the node/zone bits check).
+    #[pyo3(signature = (start, raw, vmemmap, nodes_shift=None))]
     fn memmap_import<'py>(
         &self,
         py: Python<'py>,
         start: u64,
         raw: PyReadonlyArray1<'_, u8>,
         vmemmap: u64,
+        nodes_shift: Option<u32>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let r = contiguous(&raw, "struct pages")?;
-        let st = guard(|| memmap::import_checked(&mut self.write(), start, r, vmemmap))?;
+        let st =
+            guard(|| memmap::import_checked(&mut self.write(), start, r, vmemmap, nodes_shift))?;
         let d = PyDict::new(py);
         set_fields(&d, &MemmapStats::FIELDS, &st)?;
+        d.set_item("layout_fits", st.layout_fits)?;
         Ok(d)
     }
 

@@ -161,8 +161,7 @@ def _after(
     a: Dict[str, Any],
     words: np.ndarray,
     memmap: Optional[np.ndarray],
-    layout: Any,
-    vmemmap: int,
+    layout: Dict[str, Any],
 ) -> Dict[str, Any]:
     """The block as the kernel left it (the post-attempt copy, read as the pre-attempt copy
     was: kpageflags, or struct pages too) beside the model's block after it followed the
@@ -178,7 +177,7 @@ def _after(
             k.set_block_state(a["block"], "online")
         import_words(k, words, pfn)
         if memmap is not None:
-            k.import_memmap(memmap, pfn, layout=layout, vmemmap=vmemmap)
+            k.import_memmap(memmap, pfn, **layout)
         theirs = _AFTER_OF_KIND[k.page_bytes(pfn, n) & 0xF]
         theirs[gone] = 0
     count = lambda c: {name: int((c == i).sum()) for i, name in enumerate(AFTER_CLASSES)}  # noqa: E731
@@ -496,13 +495,13 @@ def _offline_row(
     mv = "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
     post = None
     if after is not None:
-        post = _after(m, a, after[0], after[1], after[2], vmemmap)
+        post = _after(m, a, after[0], after[1], after[2])
         if m.block_state(a["block"]) != BlockState.OFFLINE:
             # a failed write: the replay goes on from the block as the kernel left it (what
             # it migrated out is free there), not from the model's own partial migration
             import_words(m, after[0], a["pre"]["pfn"])
             if after[1] is not None:
-                m.import_memmap(after[1], a["pre"]["pfn"], layout=after[2], vmemmap=vmemmap)
+                m.import_memmap(after[1], a["pre"]["pfn"], **after[2])
     return Row(
         "offline",
         a["block"],
@@ -571,6 +570,10 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
     prof = kernel or profile_for(rec)
     layout = memmap_layout(prof)
     vmemmap = vmemmap_of(rec)
+    # import_memmap's arguments: the layout, the base, and the config's NODES_SHIFT for the
+    # node/zone bits check (the record's kernel_config; unknown: every x86_64 width tried)
+    ns = rec.get("kernel_config", {}).get("CONFIG_NODES_SHIFT", "")
+    mm = {"layout": layout, "vmemmap": vmemmap, "nodes_shift": int(ns) if ns.isdigit() else None}
     if source == "auto":
         source = "memmap" if has_memmap(rec) and layout else "kpageflags"
     if source == "memmap" and not layout:
@@ -614,7 +617,7 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
                 _bytes(tar, a["after"]["member"] + "/memmap", a["pre"]["npfn"] * 64)
                 if source == "memmap"
                 else None,
-                layout,
+                mm,
             )
             for a in rec["attempts"]
             if a.get("after") and a.get("pre")
@@ -627,9 +630,7 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
             # older: other processes allocate and free in between)
             import_words(m, pre_words[pre["member"]], pre["pfn"])
             if source == "memmap":
-                m.import_memmap(
-                    pre_memmap[pre["member"]], pre["pfn"], layout=layout, vmemmap=vmemmap
-                )
+                m.import_memmap(pre_memmap[pre["member"]], pre["pfn"], **mm)
             elif a["attr"] in ("removable", "offline"):
                 alts = _alternatives(m, a, prof, pre_words[pre["member"]])
         mine = _outcome(m, a["attr"], a["block"], prof) if alts else None

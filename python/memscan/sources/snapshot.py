@@ -108,6 +108,23 @@ def _memmap_spans(iomem: str, page_size: int, section_pfns: int) -> List[Tuple[i
     return out
 
 
+def config_nodes_shift(proc: str) -> Optional[int]:
+    """CONFIG_NODES_SHIFT of the running kernel from ``proc``/config.gz (IKCONFIG_PROC), 0
+    where NUMA is off, None where the config cannot be read: the width of the node bits
+    ``import_memmap`` checks struct pages against."""
+    import gzip
+
+    try:
+        with gzip.open(os.path.join(proc, "config.gz"), "rt") as f:
+            text = f.read()
+    except (OSError, EOFError):
+        return None
+    m = re.search(r"^CONFIG_NODES_SHIFT=(\d+)$", text, re.M)
+    if m:
+        return int(m.group(1))
+    return 0 if re.search(r"^# CONFIG_NUMA is not set$", text, re.M) else None
+
+
 def _capture_memmap(
     tar: tarfile.TarFile,
     proc: str,
@@ -163,6 +180,8 @@ def _capture_memmap(
         "ranges": [[s, e] for s, e in spans],
         # struct pages no kcore segment held, written as zeroes (left as modeled on import)
         "gap_bytes": gap,
+        # the node bits' width, for the import's node/zone check (None: every width tried)
+        "nodes_shift": config_nodes_shift(proc),
     }
 
 
@@ -497,6 +516,11 @@ class OpenSnapshot:
                     f"{self.path}: {name} is {size} bytes, not the {(e - s) * 64} of "
                     f"{e - s} struct pages (truncated?)"
                 )
+        ns = mm.get("nodes_shift")
+        if ns is not None and (
+            not isinstance(ns, int) or isinstance(ns, bool) or not 0 <= ns <= 10
+        ):
+            raise ParseError(f"{where}: nodes_shift {excerpt(repr(ns))} is not 0..10 or null")
         release = self.meta.get("kernel_release")
         layout = memmap_layout(release, str(self.meta.get("arch", "x86_64")))
         if layout is None:
@@ -504,7 +528,12 @@ class OpenSnapshot:
                 f"memmap: struct pages of kernel {release} are not decoded (memscan decodes "
                 f"{', '.join(MEMMAP_LAYOUTS.values())}): page kinds are from kpageflags"
             )
-        return {"vmemmap_base": base, "ranges": [tuple(r) for r in ranges], "layout": layout}
+        return {
+            "vmemmap_base": base,
+            "ranges": [tuple(r) for r in ranges],
+            "layout": layout,
+            "nodes_shift": ns,
+        }
 
     def memmap_chunks(self, max_pfn: int) -> Iterator[Tuple[int, bytes]]:
         """(start pfn, struct pages) of the captured memmap up to ``max_pfn``, in chunks whose

@@ -90,7 +90,9 @@ def test_every_attempt_agrees_with_the_kernel(run):
             assert not next(r for r in a.rows if (r.attr, r.block) == (attr, block)).agree, why
 
 
-@pytest.mark.parametrize("run", [r for r in RUNS if r.startswith(("offline", "small"))])
+@pytest.mark.parametrize(
+    "run", [r for r in RUNS if r.startswith(("offline", "small", "reread"))]
+)
 def test_kpageflags_only_meets_its_target(run):
     """kpageflags cannot tell a per-CPU free page from a kernel page (both read 0): the
     target from kpageflags only is 90 % of attempts (removable value; offline errno and
@@ -222,6 +224,10 @@ def test_scenarios_parse_and_refuse_typos(tmp_path):
             Scenario.load(str(p))
     vm = Scenario.load("virtio-mem-6.1")
     assert vm.virtio_mem == 1 << 30 and vm.virtio_mem_requested == 320 << 20
+    p.write_text('name = "x"\nmemory = "1G"\nreread = true\n')
+    with pytest.raises(ParseError, match="reread .* no offline"):
+        Scenario.load(str(p))
+    assert Scenario.load("reread-5.4").reread
     p.write_text('name = "x"\nmemory = "1G"\nhotadd = ["100M"]\n')
     with pytest.raises(ParseError, match="hotadd must be whole multiples of 128 MiB"):
         Scenario.load(str(p))
@@ -594,3 +600,24 @@ def test_real_struct_pages_fit_their_configs_widths_and_no_other(run):
     other = 6 if ns == 10 else 10
     with pytest.raises(ArgumentError, match=f"NODES_SHIFT {other}"):
         m.import_memmap(raw, pre["pfn"], layout=layout, vmemmap=vmemmap_of(rec), nodes_shift=other)
+
+
+@pytest.mark.parametrize("run", [r for r in RUNS if r.startswith("reread")])
+def test_removable_after_each_offline_is_the_kernels_as_memory_moves(run):
+    """reread-5.4: after each offline write every online block's removable is read again,
+    against its pages copied right before that read. The kernel's answer changes between
+    reads of the same block as memory moves, and the model gives each answer, from struct
+    pages and from kpageflags."""
+    rec = load_record(os.path.join(RECORDS, run))
+    offlines = [i for i, a in enumerate(rec["attempts"]) if a["attr"] == "offline"]
+    for source in ("memmap", "kpageflags"):
+        rows = [r for r in agree(os.path.join(RECORDS, run), source=source).rows]
+        reads = [r for r in rows if r.attr == "removable"]
+        assert all(r.agree for r in reads), [r.why for r in reads if not r.agree]
+        # reads after the first offline write, for blocks read before it as well
+        first = sum(1 for r in rows[: offlines[0]] if r.attr == "removable")
+        assert len(reads) > first + len(offlines)
+        seen: dict = {}
+        for r in reads:
+            seen.setdefault(r.block, set()).add(r.kernel_value)
+        assert any(len(v) > 1 for v in seen.values()), seen

@@ -256,8 +256,19 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
             "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark offline:$b",
             f"  /bin/mshelper owrite offline:$b $d/state offline $((b * bs)) $bs /dev/vdb@$(((n - 1) * slot)) {int(sc.offline_timeout)}{mm}{after}",
             "  dmesg -c > $a/kmsg",
-            "done",
         ]
+        if sc.reread:
+            # every online block's removable again, as the first reads were: the answer
+            # and the scan's time after the memory this write moved
+            lines += [
+                "  for e in $M/memory[0-9]*; do c=${e##*/memory}",
+                '    [ "$(cat $e/state)" = online ] || continue',
+                "    n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark removable:$c",
+                f"    /bin/mshelper attempt removable:$c $e/removable $((c * bs)) $bs /dev/vdb@$(((n - 1) * slot)){mm}",
+                "    dmesg -c > $a/kmsg",
+                "  done",
+            ]
+        lines.append("done")
     if sc.clients:
         lines += _client_lines(sc)
     lines += [

@@ -11,6 +11,9 @@ A scenario is a small TOML file (see ``scenarios/*.toml``)::
     attempt_memmap = false         # also copy a block's struct pages right before each read
     attempt_after = true           # copy the block again right after each offline write
                                    # (what it migrated, freed or offlined); the default
+    reread = false                 # after each offline write, read every online block's
+                                   # removable again (timed, with its pre-read copy): the
+                                   # answer and its cost as memory moves
     timeout = 240                  # seconds of wall time before the run is called timed out
     dimms = ["1G"]                 # coldplugged pc-dimm devices (ACPI memory hotplug: their
                                    # blocks come up offline unless the kernel auto-onlines)
@@ -81,6 +84,7 @@ class Scenario:
     memmap_blocks: List[int] = field(default_factory=list)
     attempt_memmap: bool = False
     attempt_after: bool = True
+    reread: bool = False
     dimms: List[int] = field(default_factory=list)
     hotadd: List[int] = field(default_factory=list)
     virtio_mem: int = 0
@@ -108,6 +112,7 @@ class Scenario:
             "memmap_blocks",
             "attempt_memmap",
             "attempt_after",
+            "reread",
             "dimms",
             "hotadd",
             "virtio_mem",
@@ -194,6 +199,9 @@ class Scenario:
         timeout = typed("timeout", (int, float), 240)
         if timeout <= 0:
             raise ParseError(f"{source}: timeout {timeout!r} must be positive")
+        reread = typed("reread", bool, False)
+        if reread and not d.get("offline"):
+            raise ParseError(f"{source}: reread re-reads removable after offline writes: no offline")
         return cls(
             name=typed("name", str, ""),
             memory=parse_size(d["memory"], f"{source}: memory"),
@@ -204,6 +212,7 @@ class Scenario:
             memmap_blocks=list(blocks),
             attempt_memmap=typed("attempt_memmap", bool, False),
             attempt_after=typed("attempt_after", bool, True),
+            reread=reread,
             hugepages=d.get("hugepages", 0),
             tmpfs_mb=d.get("tmpfs_mb", 0),
             offline=offline if offline == "all" else list(offline),

@@ -98,8 +98,10 @@ static int copy_words(const char *src, uint64_t pfn, uint64_t npfn, int of, uint
     while (left) {
         uint64_t want = left < BUF_SIZE ? left : BUF_SIZE;
         ssize_t r = pread(fd, gbuf, want, (off_t)off);
-        if (r <= 0) { /* past max_pfn: zeroes keep the slot's layout */
-            memset(gbuf, 0, want);
+        if (r <= 0) r = 0; /* past max_pfn: zeroes keep the slot's layout */
+        if ((uint64_t)r < want) { /* max_pfn inside the block: the rest reads as zeroes, and
+                                   * O_DIRECT wants the whole aligned length written */
+            memset(gbuf + r, 0, want - (uint64_t)r);
             r = (ssize_t)want;
         }
         if (put(of, pos, (uint64_t)r)) return 2;

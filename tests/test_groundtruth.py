@@ -90,9 +90,7 @@ def test_every_attempt_agrees_with_the_kernel(run):
             assert not next(r for r in a.rows if (r.attr, r.block) == (attr, block)).agree, why
 
 
-@pytest.mark.parametrize(
-    "run", [r for r in RUNS if r.startswith(("offline", "small", "reread"))]
-)
+@pytest.mark.parametrize("run", [r for r in RUNS if r.startswith(("offline", "small", "reread"))])
 def test_kpageflags_only_meets_its_target(run):
     """kpageflags cannot tell a per-CPU free page from a kernel page (both read 0): the
     target from kpageflags only is 90 % of attempts (removable value; offline errno and

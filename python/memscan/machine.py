@@ -41,6 +41,14 @@ from .sources.layout import canonical_arch
 from .workload import Workload
 
 
+def _nodes_shift(value: Any) -> int:
+    """A CONFIG_NODES_SHIFT for the struct page check: x86_64 configs give 0..10."""
+    v = _nonneg(value, "nodes_shift", ArgumentError)
+    if v > 10:
+        raise ArgumentError(f"nodes_shift {v}: x86_64 configs give CONFIG_NODES_SHIFT 0..10")
+    return v
+
+
 def _nonneg(value: Any, what: str, error: type) -> int:
     """An integer argument (a Python or numpy integer: no float or string cast), >= 0."""
     try:
@@ -746,7 +754,7 @@ class Machine:
                 int(start_pfn),
                 np.ascontiguousarray(arr),
                 X86_VMEMMAP_BASE if vmemmap is None else int(vmemmap),
-                None if nodes_shift is None else _nonneg(nodes_shift, "nodes_shift", ArgumentError),
+                None if nodes_shift is None else _nodes_shift(nodes_shift),
             )
         )
 

@@ -201,7 +201,9 @@ class Scenario:
             raise ParseError(f"{source}: timeout {timeout!r} must be positive")
         reread = typed("reread", bool, False)
         if reread and not d.get("offline"):
-            raise ParseError(f"{source}: reread re-reads removable after offline writes: no offline")
+            raise ParseError(
+                f"{source}: reread re-reads removable after offline writes: no offline"
+            )
         return cls(
             name=typed("name", str, ""),
             memory=parse_size(d["memory"], f"{source}: memory"),

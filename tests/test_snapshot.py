@@ -122,6 +122,17 @@ def test_bad_snapshots(tmp_path):
         memscan.Machine.from_snapshot(junk)
     with pytest.raises(ParseError, match="meta.json is missing"):
         memscan.Machine.from_snapshot(_tar(tmp_path / "a.tgz", {"proc/iomem": b""}))
+    # compressed snapshots are decompressed once before reading (open_tar): a truncated
+    # stream is refused by name, for xz as for gzip
+    import gzip
+    import lzma
+
+    whole = (tmp_path / "a.tgz").read_bytes()
+    xz = lzma.compress(gzip.decompress(whole))
+    for name, data in (("t.tar.xz", xz[: len(xz) // 2]), ("t.tgz", whole[: len(whole) // 2])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ParseError, match=f"{name}: not a readable snapshot"):
+            memscan.Machine.from_snapshot(tmp_path / name)
     meta = json.dumps({"arch": "x86_64", "page_size": 4096}).encode()
     with pytest.raises(ParseError, match="proc/iomem is missing"):
         memscan.Machine.from_snapshot(_tar(tmp_path / "b.tgz", {"meta.json": meta}))

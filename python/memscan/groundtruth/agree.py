@@ -25,6 +25,7 @@ from ..kernel import memmap_layout
 from ..kinds import KPF, BlockState, PageKind
 from ..kpageflags import import_words
 from ..results import OFFLINE_COUNTERS
+from ..sources.snapshot import open_tar
 from .guest import STRUCT_PAGE, VMEMMAP_BASE, HarnessError
 
 _PAGE = re.compile(r"page:([0-9a-f]{16})\b")
@@ -593,7 +594,7 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
     )
     m = Machine.from_snapshot(snap_path, progress=False)
     rows: List[Row] = []
-    with tarfile.open(snap_path) as tar:
+    with open_tar(snap_path) as tar:
         pre_words = {
             a["pre"]["member"]: _words(tar, a["pre"]["member"] + "/kpageflags", a["pre"]["npfn"])
             for a in rec["attempts"]

@@ -10,7 +10,7 @@
 //!
 //! | offset | field |
 //! |---|---|
-//! | 0 | `flags`: PG_* bits from 0; the node id in the top NODES_SHIFT bits, the zone index below it in ZONES_WIDTH bits (SPARSEMEM_VMEMMAP: no section bits; our 5.4.59 builds: NODES_SHIFT 6, zone in 55..57, node in 58..63; Debian 6.1: NODES_SHIFT 10, zone 51..53, node 54..63; 5 zones → ZONES_WIDTH 3). Not used for the kind, but checked: [`check_layout`] |
+//! | 0 | `flags`: PG_* bits from 0; the node id in the top NODES_SHIFT bits, the zone index below it in ZONES_WIDTH bits (SPARSEMEM_VMEMMAP: no section bits; our 5.4.59 builds: NODES_SHIFT 6, zone in 55..57, node in 58..63; Debian 6.1: NODES_SHIFT 10, zone 51..53, node 54..63; 5 zones → ZONES_WIDTH 3). Not used for the kind, but checked: [`LayoutCheck`] |
 //! | 8 | `lru.next`, or `compound_head` with bit 0 set on a tail |
 //! | 16 | on the first tail page: `compound_dtor` (u8), `compound_order` (u8) |
 //! | 24 | `mapping`: low bits PAGE_MAPPING_ANON 1, PAGE_MAPPING_MOVABLE 2 (`__PageMovable`: == 2) |
@@ -75,7 +75,7 @@ pub struct MemmapStats {
     pub poisoned: u64,
     /// All-zero struct pages (holes, or vmemmap /proc/kcore does not map): left as modeled.
     pub zeroed: u64,
-    /// struct pages whose node/zone bits were checked against the machine ([`check_layout`])
+    /// struct pages whose node/zone bits were checked against the machine ([`LayoutCheck`])
     pub layout_checked: u64,
     /// the (NODES_SHIFT, ZONES_WIDTH) pairs those pages fit (all of the tried ones when none
     /// was checked)
@@ -169,74 +169,85 @@ fn node_zone(f: u64, nodes_shift: u32, zones_width: u32) -> (u64, u64) {
 
 /// What the struct pages' own node and zone bits say about the layout they were decoded
 /// with: the (NODES_SHIFT, ZONES_WIDTH) pairs under which every initialised, unreserved
-/// struct page of an online section names the node and zone the model has for its pfn.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct LayoutCheck {
-    /// struct pages whose node/zone bits were compared
-    pub checked: u64,
-    /// the widths under which all of them agree (empty: not this layout, or another machine)
-    pub fits: Vec<(u32, u32)>,
-    /// for the closest widths that do not fit: (pfn, flags, model nid, model zone) of the
-    /// first page that disagrees, and how many do
-    pub first_miss: Option<(u64, u64, u16, u8, u64)>,
-}
-
-/// Compare every initialised, unreserved struct page's node/zone bits (ZONE_DMA 0 .. DEVICE
-/// 4, the 5.4/6.1 x86_64 order) with the model's node and zone for its pfn, under each width
-/// a config can give. Reserved pages are left out: a 5.x hole's memmap is PG_reserved with
-/// node 0 / zone 0 wherever it lies (memmap_init_zone did not reach it).
+/// struct page of an online section names the node and zone the model has for its pfn
+/// (ZONE_DMA 0 .. DEVICE 4, the 5.4/6.1 x86_64 order). Reserved pages are left out: a 5.x
+/// hole's memmap is PG_reserved with node 0 / zone 0 wherever it lies (memmap_init_zone did
+/// not reach it).
 ///
 /// A single page's bits can fit a wrong width by chance (a lone zone bit reads as ZONE_DMA32
 /// one or two places lower), so where the config is known (`nodes_shift`: the record's
 /// CONFIG_NODES_SHIFT) only its widths are tried; without it the check says which fit.
-pub fn check_layout(m: &Machine, start: u64, raw: &[u8], nodes_shift: Option<u32>) -> LayoutCheck {
-    let g = m.geometry;
-    let cands: Vec<(u32, u32)> = NODES_SHIFTS
-        .filter(|n| nodes_shift.is_none_or(|k| k == *n))
-        .flat_map(|n| ZONES_WIDTHS.map(|z| (n, z)))
-        .collect();
-    let mut misses = vec![0u64; cands.len()];
-    let mut first: Vec<Option<(u64, u64, u16, u8)>> = vec![None; cands.len()];
-    let mut checked = 0;
-    for (i, sp) in raw.chunks_exact(STRUCT_PAGE_SIZE).enumerate() {
-        let pfn = start + i as u64;
-        let meta = m.store.section_meta(g.pfn_to_section(pfn));
-        let f = Page(sp).flags();
-        if !meta.online() || meta.device() || f == u64::MAX || f & PG_RESERVED != 0 {
-            continue;
+struct LayoutCheck {
+    cands: Vec<(u32, u32)>,
+    misses: Vec<u64>,
+    /// per candidate: (pfn, flags, model nid, model zone) of the first page that disagrees
+    first: Vec<Option<(u64, u64, u16, u8)>>,
+    /// struct pages whose node/zone bits were compared
+    checked: u64,
+}
+
+impl LayoutCheck {
+    fn new(nodes_shift: Option<u32>) -> Self {
+        let cands: Vec<(u32, u32)> = NODES_SHIFTS
+            .filter(|n| nodes_shift.is_none_or(|k| k == *n))
+            .flat_map(|n| ZONES_WIDTHS.map(|z| (n, z)))
+            .collect();
+        LayoutCheck {
+            misses: vec![0; cands.len()],
+            first: vec![None; cands.len()],
+            cands,
+            checked: 0,
         }
-        if sp.iter().all(|&b| b == 0) {
-            continue;
-        }
-        checked += 1;
-        let (nid, zone) = (meta.nid, m.store.pageblock_zone(pfn) as u8);
-        for (c, &(ns, zw)) in cands.iter().enumerate() {
+    }
+
+    fn observe(&mut self, pfn: u64, f: u64, nid: u16, zone: u8) {
+        self.checked += 1;
+        for (c, &(ns, zw)) in self.cands.iter().enumerate() {
             if node_zone(f, ns, zw) != (u64::from(nid), u64::from(zone)) {
-                misses[c] += 1;
-                first[c].get_or_insert((pfn, f, nid, zone));
+                self.misses[c] += 1;
+                self.first[c].get_or_insert((pfn, f, nid, zone));
             }
         }
     }
-    let fits: Vec<(u32, u32)> = (0..cands.len())
-        .filter(|&c| misses[c] == 0)
-        .map(|c| cands[c])
-        .collect();
-    let first_miss = if fits.is_empty() && checked > 0 {
-        let c = (0..cands.len()).min_by_key(|&c| misses[c]).unwrap_or(0);
-        first[c].map(|(p, f, n, z)| (p, f, n, z, misses[c]))
-    } else {
-        None
-    };
-    LayoutCheck {
-        checked,
-        fits,
-        first_miss,
+
+    /// The widths every page fits, or, where none does, the error naming the closest
+    /// widths' first disagreeing page.
+    fn finish(
+        self,
+        start: u64,
+        n: u64,
+        nodes_shift: Option<u32>,
+    ) -> crate::Result<Vec<(u32, u32)>> {
+        let fits: Vec<(u32, u32)> = (0..self.cands.len())
+            .filter(|&c| self.misses[c] == 0)
+            .map(|c| self.cands[c])
+            .collect();
+        if !fits.is_empty() || self.checked == 0 {
+            return Ok(fits);
+        }
+        let c = (0..self.cands.len())
+            .min_by_key(|&c| self.misses[c])
+            .unwrap_or(0);
+        let (pfn, f, nid, zone) = self.first[c].unwrap_or_default();
+        let widths = nodes_shift.map_or_else(
+            || "any NODES_SHIFT 0..10".to_string(),
+            |k| format!("NODES_SHIFT {k}"),
+        );
+        Err(crate::Error::Argument(format!(
+            "struct pages of pfns {start:#x}..{:#x}: {} of {} initialised pages name a node or \
+             zone the machine does not have for them under {widths} / ZONES_WIDTH 2..3 (first: \
+             pfn {pfn:#x}, flags {f:#018x}, where the machine has node {nid}, zone {}): not a \
+             5.4/6.1 x86_64 struct page of this machine; refusing to decode it",
+            start + n,
+            self.misses[c],
+            self.checked,
+            crate::page::ZoneType::from_u8(zone).map_or("?", |z| z.name()),
+        )))
     }
 }
 
-/// [`import`] after checking the input: whole struct pages, inside the machine, and node/zone
-/// bits that this layout explains ([`check_layout`]); struct pages of another layout or
-/// another machine are refused before any page is written, never decoded.
+/// [`import`] after checking the input: whole struct pages, inside the machine, and a
+/// `nodes_shift` an x86_64 config can have.
 pub fn import_checked(
     m: &mut Machine,
     start: u64,
@@ -256,34 +267,24 @@ pub fn import_checked(
             raw.len()
         )));
     }
-    let n = (raw.len() / STRUCT_PAGE_SIZE) as u64;
-    m.check_pfn_range(start, n)?;
-    let lc = check_layout(m, start, raw, nodes_shift);
-    let widths = nodes_shift.map_or_else(
-        || "any NODES_SHIFT 0..10".to_string(),
-        |k| format!("NODES_SHIFT {k}"),
-    );
-    if let Some((pfn, f, nid, zone, k)) = lc.first_miss {
-        return Err(crate::Error::Argument(format!(
-            "struct pages of pfns {start:#x}..{:#x}: {k} of {} initialised pages name a node or \
-             zone the machine does not have for them under {widths} / ZONES_WIDTH 2..3 (first: pfn {pfn:#x}, flags {f:#018x}, where the machine has node {nid}, zone \
-             {}): not a 5.4/6.1 x86_64 struct page of this machine; refusing to decode it",
-            start + n,
-            lc.checked,
-            crate::page::ZoneType::from_u8(zone).map_or("?", |z| z.name()),
-        )));
-    }
-    let mut st = import(m, start, raw, vmemmap);
-    st.layout_checked = lc.checked;
-    st.layout_fits = lc.fits;
-    Ok(st)
+    m.check_pfn_range(start, (raw.len() / STRUCT_PAGE_SIZE) as u64)?;
+    import(m, start, raw, vmemmap, nodes_shift)
 }
 
 /// Decode `raw` (struct pages of `raw.len() / 64` pfns from `start`) into the machine's page
 /// kinds; pfns of sections that are not online are left alone. `vmemmap`: the base the
 /// struct pages' own pointers (compound_head) use: 0xffffea0000000000 on x86_64 with 4-level
 /// paging and no KASLR, elsewhere the kernel's `vmemmap_base`.
-pub fn import(m: &mut Machine, start: u64, raw: &[u8], vmemmap: u64) -> MemmapStats {
+///
+/// The pages' node/zone bits are checked in the same walk ([`LayoutCheck`]); struct pages of
+/// another layout or another machine are refused before any page is written, never decoded.
+pub fn import(
+    m: &mut Machine,
+    start: u64,
+    raw: &[u8],
+    vmemmap: u64,
+    nodes_shift: Option<u32>,
+) -> crate::Result<MemmapStats> {
     let g = m.geometry;
     let n = raw.len() / STRUCT_PAGE_SIZE;
     let page = |i: usize| Page(&raw[i * STRUCT_PAGE_SIZE..(i + 1) * STRUCT_PAGE_SIZE]);
@@ -295,6 +296,7 @@ pub fn import(m: &mut Machine, start: u64, raw: &[u8], vmemmap: u64) -> MemmapSt
     // (head index, tail kind) of the compound page being walked
     let mut compound: Option<(usize, u8)> = None;
     let mut buddy_left = 0u64;
+    let mut layout = LayoutCheck::new(nodes_shift);
     for i in 0..n {
         let pfn = start + i as u64;
         let meta = m.store.section_meta(g.pfn_to_section(pfn));
@@ -311,6 +313,9 @@ pub fn import(m: &mut Machine, start: u64, raw: &[u8], vmemmap: u64) -> MemmapSt
             st.zeroed += 1;
             bytes.push(m.store.page(pfn));
             continue;
+        }
+        if f != u64::MAX && f & PG_RESERVED == 0 {
+            layout.observe(pfn, f, meta.nid, m.store.pageblock_zone(pfn) as u8);
         }
         if buddy_left > 0 {
             buddy_left -= 1;
@@ -384,8 +389,10 @@ pub fn import(m: &mut Machine, start: u64, raw: &[u8], vmemmap: u64) -> MemmapSt
         };
         bytes.push(k);
     }
+    st.layout_checked = layout.checked;
+    st.layout_fits = layout.finish(start, n as u64, nodes_shift)?;
     m.store.write_pages(start, &bytes);
-    st
+    Ok(st)
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ def _after(
     a: Dict[str, Any],
     words: np.ndarray,
     memmap: Optional[np.ndarray],
-    layout: Dict[str, Any],
+    mm: Dict[str, Any],
 ) -> Dict[str, Any]:
     """The block as the kernel left it (the post-attempt copy, read as the pre-attempt copy
     was: kpageflags, or struct pages too) beside the model's block after it followed the
@@ -178,7 +178,7 @@ def _after(
             k.set_block_state(a["block"], "online")
         import_words(k, words, pfn)
         if memmap is not None:
-            k.import_memmap(memmap, pfn, **layout)
+            k.import_memmap(memmap, pfn, **mm)
         theirs = _AFTER_OF_KIND[k.page_bytes(pfn, n) & 0xF]
         theirs[gone] = 0
     count = lambda c: {name: int((c == i).sum()) for i, name in enumerate(AFTER_CLASSES)}  # noqa: E731
@@ -316,8 +316,8 @@ class Agreement:
             for side in ("kernel", "model"):
                 for c in AFTER_CLASSES:
                     b[side][c] += r.after[side][c]
-        pages = sum(r.after["pages"] for r in rs if r.after)
-        same = sum(r.after["same_class"] for r in rs if r.after)
+        pages = sum(r.after["pages"] for r in rs)  # type: ignore[index]
+        same = sum(r.after["same_class"] for r in rs)  # type: ignore[index]
         return {"attempts": len(rs), "pages": pages, "same_class": same, "by_outcome": by}
 
     def client_ranking(self) -> Optional[Dict[str, Any]]:
@@ -467,12 +467,12 @@ def _alternatives(m: Any, a: Dict[str, Any], prof: str, words: np.ndarray) -> Li
 
 
 def _offline_row(
-    m: Any, a: Dict[str, Any], prof: str, vmemmap: int, after: Optional[Any] = None
+    m: Any, a: Dict[str, Any], prof: str, mm: Dict[str, Any], after: Optional[Any] = None
 ) -> Row:
     """Predict one offline write; then make the model follow what the kernel did; with
-    ``after`` (the post-attempt copy: words, struct pages or None, layout), compare the block
-    as both then have it."""
-    k = kernel_offline_outcome(a, vmemmap)
+    ``after`` (the post-attempt copy: words, and struct pages or None), compare the block as
+    both then have it. ``mm``: import_memmap's arguments (layout, vmemmap, nodes_shift)."""
+    k = kernel_offline_outcome(a, mm["vmemmap"])
     o = m.offline(a["block"], kernel=prof, dry_run=True)
     diffs = []
     if o.errno != k["errno"]:
@@ -496,13 +496,13 @@ def _offline_row(
     mv = "ok" if o.errno is None else f"{o.errno} {o.reason or ''}".strip()
     post = None
     if after is not None:
-        post = _after(m, a, after[0], after[1], after[2])
+        post = _after(m, a, after[0], after[1], mm)
         if m.block_state(a["block"]) != BlockState.OFFLINE:
             # a failed write: the replay goes on from the block as the kernel left it (what
             # it migrated out is free there), not from the model's own partial migration
             import_words(m, after[0], a["pre"]["pfn"])
             if after[1] is not None:
-                m.import_memmap(after[1], a["pre"]["pfn"], **after[2])
+                m.import_memmap(after[1], a["pre"]["pfn"], **mm)
     return Row(
         "offline",
         a["block"],
@@ -618,7 +618,6 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
                 _bytes(tar, a["after"]["member"] + "/memmap", a["pre"]["npfn"] * 64)
                 if source == "memmap"
                 else None,
-                mm,
             )
             for a in rec["attempts"]
             if a.get("after") and a.get("pre")
@@ -647,7 +646,7 @@ def agree(run_dir: str, kernel: Optional[str] = None, source: str = "auto") -> A
             spr: Optional[int] = r.struct_pages_read
         elif a["attr"] == "offline":
             after = post_copy.get(a["after"]["member"]) if a.get("after") else None
-            row = _offline_row(m, a, prof, vmemmap, after)
+            row = _offline_row(m, a, prof, mm, after)
             rows.append(replace(row, **uncertain))
             continue
         elif a["attr"] == "valid_zones":
@@ -736,7 +735,8 @@ def _client_rows(m: Any, rec: Dict[str, Any], prof: str) -> List[Row]:
             now = m.block_states()
             # what the emulation offlined, in walk order (its failures change no state, so
             # they are compared by count)
-            mine = [f"{b}:ok" for b in order if before[b] == 1 and now[b] != 1]
+            on = int(BlockState.ONLINE)
+            mine = [f"{b}:ok" for b in order if before[b] == on and now[b] != on]
             mv = " ".join(mine)
             theirs = kv.split()
             ok = [t for t in theirs if t.endswith(":ok")] == mine and run.attempts == len(theirs)

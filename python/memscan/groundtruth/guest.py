@@ -229,19 +229,26 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
         f"slot=$(( half * {2 if sc.attempt_after else 1} ))",
         "dmesg -c > /out/dmesg.boot",
     ]
-    for attr in sc.reads:
-        lines += [
-            "for d in $M/memory[0-9]*; do b=${d##*/memory}",
-            '  [ "$(cat $d/state)" = online ] || continue',
-            "  n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark $attr:$b".replace("$attr", attr),
+
+    def reads(attr: str, d: str, b: str, indent: str) -> List[str]:
+        """Every online block's ``attr``, as timed attempts (removable with its pre-read copy);
+        ``d``/``b``: the shell variables for the block's directory and number."""
+        read = (
+            f"/bin/mshelper attempt {attr}:${b} ${d}/{attr} $(({b} * bs)) $bs /dev/vdb@$(((n - 1) * slot)){mm}"
+            if attr == "removable"
+            else f"/bin/mshelper read {attr}:${b} ${d}/{attr}"
+        )
+        body = [
+            f'[ "$(cat ${d}/state)" = online ] || continue',
+            f"n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark {attr}:${b}",
+            read,
+            "dmesg -c > $a/kmsg",
         ]
-        if attr == "removable":
-            lines.append(
-                f"  /bin/mshelper attempt {attr}:$b $d/{attr} $((b * bs)) $bs /dev/vdb@$(((n - 1) * slot)){mm}"
-            )
-        else:
-            lines.append(f"  /bin/mshelper read {attr}:$b $d/{attr}")
-        lines += ["  dmesg -c > $a/kmsg", "done"]
+        head = f"for {d} in $M/memory[0-9]*; do {b}=${{{d}##*/memory}}"
+        return [indent + head, *(indent + "  " + x for x in body), indent + "done"]
+
+    for attr in sc.reads:
+        lines += reads(attr, "d", "b", "")
     if sc.offline:
         # offline attempts, each after a copy of the block's pages; the kernel's reason comes
         # from dynamic debug (dyndbg on the command line, see runner.qemu_command)
@@ -260,14 +267,7 @@ def init_script(sc: Scenario, modules: Sequence[str] = ()) -> str:
         if sc.reread:
             # every online block's removable again, as the first reads were: the answer
             # and the scan's time after the memory this write moved
-            lines += [
-                "  for e in $M/memory[0-9]*; do c=${e##*/memory}",
-                '    [ "$(cat $e/state)" = online ] || continue',
-                "    n=$((n+1)); a=$S/attempts/$n; mkdir -p $a; mark removable:$c",
-                f"    /bin/mshelper attempt removable:$c $e/removable $((c * bs)) $bs /dev/vdb@$(((n - 1) * slot)){mm}",
-                "    dmesg -c > $a/kmsg",
-                "  done",
-            ]
+            lines += reads("removable", "e", "c", "  ")
         lines.append("done")
     if sc.clients:
         lines += _client_lines(sc)
